@@ -1,0 +1,5 @@
+"""`python -m fc_jax` runs the command-line interface."""
+
+from fc_jax.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,405 @@
+"""Layers as `jax.custom_vjp` functions with hand-written backward passes.
+
+Contract: each layer X is a triple kept together in this order:
+
+* `X_forward(...) -> (out, cache)`: plain jnp, the custom VJP's forward rule; `cache` is a NamedTuple
+  of arrays only.
+* `X_backward(dout, cache) -> grads`: the hand-written backward (no autodiff inside), with cs231n's
+  argument order, one gradient per differentiable input.
+* `X(...)`: the `jax.custom_vjp` function built from the pair. `jax.grad` through it runs `X_backward`.
+
+Names, argument orders and semantics mirror cs231n's `layers.py`; the course's mutable `bn_param` and
+`dropout_param` dicts live only in the facade (`fc_jax.cs231n`). Here batchnorm's running statistics are
+separate pure functions and dropout takes an explicit mask drawn outside the custom VJP, so every
+backward is deterministic. Everything is dtype-polymorphic: dtypes come from the inputs.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fc_jax.types import Array, Key
+
+__all__ = [
+    "AffineCache",
+    "affine_forward",
+    "affine_backward",
+    "affine",
+    "ReluCache",
+    "relu_forward",
+    "relu_backward",
+    "relu",
+    "AffineReluCache",
+    "affine_relu_forward",
+    "affine_relu_backward",
+    "affine_relu",
+    "dropout_mask",
+    "DropoutCache",
+    "dropout_forward",
+    "dropout_backward",
+    "dropout",
+    "NormCache",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "batchnorm_backward_alt",
+    "batchnorm",
+    "batchnorm_stats",
+    "batchnorm_update_running",
+    "batchnorm_inference",
+    "layernorm_forward",
+    "layernorm_backward",
+    "layernorm",
+]
+
+
+def _check_affine(x, w, b) -> None:
+    if x.ndim < 1:
+        raise ValueError(f"affine: x must have a batch axis, shape (N, d1, ..., dk); got {x.shape}")
+    if w.ndim != 2:
+        raise ValueError(f"affine: w must have shape (D, M); got {w.shape}")
+    d = 1
+    for s in x.shape[1:]:
+        d *= s
+    if d != w.shape[0]:
+        raise ValueError(
+            f"affine: x of shape {x.shape} flattens to (N, {d}) but w has shape {w.shape}; "
+            f"expected w of shape ({d}, M)"
+        )
+    if b.shape != (w.shape[1],):
+        raise ValueError(f"affine: b must have shape ({w.shape[1]},) to match w {w.shape}; got {b.shape}")
+
+
+def _check_norm(name: str, x, gamma, beta) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"{name}: x must have shape (N, D); got {x.shape}")
+    for arg, v in (("gamma", gamma), ("beta", beta)):
+        if v.shape != (x.shape[1],):
+            raise ValueError(f"{name}: {arg} must have shape ({x.shape[1]},) to match x {x.shape}; got {v.shape}")
+
+
+# ---------------------------------------------------------------- affine
+class AffineCache(NamedTuple):
+    x: Array  # (N, d1, ..., dk) the input as given
+    w: Array  # (D, M)
+
+
+def affine_forward(x: Array, w: Array, b: Array) -> tuple[Array, AffineCache]:
+    """Affine layer: `out = x.reshape(N, D) @ w + b`. Mirrors cs231n `affine_forward`.
+
+    Args:
+      x: (N, d1, ..., dk) inputs; D = d1 * ... * dk.
+      w: (D, M) weights.
+      b: (M,) biases.
+
+    Returns:
+      out: (N, M); cache: `AffineCache(x, w)`.
+    """
+    _check_affine(x, w, b)
+    out = x.reshape(x.shape[0], -1) @ w + b[None, :]
+    return out, AffineCache(x, w)
+
+
+def affine_backward(dout: Array, cache: AffineCache) -> tuple[Array, Array, Array]:
+    """Backward of `affine_forward`. Mirrors cs231n `affine_backward`.
+
+    Args:
+      dout: (N, M) upstream gradient.
+      cache: from `affine_forward`.
+
+    Returns:
+      dx: (N, d1, ..., dk), dw: (D, M), db: (M,).
+    """
+    x, w = cache
+    x2 = x.reshape(x.shape[0], -1)
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x2.T @ dout
+    db = jnp.sum(dout, axis=0)
+    return dx, dw, db
+
+
+@jax.custom_vjp
+def _affine(x, w, b):
+    return affine_forward(x, w, b)[0]
+
+
+_affine.defvjp(affine_forward, lambda cache, g: affine_backward(g, cache))
+
+
+def affine(x: Array, w: Array, b: Array) -> Array:
+    """Affine layer with the hand-written backward as its VJP. See `affine_forward`."""
+    _check_affine(x, w, b)
+    return _affine(x, w, b)
+
+
+# ---------------------------------------------------------------- relu
+class ReluCache(NamedTuple):
+    x: Array  # the input
+
+
+def relu_forward(x: Array) -> tuple[Array, ReluCache]:
+    """ReLU, `max(0, x)` elementwise. Mirrors cs231n `relu_forward`."""
+    return jnp.maximum(x, 0), ReluCache(x)
+
+
+def relu_backward(dout: Array, cache: ReluCache) -> Array:
+    """Backward of `relu_forward`: passes `dout` where `x > 0`. Mirrors cs231n `relu_backward`."""
+    return jnp.where(cache.x > 0, dout, jnp.zeros_like(dout))
+
+
+@jax.custom_vjp
+def relu(x: Array) -> Array:
+    """ReLU with the hand-written backward as its VJP."""
+    return relu_forward(x)[0]
+
+
+relu.defvjp(relu_forward, lambda cache, g: (relu_backward(g, cache),))
+
+
+# ---------------------------------------------------------------- affine_relu
+class AffineReluCache(NamedTuple):
+    x: Array  # (N, d1, ..., dk) input
+    w: Array  # (D, M)
+    a: Array  # (N, M) pre-activation
+
+
+def affine_relu_forward(x: Array, w: Array, b: Array) -> tuple[Array, AffineReluCache]:
+    """Affine then ReLU. Mirrors cs231n `layer_utils.affine_relu_forward`."""
+    a, _ = affine_forward(x, w, b)
+    return jnp.maximum(a, 0), AffineReluCache(x, w, a)
+
+
+def affine_relu_backward(dout: Array, cache: AffineReluCache) -> tuple[Array, Array, Array]:
+    """Backward of `affine_relu_forward`: (dx, dw, db)."""
+    da = relu_backward(dout, ReluCache(cache.a))
+    return affine_backward(da, AffineCache(cache.x, cache.w))
+
+
+@jax.custom_vjp
+def _affine_relu(x, w, b):
+    return affine_relu_forward(x, w, b)[0]
+
+
+_affine_relu.defvjp(affine_relu_forward, lambda cache, g: affine_relu_backward(g, cache))
+
+
+def affine_relu(x: Array, w: Array, b: Array) -> Array:
+    """Affine then ReLU, with the hand-written backward as its VJP."""
+    _check_affine(x, w, b)
+    return _affine_relu(x, w, b)
+
+
+# ---------------------------------------------------------------- dropout
+def _check_keep_prob(keep_prob) -> None:
+    if isinstance(keep_prob, jax.core.Tracer):
+        return  # a traced value (a sweep axis): validated at the entry point instead
+    k = jnp.asarray(keep_prob)
+    if not bool(jnp.all((k > 0) & (k <= 1))):
+        raise ValueError(f"keep_prob must be in (0, 1] (the probability of KEEPING a unit); got {keep_prob}")
+
+
+def dropout_mask(key: Key, keep_prob, shape: tuple[int, ...], dtype=None) -> Array:
+    """Draw an inverted-dropout mask: each entry is `1 / keep_prob` with probability `keep_prob`, else 0.
+
+    Note: `keep_prob` is the probability of KEEPING a unit (cs231n's `p`), not a drop rate.
+
+    Args:
+      key: a PRNG key.
+      keep_prob: scalar in (0, 1]; may be a traced array (sweepable).
+      shape: the mask shape, usually `x.shape`.
+      dtype: the mask dtype (default: jax's default float dtype).
+
+    Returns:
+      mask of `shape` and `dtype`.
+    """
+    _check_keep_prob(keep_prob)
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    p = jnp.asarray(keep_prob, dtype)
+    keep = jax.random.uniform(key, shape, dtype) < p
+    return jnp.where(keep, 1 / p, jnp.zeros((), dtype)).astype(dtype)
+
+
+class DropoutCache(NamedTuple):
+    mask: Array  # 0 or 1 / keep_prob
+
+
+def dropout_forward(x: Array, mask: Array) -> tuple[Array, DropoutCache]:
+    """Inverted dropout with a given mask: `out = x * mask`. Mirrors cs231n `dropout_forward` (train)."""
+    if mask.shape != x.shape:
+        raise ValueError(f"dropout: mask must have the shape of x {x.shape}; got {mask.shape}")
+    return x * mask, DropoutCache(mask)
+
+
+def dropout_backward(dout: Array, cache: DropoutCache) -> Array:
+    """Backward of `dropout_forward`: `dx = dout * mask`."""
+    return dout * cache.mask
+
+
+@jax.custom_vjp
+def dropout(x: Array, mask: Array) -> Array:
+    """Inverted dropout `x * mask` with its hand-written VJP; build `mask` with `dropout_mask`."""
+    return dropout_forward(x, mask)[0]
+
+
+dropout.defvjp(dropout_forward, lambda cache, g: (dropout_backward(g, cache), None))
+
+
+# ---------------------------------------------------------------- batchnorm / layernorm
+class NormCache(NamedTuple):
+    x_centered: Array  # (N, D) x minus its mean (over the batch for batchnorm, the features for layernorm)
+    inv_std: Array  # (1, D) for batchnorm, (N, 1) for layernorm: 1 / sqrt(var + eps)
+    x_hat: Array  # (N, D) normalized input
+    gamma: Array  # (D,)
+
+
+def _normalize(x, gamma, beta, eps, axis):
+    mu = jnp.mean(x, axis=axis, keepdims=True)
+    xc = x - mu
+    var = jnp.mean(xc * xc, axis=axis, keepdims=True)
+    inv_std = jax.lax.rsqrt(var + jnp.asarray(eps, x.dtype))
+    x_hat = xc * inv_std
+    out = gamma[None, :] * x_hat + beta[None, :]
+    return out, NormCache(xc, inv_std, x_hat, gamma)
+
+
+def batchnorm_forward(x: Array, gamma: Array, beta: Array, eps: float = 1e-5) -> tuple[Array, NormCache]:
+    """Train-mode batch normalization of (N, D) over the batch axis (biased variance).
+
+    Mirrors cs231n `batchnorm_forward` in train mode; running statistics are kept separately with
+    `batchnorm_stats` / `batchnorm_update_running`, and test mode is `batchnorm_inference`.
+
+    Args:
+      x: (N, D) inputs; gamma, beta: (D,) scale and shift; eps: variance fuzz.
+
+    Returns:
+      out: (N, D); cache: `NormCache`.
+    """
+    _check_norm("batchnorm", x, gamma, beta)
+    return _normalize(x, gamma, beta, eps, axis=0)
+
+
+def batchnorm_backward(dout: Array, cache: NormCache) -> tuple[Array, Array, Array]:
+    """Backward of batchnorm, step by step through the computational graph (cs231n `batchnorm_backward`).
+
+    Returns:
+      dx: (N, D), dgamma: (D,), dbeta: (D,).
+    """
+    xc, inv_std, x_hat, gamma = cache
+    n = dout.shape[0]
+    dbeta = jnp.sum(dout, axis=0)
+    dgamma = jnp.sum(dout * x_hat, axis=0)
+    dx_hat = dout * gamma[None, :]
+    dinv_std = jnp.sum(dx_hat * xc, axis=0, keepdims=True)  # x_hat = xc * inv_std
+    dxc = dx_hat * inv_std
+    dstd = -dinv_std * inv_std * inv_std  # inv_std = 1 / std
+    dvar = 0.5 * dstd * inv_std  # std = sqrt(var + eps)
+    dxc = dxc + 2.0 * xc * dvar / n  # var = mean(xc ** 2)
+    dmu = -jnp.sum(dxc, axis=0, keepdims=True)  # xc = x - mu
+    dx = dxc + dmu / n  # mu = mean(x)
+    return dx, dgamma, dbeta
+
+
+def batchnorm_backward_alt(dout: Array, cache: NormCache) -> tuple[Array, Array, Array]:
+    """Closed-form batchnorm backward (cs231n `batchnorm_backward_alt`); equals `batchnorm_backward`.
+
+    `dx = inv_std / N * (N * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))`, sums over the batch.
+    """
+    _, inv_std, x_hat, gamma = cache
+    n = dout.shape[0]
+    dbeta = jnp.sum(dout, axis=0)
+    dgamma = jnp.sum(dout * x_hat, axis=0)
+    dx_hat = dout * gamma[None, :]
+    dx = (inv_std / n) * (
+        n * dx_hat
+        - jnp.sum(dx_hat, axis=0, keepdims=True)
+        - x_hat * jnp.sum(dx_hat * x_hat, axis=0, keepdims=True)
+    )
+    return dx, dgamma, dbeta
+
+
+def _bn_fwd(x, gamma, beta, eps):
+    return batchnorm_forward(x, gamma, beta, eps)
+
+
+_batchnorm = jax.custom_vjp(lambda x, gamma, beta, eps: _bn_fwd(x, gamma, beta, eps)[0], nondiff_argnums=(3,))
+_batchnorm.defvjp(_bn_fwd, lambda eps, cache, g: batchnorm_backward_alt(g, cache))
+
+
+def batchnorm(x: Array, gamma: Array, beta: Array, eps: float = 1e-5) -> Array:
+    """Train-mode batchnorm of (N, D) with the closed-form backward as its VJP. `eps` is a Python float."""
+    _check_norm("batchnorm", x, gamma, beta)
+    return _batchnorm(x, gamma, beta, float(eps))
+
+
+def batchnorm_stats(x: Array) -> tuple[Array, Array]:
+    """Batch mean and biased variance of (N, D) `x`, each (D,), outside autodiff (for running stats)."""
+    x = jax.lax.stop_gradient(x)
+    mu = jnp.mean(x, axis=0)
+    return mu, jnp.mean(jnp.square(x - mu[None, :]), axis=0)
+
+
+def batchnorm_update_running(
+    running_mean: Array, running_var: Array, x: Array, momentum: float = 0.9
+) -> tuple[Array, Array]:
+    """The course's running averages: `running = momentum * running + (1 - momentum) * batch`.
+
+    Args:
+      running_mean, running_var: (D,) current running statistics.
+      x: (N, D) the batch being normalized.
+      momentum: decay of the running averages (cs231n's default 0.9).
+
+    Returns:
+      (new_running_mean, new_running_var), each (D,), in the running statistics' dtype.
+    """
+    mu, var = batchnorm_stats(x)
+    m = jnp.asarray(momentum, running_mean.dtype)
+    new_mean = m * running_mean + (1 - m) * mu.astype(running_mean.dtype)
+    new_var = m * running_var + (1 - m) * var.astype(running_var.dtype)
+    return new_mean, new_var
+
+
+def batchnorm_inference(
+    x: Array, gamma: Array, beta: Array, running_mean: Array, running_var: Array, eps: float = 1e-5
+) -> Array:
+    """Test-mode batchnorm: normalize with the running statistics (cs231n `batchnorm_forward`, test)."""
+    _check_norm("batchnorm", x, gamma, beta)
+    inv_std = jax.lax.rsqrt(running_var + jnp.asarray(eps, x.dtype))
+    return (x - running_mean[None, :]) * (gamma * inv_std)[None, :] + beta[None, :]
+
+
+def layernorm_forward(x: Array, gamma: Array, beta: Array, eps: float = 1e-5) -> tuple[Array, NormCache]:
+    """Layer normalization: normalize each example of (N, D) over its D features.
+
+    Mirrors cs231n `layernorm_forward` (same in train and test mode).
+    """
+    _check_norm("layernorm", x, gamma, beta)
+    return _normalize(x, gamma, beta, eps, axis=1)
+
+
+def layernorm_backward(dout: Array, cache: NormCache) -> tuple[Array, Array, Array]:
+    """Backward of layernorm (closed form over the features): (dx, dgamma, dbeta)."""
+    _, inv_std, x_hat, gamma = cache
+    d = dout.shape[1]
+    dbeta = jnp.sum(dout, axis=0)
+    dgamma = jnp.sum(dout * x_hat, axis=0)
+    dx_hat = dout * gamma[None, :]
+    dx = (inv_std / d) * (
+        d * dx_hat
+        - jnp.sum(dx_hat, axis=1, keepdims=True)
+        - x_hat * jnp.sum(dx_hat * x_hat, axis=1, keepdims=True)
+    )
+    return dx, dgamma, dbeta
+
+
+def _ln_fwd(x, gamma, beta, eps):
+    return layernorm_forward(x, gamma, beta, eps)
+
+
+_layernorm = jax.custom_vjp(lambda x, gamma, beta, eps: _ln_fwd(x, gamma, beta, eps)[0], nondiff_argnums=(3,))
+_layernorm.defvjp(_ln_fwd, lambda eps, cache, g: layernorm_backward(g, cache))
+
+
+def layernorm(x: Array, gamma: Array, beta: Array, eps: float = 1e-5) -> Array:
+    """Layer normalization with the hand-written backward as its VJP. `eps` is a Python float."""
+    _check_norm("layernorm", x, gamma, beta)
+    return _layernorm(x, gamma, beta, float(eps))
