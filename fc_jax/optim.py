@@ -1,0 +1,317 @@
+"""First-order update rules as pure functions: sgd, sgd_momentum, rmsprop, adam.
+
+Contract: an optimizer is an `Optimizer(init, update)` pair of pure functions,
+
+  init(params) -> state
+  update(grads, state, params, hparams) -> (new_params, new_state)
+
+  params: a pytree of floating arrays (fc_jax uses a flat dict `W1, b1, gamma1, ...`; a bare
+    array works too). grads: the loss gradient, same structure, shapes and dtypes as params.
+  state: the rule's NamedTuple (`SGDState`, `MomentumState`, `RMSPropState`, `AdamState`) whose
+    fields use the cs231n config names (`velocity`, `cache`, `t`, `m`, `v`).
+  hparams: an `fc_jax.hparams.HParams` of scalar arrays. The rules read only their own fields,
+    each cast to the dtype of the parameter it updates, so float32 hyperparameters do not upcast
+    float64 parameters (and back): the dtypes of params and state never change.
+
+`update` returns the new parameters (cs231n's `next_w`), not an update to apply, and nothing
+here closes over a hyperparameter: a new learning rate is new data, not a new compilation, and
+`jax.vmap` over stacked params, state and `HParams` runs a sweep. The functions are not jitted;
+wrap the whole training step (or epoch) in `jax.jit`. The math follows cs231n `optim.py`
+(mirrored in NumPy by `fc_jax.reference.optim`); in particular Adam increments `t` before its
+bias correction.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fc_jax.hparams import HParams
+from fc_jax.types import Array, Grads, Params
+
+__all__ = [
+    "Optimizer",
+    "SGDState",
+    "MomentumState",
+    "RMSPropState",
+    "AdamState",
+    "sgd",
+    "sgd_momentum",
+    "rmsprop",
+    "adam",
+    "OPTIMIZERS",
+    "get_optimizer",
+]
+
+
+class Optimizer(NamedTuple):
+    """An `(init, update)` pair of pure functions (see the module docstring).
+
+    init(params) -> state: the rule's NamedTuple state; each array field has the tree structure,
+      shapes and dtypes of `params`.
+    update(grads, state, params, hparams) -> (new_params, new_state): one step. `grads` and
+      `params` share structure, shapes and dtypes; outputs keep those of `params` and `state`.
+    Under `jax.vmap` every array may carry a leading sweep axis `(S, ...)`.
+    """
+
+    init: Callable[[Params], Any]
+    update: Callable[[Grads, Any, Params, HParams], tuple[Params, Any]]
+
+
+def _scalars(grads: Grads, params: Params, hparams: HParams, make: Callable[..., tuple]) -> dict:
+    """Check the arguments; return `make(dtype)` (the rule's scalar constants) per leaf dtype.
+
+    The scalars are computed once per update for each distinct parameter dtype (usually one), so
+    the per-element work is only the rule's fused update expression.
+    """
+    if not isinstance(hparams, HParams):
+        raise TypeError(f"hparams must be an fc_jax.hparams.HParams, got {type(hparams).__name__}")
+    if jax.tree.structure(grads) != jax.tree.structure(params):
+        raise ValueError(
+            "grads must have the same tree structure as params: got "
+            f"{jax.tree.structure(grads)} and {jax.tree.structure(params)}"
+        )
+    dtypes = set()
+    for path, p in jax.tree_util.tree_leaves_with_path(params):
+        dtype = getattr(p, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            got = dtype if dtype is not None else type(p).__name__
+            name = f"params{jax.tree_util.keystr(path)}"
+            raise TypeError(f"{name} must be a floating-point array, got {got}")
+        dtypes.add(dtype)
+    return {d: make(d) for d in dtypes}
+
+
+def _unzip(params: Params, out: Any, n: int) -> tuple:
+    """Split a tree of n-tuples (one per leaf of `params`) into n trees shaped like `params`."""
+    return tuple(jax.tree.map(lambda _, o, i=i: o[i], params, out) for i in range(n))
+
+
+# --------------------------------------------------------------------------------------------
+class SGDState(NamedTuple):
+    """Vanilla SGD keeps no state."""
+
+
+def _sgd_leaf(p, g, lr):
+    return p - lr * jnp.asarray(g, p.dtype)
+
+
+def sgd() -> Optimizer:
+    r"""Vanilla stochastic gradient descent. Mirrors cs231n `sgd`.
+
+    .. math::
+        w_t = w_{t-1} - \mathrm{lr} \cdot g_t
+
+    Reads `hparams.learning_rate`. The state is the empty `SGDState()`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from fc_jax.hparams import make_hparams
+        >>> opt = sgd()
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> grads = {"w": jnp.array([0.5, 0.5])}
+        >>> new, state = opt.update(grads, opt.init(params), params, make_hparams("sgd"))
+        >>> print([round(float(x), 4) for x in new["w"]])
+        [0.995, -2.005]
+    """
+
+    def init(params: Params) -> SGDState:
+        del params
+        return SGDState()
+
+    def update(grads, state, params, hparams):
+        s = _scalars(grads, params, hparams, lambda d: (jnp.asarray(hparams.learning_rate, d),))
+        return jax.tree.map(lambda p, g: _sgd_leaf(p, g, *s[p.dtype]), params, grads), state
+
+    return Optimizer(init, update)
+
+
+# --------------------------------------------------------------------------------------------
+class MomentumState(NamedTuple):
+    """State of `sgd_momentum`."""
+
+    velocity: Params  # like params: the running velocity v
+
+
+def _momentum_leaf(p, g, v, lr, mu):
+    v = mu * v - lr * jnp.asarray(g, p.dtype)
+    return p + v, v
+
+
+def sgd_momentum() -> Optimizer:
+    r"""Stochastic gradient descent with (heavy-ball) momentum. Mirrors cs231n `sgd_momentum`.
+
+    .. math::
+        v_t &= \mu \cdot v_{t-1} - \mathrm{lr} \cdot g_t \\
+        w_t &= w_{t-1} + v_t
+
+    Reads `hparams.learning_rate` and `hparams.momentum` (:math:`\mu`); the velocity starts at 0.
+    """
+
+    def init(params: Params) -> MomentumState:
+        return MomentumState(velocity=jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params, hparams):
+
+        def make(d):
+            return jnp.asarray(hparams.learning_rate, d), jnp.asarray(hparams.momentum, d)
+
+        s = _scalars(grads, params, hparams, make)
+        out = jax.tree.map(
+            lambda p, g, v: _momentum_leaf(p, g, v, *s[p.dtype]), params, grads, state.velocity
+        )
+        new_params, velocity = _unzip(params, out, 2)
+        return new_params, MomentumState(velocity=velocity)
+
+    return Optimizer(init, update)
+
+
+# --------------------------------------------------------------------------------------------
+class RMSPropState(NamedTuple):
+    """State of `rmsprop`."""
+
+    cache: Params  # like params: the moving average of squared gradients
+
+
+def _rmsprop_leaf(p, g, cache, lr, dr, one_minus_dr, eps):
+    g = jnp.asarray(g, p.dtype)
+    cache = dr * cache + one_minus_dr * (g * g)
+    return p - lr * g / (jnp.sqrt(cache) + eps), cache
+
+
+def rmsprop() -> Optimizer:
+    r"""RMSProp: per-parameter step sizes from a moving average of g². Mirrors cs231n `rmsprop`.
+
+    .. math::
+        c_t &= \rho \cdot c_{t-1} + (1 - \rho) \cdot g_t^2 \\
+        w_t &= w_{t-1} - \mathrm{lr} \cdot g_t / (\sqrt{c_t} + \epsilon)
+
+    Reads `hparams.learning_rate`, `hparams.decay_rate` (:math:`\rho`) and `hparams.epsilon`;
+    the cache starts at 0.
+    """
+
+    def init(params: Params) -> RMSPropState:
+        return RMSPropState(cache=jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params, hparams):
+
+        def make(d):
+            lr, dr, eps = (
+                jnp.asarray(h, d)
+                for h in (hparams.learning_rate, hparams.decay_rate, hparams.epsilon)
+            )
+            return lr, dr, 1 - dr, eps
+
+        s = _scalars(grads, params, hparams, make)
+        out = jax.tree.map(
+            lambda p, g, c: _rmsprop_leaf(p, g, c, *s[p.dtype]), params, grads, state.cache
+        )
+        new_params, cache = _unzip(params, out, 2)
+        return new_params, RMSPropState(cache=cache)
+
+    return Optimizer(init, update)
+
+
+# --------------------------------------------------------------------------------------------
+class AdamState(NamedTuple):
+    """State of `adam`, with the cs231n config names."""
+
+    t: Array  # shape=(), int32: the number of updates taken so far
+    m: Params  # like params: the moving average of gradients (first moment)
+    v: Params  # like params: the moving average of squared gradients (second moment)
+
+
+def _adam_leaf(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_bc2):
+    g = jnp.asarray(g, p.dtype)
+    m = b1 * m + one_minus_b1 * g  # first moment
+    v = b2 * v + one_minus_b2 * (g * g)  # second moment
+    # w - lr * (m / bc1) / (sqrt(v / bc2) + eps), with lr / bc1 and 1 / bc2 folded into scalars.
+    return p - step * m / (jnp.sqrt(v * inv_bc2) + eps), m, v
+
+
+def adam() -> Optimizer:
+    r"""Adam with bias-corrected moment estimates. Mirrors cs231n `adam`.
+
+    .. math::
+        t &\leftarrow t + 1 \\
+        m_t &= \beta_1 \cdot m_{t-1} + (1 - \beta_1) \cdot g_t \\
+        v_t &= \beta_2 \cdot v_{t-1} + (1 - \beta_2) \cdot g_t^2 \\
+        \hat m_t &= m_t / (1 - \beta_1^t), \quad \hat v_t = v_t / (1 - \beta_2^t) \\
+        w_t &= w_{t-1} - \mathrm{lr} \cdot \hat m_t / (\sqrt{\hat v_t} + \epsilon)
+
+    Reads `hparams.learning_rate`, `beta1`, `beta2` and `epsilon`; `m` and `v` start at 0 and
+    `t` at 0. Like cs231n (and unlike some papers' pseudo-code), `t` is incremented *before* the
+    bias correction, so the first update uses `t = 1`, and `epsilon` is added outside the square
+    root of the bias-corrected second moment. The two bias corrections are computed once per
+    update as scalars.
+
+    Example (minimize ``w**2``; each early Adam step moves every weight by about ``lr``):
+        >>> import jax.numpy as jnp
+        >>> from fc_jax.hparams import make_hparams
+        >>> opt = adam()
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> state = opt.init(params)
+        >>> hp = make_hparams("adam", learning_rate=0.1)
+        >>> for _ in range(3):
+        ...     grads = {"w": 2 * params["w"]}
+        ...     params, state = opt.update(grads, state, params, hp)
+        >>> print(int(state.t), [round(float(x), 2) for x in params["w"]])
+        3 [0.7, -1.7]
+    """
+
+    def init(params: Params) -> AdamState:
+        # Separate buffers for m and v, so a jitted step may donate the state.
+        m, v = (jax.tree.map(jnp.zeros_like, params) for _ in range(2))
+        return AdamState(t=jnp.zeros((), jnp.int32), m=m, v=v)
+
+    def update(grads, state, params, hparams):
+        t = state.t + 1
+
+        def make(d):
+            lr, b1, b2, eps = (
+                jnp.asarray(h, d)
+                for h in (hparams.learning_rate, hparams.beta1, hparams.beta2, hparams.epsilon)
+            )
+            bc1, bc2 = 1 - b1**t, 1 - b2**t  # bias corrections, scalars
+            return b1, 1 - b1, b2, 1 - b2, eps, lr / bc1, 1 / bc2
+
+        s = _scalars(grads, params, hparams, make)
+        out = jax.tree.map(
+            lambda p, g, m, v: _adam_leaf(p, g, m, v, *s[p.dtype]), params, grads, state.m, state.v
+        )
+        new_params, m, v = _unzip(params, out, 3)
+        return new_params, AdamState(t=t, m=m, v=v)
+
+    return Optimizer(init, update)
+
+
+# --------------------------------------------------------------------------------------------
+OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
+    "sgd": sgd,
+    "sgd_momentum": sgd_momentum,
+    "rmsprop": rmsprop,
+    "adam": adam,
+}
+
+
+def get_optimizer(name: str) -> Optimizer:
+    """Return the optimizer for a cs231n `update_rule` name.
+
+    Args:
+      name: one of "sgd", "sgd_momentum", "rmsprop", "adam".
+
+    Returns:
+      The `Optimizer(init, update)` built by the matching factory.
+
+    Raises:
+      ValueError: if `name` is not one of the names above.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> get_optimizer("adam").init({"w": jnp.zeros(3)}).t.dtype
+        dtype('int32')
+    """
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(f"unknown update_rule {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[name]()

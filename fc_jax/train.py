@@ -1,0 +1,174 @@
+"""The compiled training engine: one `jit` of a `lax.scan` over minibatch steps.
+
+Contract:
+
+* `TrainState` holds everything a run carries (params, batchnorm state, optimizer state, a base PRNG
+  key, the global step count, a divergence flag). It is a pytree; `jax.vmap` over a leading axis gives
+  many models at once (see `fc_jax.sweep`).
+* `sample_indices(key, num_train, steps, batch_size, replace)` draws an epoch's minibatch indices,
+  shape (steps, batch); it is separate so tests and benchmarks can inject indices.
+* `make_epoch(config, optimizer)` returns `epoch(ts, X, y, idx, hparams, masks=None) -> (ts, losses)`,
+  jitted: the data stay on the device, each step gathers its minibatch, runs the hand-written backward
+  through `jax.value_and_grad(models.loss_fn)`, applies the update rule, and the per-step losses come
+  back stacked. The dropout key of step t is `fold_in(ts.key, t)`, so a run is a pure function of
+  (seed, indices) and resumes exactly. A step whose loss is not finite marks the run diverged; from then
+  on its parameters stop changing (in a sweep the other lanes go on untouched).
+* `make_step` is the same step jitted alone (the course-style loop, for benchmarks and tests), and
+  `make_evaluate(config)` is a batched, jitted accuracy.
+
+Hyperparameters are data (`HParams`), never closed over: a new learning rate does not recompile.
+"""
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fc_jax import models
+from fc_jax.hparams import HParams
+from fc_jax.optim import Optimizer
+from fc_jax.types import Array, Key, ModelState, Params
+
+__all__ = [
+    "TrainState",
+    "init_train_state",
+    "sample_indices",
+    "train_step",
+    "make_step",
+    "make_epoch",
+    "accuracy",
+    "make_evaluate",
+]
+
+
+class TrainState(NamedTuple):
+    params: Params
+    model_state: ModelState  # batchnorm running statistics
+    opt_state: Any  # the optimizer's NamedTuple state
+    key: Key  # base key; step t's dropout key is fold_in(key, t)
+    step: Array  # shape=(), int32: steps taken so far
+    diverged: Array  # shape=(), bool: a step's loss was not finite; params are frozen since
+
+
+def init_train_state(key: Key, config: models.NetConfig, optimizer: Optimizer, weight_scale) -> TrainState:
+    """Fresh parameters (from `key`), zero batchnorm statistics and optimizer state.
+
+    The init key and the dropout key are independent splits of `key`.
+    """
+    k_init, k_run = jax.random.split(key)
+    params = models.init_params(k_init, config, weight_scale)
+    return TrainState(
+        params=params,
+        model_state=models.init_state(config),
+        opt_state=optimizer.init(params),
+        key=k_run,
+        step=jnp.zeros((), jnp.int32),
+        diverged=jnp.zeros((), jnp.bool_),
+    )
+
+
+def sample_indices(key: Key, num_train: int, steps: int, batch_size: int, replace: bool = True) -> Array:
+    """Minibatch indices of one epoch, shape (steps, batch_size), int32.
+
+    Args:
+      key: PRNG key of this epoch.
+      num_train: number of training examples to draw from.
+      steps, batch_size: the epoch's shape.
+      replace: True draws each minibatch uniformly with replacement, as the cs231n Solver does;
+        False walks fresh permutations of the data (without replacement within a permutation).
+    """
+    if num_train < 1 or steps < 1 or batch_size < 1:
+        raise ValueError(f"need num_train, steps, batch_size >= 1; got {num_train}, {steps}, {batch_size}")
+    if replace:
+        return jax.random.randint(key, (steps, batch_size), 0, num_train, dtype=jnp.int32)
+    total = steps * batch_size
+    reps = -(-total // num_train)
+    perms = [jax.random.permutation(k, num_train) for k in jax.random.split(key, reps)]
+    return jnp.concatenate(perms)[:total].reshape(steps, batch_size).astype(jnp.int32)
+
+
+def train_step(
+    ts: TrainState,
+    xb: Array,
+    yb: Array,
+    hparams: HParams,
+    masks: tuple[Array, ...] | None = None,
+    *,
+    config: models.NetConfig,
+    optimizer: Optimizer,
+) -> tuple[TrainState, Array]:
+    """One step: loss, hand-written gradients, update. Not jitted (see `make_step`, `make_epoch`).
+
+    Returns:
+      (new TrainState, the minibatch loss before the update).
+    """
+    key = jax.random.fold_in(ts.key, ts.step) if config.use_dropout and masks is None else None
+    grad_fn = jax.value_and_grad(models.loss_fn, has_aux=True)
+    (loss, (model_state, _)), grads = grad_fn(
+        ts.params, ts.model_state, xb, yb, hparams, config=config, key=key, train=True, masks=masks
+    )
+    params, opt_state = optimizer.update(grads, ts.opt_state, ts.params, hparams)
+    diverged = ts.diverged | ~jnp.isfinite(loss)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(diverged, o, n), new, old)
+    return (
+        TrainState(
+            params=keep(params, ts.params),
+            model_state=keep(model_state, ts.model_state),
+            opt_state=keep(opt_state, ts.opt_state),
+            key=ts.key,
+            step=ts.step + 1,
+            diverged=diverged,
+        ),
+        loss,
+    )
+
+
+def make_step(config: models.NetConfig, optimizer: Optimizer):
+    """`step(ts, xb, yb, hparams, masks=None) -> (ts, loss)`, jitted alone (one dispatch per step)."""
+    return jax.jit(functools.partial(train_step, config=config, optimizer=optimizer))
+
+
+def _epoch(ts, X, y, idx, hparams, masks=None, *, config, optimizer):
+    def body(ts, xs):
+        i, m = xs
+        return train_step(ts, X[i], y[i], hparams, m, config=config, optimizer=optimizer)
+
+    return jax.lax.scan(body, ts, (idx, masks))
+
+
+def make_epoch(config: models.NetConfig, optimizer: Optimizer):
+    """`epoch(ts, X, y, idx, hparams, masks=None) -> (ts, losses)`: one jit of a scan over `idx`.
+
+    Args of the returned function:
+      ts: a `TrainState`.
+      X: (N, ...) training inputs on the device; y: (N,) integer labels.
+      idx: (steps, batch) minibatch indices (see `sample_indices`).
+      hparams: `HParams` of scalars (the learning rate already decayed for this epoch).
+      masks: optional explicit dropout masks, a tuple with one (steps, batch, H_i) array per hidden
+        layer (the facade's course-exact masks); None draws them from `ts.key`.
+
+    Returns:
+      (new TrainState, losses of shape (steps,)).
+    """
+    return jax.jit(functools.partial(_epoch, config=config, optimizer=optimizer))
+
+
+def accuracy(
+    params: Params, state: ModelState, X: Array, y: Array, *, config: models.NetConfig, batch_size: int = 1000
+) -> Array:
+    """Test-mode accuracy over (X, y), computed in batches of `batch_size` (a scalar array)."""
+    n = X.shape[0]
+    nb = -(-n // batch_size)
+    pad = nb * batch_size - n
+    Xp = jnp.concatenate([X, jnp.zeros((pad, *X.shape[1:]), X.dtype)]) if pad else X
+    yp = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]) if pad else y
+    Xb = Xp.reshape(nb, batch_size, *X.shape[1:])
+    pred = jax.lax.map(lambda xb: models.predict(params, state, xb, config=config), Xb).reshape(-1)
+    correct = jnp.sum((pred == yp).astype(jnp.int32))
+    return correct / n
+
+
+def make_evaluate(config: models.NetConfig, batch_size: int = 1000):
+    """`evaluate(params, state, X, y) -> accuracy`, jitted and batched."""
+    return jax.jit(functools.partial(accuracy, config=config, batch_size=batch_size))
