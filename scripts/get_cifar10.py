@@ -1,0 +1,36 @@
+"""Download CIFAR-10 (python version), check its md5 and unpack it: the only networked code.
+
+Usage:
+  python scripts/get_cifar10.py                 # into $FC_JAX_DATA_DIR, else ~/.cache/fc_jax
+  python scripts/get_cifar10.py --data-dir DIR  # into DIR/cifar-10-batches-py
+  python scripts/get_cifar10.py --check         # only parse and check the files already there
+"""
+
+import argparse
+import sys
+
+from fc_jax.data import CIFAR10_MD5, CIFAR10_URL, DataError, ensure_cifar10, load_cifar10
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="folder to hold cifar-10-batches-py/")
+    parser.add_argument("--url", default=CIFAR10_URL, help="archive URL (file:// works)")
+    parser.add_argument("--md5", default=CIFAR10_MD5, help="expected md5 of the archive")
+    parser.add_argument("--check", action="store_true", help="do not download, only verify")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        folder = ensure_cifar10(
+            args.data_dir, not args.check, url=args.url, md5=args.md5, progress=not args.quiet
+        )
+        Xtr, ytr, Xte, yte = load_cifar10(folder, dtype="uint8")
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"CIFAR-10 OK in {folder}: train {Xtr.shape}, test {Xte.shape}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
