@@ -22,7 +22,7 @@ import numpy as np
 
 from fc_jax import models, train
 from fc_jax.data import check_finite, check_labels
-from fc_jax.hparams import HParams, make_hparams
+from fc_jax.hparams import HParams, make_hparams, validate_hparams
 from fc_jax.optim import get_optimizer
 
 __all__ = ["Run", "DivergedError", "fit", "x64_scope", "epoch_learning_rate"]
@@ -111,6 +111,8 @@ def fit(
     with x64_scope(config):
         dtype = jnp.dtype(config.dtype)
         hp = hparams if hparams is not None else make_hparams(update_rule, dtype=dtype, keep_prob=config.keep_prob)
+        validate_hparams(hp._asdict())
+        models.check_dropout_hparams(config, hp)
         arrays = {}
         for split in ("train", "val"):
             X, y = data[f"X_{split}"], data[f"y_{split}"]

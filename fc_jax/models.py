@@ -28,6 +28,7 @@ __all__ = [
     "init_params",
     "init_state",
     "param_count",
+    "check_dropout_hparams",
     "forward",
     "loss_fn",
     "scores",
@@ -65,7 +66,7 @@ class NetConfig:
     def __post_init__(self):
         dims = tuple(self.hidden_dims)
         object.__setattr__(self, "hidden_dims", dims)
-        if not all(isinstance(d, int) and d > 0 for d in dims):
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
             raise ValueError(f"hidden_dims must be positive integers; got {dims}")
         for name in ("input_dim", "num_classes"):
             v = getattr(self, name)
@@ -73,6 +74,8 @@ class NetConfig:
                 raise ValueError(f"{name} must be a positive integer; got {v!r}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {self.normalization!r}")
+        if isinstance(self.keep_prob, bool) or not isinstance(self.keep_prob, (int, float)):
+            raise ValueError(f"keep_prob must be a number in (0, 1]; got {self.keep_prob!r}")
         if not 0.0 < self.keep_prob <= 1.0:
             raise ValueError(f"keep_prob must be in (0, 1] (probability of keeping a unit); got {self.keep_prob}")
         if self.dtype not in ("float32", "float64"):
@@ -91,6 +94,24 @@ class NetConfig:
     @property
     def dims(self) -> tuple[int, ...]:
         return (self.input_dim, *self.hidden_dims, self.num_classes)
+
+
+def _check_dtype_enabled(config: NetConfig) -> None:
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "config.dtype is 'float64' but float64 is disabled in jax: run inside `with jax.enable_x64(True):`"
+        )
+
+
+def check_dropout_hparams(config: NetConfig, hparams: HParams) -> None:
+    """Raise if the net has dropout but concrete `hparams.keep_prob` is 1 (dropout silently off)."""
+    if not config.use_dropout or hparams is None or isinstance(hparams.keep_prob, jax.core.Tracer):
+        return
+    if bool(jnp.any(jnp.asarray(hparams.keep_prob) >= 1.0)):
+        raise ValueError(
+            f"config has dropout (keep_prob={config.keep_prob}) but hparams.keep_prob is 1.0, which would "
+            f"turn dropout off; pass make_hparams(..., keep_prob={config.keep_prob})"
+        )
 
 
 def param_count(config: NetConfig) -> int:
@@ -114,6 +135,7 @@ def init_params(key: Key, config: NetConfig, weight_scale=1e-2) -> Params:
     Returns:
       The flat params dict in `config.dtype`.
     """
+    _check_dtype_enabled(config)
     dtype = jnp.dtype(config.dtype)
     keys = jax.random.split(key, config.num_layers)
     scale = jnp.asarray(weight_scale, dtype)
@@ -132,6 +154,7 @@ def init_state(config: NetConfig) -> ModelState:
     """Batchnorm running statistics (zeros, as the course initializes them); empty otherwise."""
     if config.normalization != "batchnorm":
         return {}
+    _check_dtype_enabled(config)
     dtype = jnp.dtype(config.dtype)
     state = {}
     for i, h in enumerate(config.hidden_dims, start=1):
@@ -157,6 +180,7 @@ def forward(
     config: NetConfig,
     key: Key | None = None,
     train: bool = True,
+    masks: tuple[Array, ...] | None = None,
 ) -> tuple[Array, ModelState]:
     """Scores of the net and the updated batchnorm state.
 
@@ -167,17 +191,25 @@ def forward(
       config: the architecture (static).
       key: PRNG key for the dropout masks; required when training a net with dropout.
       train: train mode (batch statistics, dropout) or test mode (running statistics, no dropout).
+      masks: optional explicit dropout masks, one per hidden layer (each (N, H_i), entries 0 or
+        1 / keep_prob), used instead of drawing from `key` (the facade passes the course's numpy masks).
 
     Returns:
       scores: (N, C); new_state: state with updated running statistics (unchanged in test mode).
     """
     h = _check_input(X, config)
+    if config.normalization == "batchnorm" and f"running_mean{config.num_layers - 1}" not in state:
+        raise ValueError("this net has batchnorm: pass state=init_state(config) with its running statistics")
     use_dropout = train and config.use_dropout
-    if use_dropout and key is None:
-        raise ValueError("this net has dropout: training it needs a PRNG key (key=jax.random.key(seed))")
-    if use_dropout and hparams is None:
-        raise ValueError("this net has dropout: training it needs hparams (hparams.keep_prob)")
-    keys = jax.random.split(key, config.num_layers) if use_dropout else None
+    if use_dropout and masks is None:
+        if key is None:
+            raise ValueError("this net has dropout: training it needs a PRNG key (key=jax.random.key(seed))")
+        if hparams is None:
+            raise ValueError("this net has dropout: training it needs hparams (hparams.keep_prob)")
+        check_dropout_hparams(config, hparams)
+        keys = jax.random.split(key, config.num_layers)
+    if use_dropout and masks is not None and len(masks) != config.num_layers - 1:
+        raise ValueError(f"masks must hold one mask per hidden layer ({config.num_layers - 1}); got {len(masks)}")
     new_state = dict(state)
     norm = config.normalization
     for i in range(1, config.num_layers):
@@ -200,7 +232,10 @@ def forward(
                 a = layers.batchnorm_inference(a, gamma, beta, rm, rv, NORM_EPS)
             h = layers.relu(a)
         if use_dropout:
-            mask = layers.dropout_mask(keys[i - 1], hparams.keep_prob, h.shape, h.dtype)
+            if masks is not None:
+                mask = masks[i - 1]
+            else:
+                mask = layers.dropout_mask(keys[i - 1], hparams.keep_prob, h.shape, h.dtype)
             h = layers.dropout(h, mask)
     L = config.num_layers
     return layers.affine(h, params[f"W{L}"], params[f"b{L}"]), new_state
@@ -216,12 +251,13 @@ def loss_fn(
     config: NetConfig,
     key: Key | None = None,
     train: bool = True,
+    masks: tuple[Array, ...] | None = None,
 ) -> tuple[Array, tuple[ModelState, Array]]:
     """Data loss plus `0.5 * hparams.reg * sum(W_i ** 2)`, with `(new_state, scores)` as aux.
 
     Use as `jax.value_and_grad(loss_fn, has_aux=True)(params, state, X, y, hp, config=c, key=k)`.
     """
-    s, new_state = forward(params, state, X, hparams, config=config, key=key, train=train)
+    s, new_state = forward(params, state, X, hparams, config=config, key=key, train=train, masks=masks)
     data_loss = losses.softmax_loss(s, y) if config.loss == "softmax" else losses.svm_loss(s, y)
     return data_loss + losses.l2_penalty(params, hparams.reg), (new_state, s)
 

@@ -1,0 +1,165 @@
+"""Seconds per training epoch: the compiled scan engine vs a per-step jit loop vs the numpy reference.
+
+Workloads (issue #4):
+  W1: net [100, 100, 100, 100], adam lr 1e-3, batch 100, 490 steps on 49000 x 3072 float32 data.
+  W2: net [100], sgd, batch 200, 245 steps on the same data.
+Minibatches are drawn with replacement (the cs231n Solver). All three contenders run the same
+indices. Compile time is measured apart (ahead-of-time `lower().compile()`); steady-state times are
+the best of `--repeats` epochs, each closed with `block_until_ready()`. Achieved GFLOP/s counts useful
+FLOPs only (forward, dW, and dX except the input layer's) against the float32 matmul peak measured in
+the same run. Prints a table and one JSON line.
+
+    python benchmarks/bench_train.py                 # full size
+    python benchmarks/bench_train.py --steps 20      # quick check
+"""
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fc_jax import models, optim, train
+from fc_jax.hparams import make_hparams
+from fc_jax.reference import fc_net as ref_net
+from fc_jax.reference import optim as ref_optim
+
+WORKLOADS = {
+    "W1": dict(hidden=(100, 100, 100, 100), rule="adam", lr=1e-3, batch=100),
+    "W2": dict(hidden=(100,), rule="sgd", lr=1e-2, batch=200),
+}
+
+
+def useful_flops(dims, batch):
+    """2*B*(sum fan_in*fan_out) for the forward and again for dW, plus dX for all but the input layer."""
+    mm = [dims[i] * dims[i + 1] for i in range(len(dims) - 1)]
+    return 2 * batch * (2 * sum(mm) + sum(mm[1:]))
+
+
+def matmul_peak(repeats=5):
+    """Best float32 GFLOP/s of a square matmul (XLA and numpy, sizes 1024 and 2048)."""
+    best = 0.0
+    for n in (1024, 2048):
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+        f = jax.jit(lambda a: a @ a)
+        f(a).block_until_ready()
+        an = np.asarray(a)
+        for fn in (lambda: f(a).block_until_ready(), lambda: an @ an):
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def best_of(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench(name, X, y, Xn, yn, steps, repeats, ref_steps):
+    w = WORKLOADS[name]
+    config = models.NetConfig(w["hidden"])
+    opt = optim.get_optimizer(w["rule"])
+    hp = make_hparams(w["rule"], learning_rate=w["lr"])
+    ts0 = train.init_train_state(jax.random.key(0), config, opt, 1e-2)
+    idx = train.sample_indices(jax.random.key(1), X.shape[0], steps, w["batch"])
+    idx_np = np.asarray(idx)
+
+    # Engine: one jit of a lax.scan over the epoch.
+    t = time.perf_counter()
+    epoch = train.make_epoch(config, opt).lower(ts0, X, y, idx, hp).compile()
+    compile_s = time.perf_counter() - t
+    engine_s = best_of(lambda: epoch(ts0, X, y, idx, hp)[1].block_until_ready(), repeats)
+
+    # Course-style loop: one jitted step per minibatch, the batch gathered on the host (as a Solver).
+    step = train.make_step(config, opt)
+    t = time.perf_counter()
+    step_c = step.lower(ts0, Xn[idx_np[0]], yn[idx_np[0]], hp).compile()
+    step_compile_s = time.perf_counter() - t
+
+    def loop():
+        ts = ts0
+        for i in idx_np:
+            ts, loss = step_c(ts, Xn[i], yn[i], hp)
+        loss.block_until_ready()
+
+    loop_s = best_of(loop, repeats)
+
+    # numpy reference: the course's FullyConnectedNet.loss + update rule, per step.
+    np.random.seed(0)
+    net = ref_net.FullyConnectedNet(list(w["hidden"]), weight_scale=1e-2, dtype=np.float32)
+    update = getattr(ref_optim, w["rule"])
+    configs = {k: {"learning_rate": w["lr"]} for k in net.params}
+    n_ref = min(ref_steps, steps)
+    t = time.perf_counter()
+    for i in idx_np[:n_ref]:
+        _, grads = net.loss(Xn[i], yn[i])
+        for k in net.params:
+            net.params[k], configs[k] = update(net.params[k], grads[k], configs[k])
+    ref_s = (time.perf_counter() - t) * steps / n_ref
+
+    flops = useful_flops(config.dims, w["batch"]) * steps
+    return dict(
+        workload=name,
+        steps=steps,
+        engine_s=engine_s,
+        engine_compile_s=compile_s,
+        step_loop_s=loop_s,
+        step_compile_s=step_compile_s,
+        numpy_ref_s=ref_s,
+        numpy_ref_steps_timed=n_ref,
+        engine_gflops=flops / engine_s / 1e9,
+        speedup_vs_loop=loop_s / engine_s,
+        speedup_vs_numpy=ref_s / engine_s,
+    )
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=None, help="steps per epoch (default: N // batch)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ref-steps", type=int, default=100, help="numpy steps timed (scaled to an epoch)")
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
+    ap.add_argument("--n", type=int, default=49000)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    Xn = rng.standard_normal((args.n, 3072), dtype=np.float32)
+    yn = rng.integers(0, 10, args.n).astype(np.int32)
+    X, y = jnp.asarray(Xn), jnp.asarray(yn)
+    peak = matmul_peak()
+    results = []
+    for name in args.workloads:
+        steps = args.steps or args.n // WORKLOADS[name]["batch"]
+        r = bench(name, X, y, Xn, yn, steps, args.repeats, args.ref_steps)
+        r["fraction_of_peak"] = r["engine_gflops"] / peak
+        results.append(r)
+        print(
+            f"{name}: engine {r['engine_s']:.3f} s/epoch ({r['engine_gflops']:.1f} GFLOP/s, "
+            f"{100 * r['fraction_of_peak']:.0f}% of {peak:.0f} peak; compile {r['engine_compile_s']:.2f} s) | "
+            f"per-step jit loop {r['step_loop_s']:.3f} s ({r['speedup_vs_loop']:.2f}x) | "
+            f"numpy reference {r['numpy_ref_s']:.3f} s ({r['speedup_vs_numpy']:.1f}x)"
+        )
+    print(
+        json.dumps(
+            dict(
+                device=str(jax.devices()[0]),
+                device_kind=jax.devices()[0].device_kind,
+                cpu=platform.processor() or platform.machine(),
+                jax=jax.__version__,
+                matmul_peak_gflops=peak,
+                results=results,
+            )
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
