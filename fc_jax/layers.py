@@ -113,7 +113,11 @@ def affine_backward(dout: Array, cache: AffineCache) -> tuple[Array, Array, Arra
     x, w = cache
     x2 = x.reshape(x.shape[0], -1)
     dx = (dout @ w.T).reshape(x.shape)
-    dw = x2.T @ dout
+    # dw = x2.T @ dout. XLA:CPU runs this dot (contracting the batch axis of both operands into a
+    # tall (D, M) output) 2.5x slower than a plain (D, N) @ (N, M) product, so materialize x2.T
+    # first; the barrier stops XLA from folding the transpose back into the dot. On a W1-style
+    # epoch this takes 100 steps from 0.34 s to 0.22 s on one CPU core (benchmarks/RESULTS.md).
+    dw = jax.lax.optimization_barrier(x2.T) @ dout
     db = jnp.sum(dout, axis=0)
     return dx, dw, db
 
