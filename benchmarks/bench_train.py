@@ -47,7 +47,7 @@ def matmul_peak(repeats=5):
         f = jax.jit(lambda a: a @ a)
         f(a).block_until_ready()
         an = np.asarray(a)
-        for fn in (lambda: f(a).block_until_ready(), lambda: an @ an):
+        for fn in (lambda f=f, a=a: f(a).block_until_ready(), lambda an=an: an @ an):
             for _ in range(repeats):
                 t = time.perf_counter()
                 fn()
@@ -123,10 +123,14 @@ def bench(name, X, y, Xn, yn, steps, repeats, ref_steps):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--steps", type=int, default=None, help="steps per epoch (default: N // batch)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--ref-steps", type=int, default=100, help="numpy steps timed (scaled to an epoch)")
+    ap.add_argument(
+        "--ref-steps", type=int, default=100, help="numpy steps timed (scaled to an epoch)"
+    )
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
     ap.add_argument("--n", type=int, default=49000)
     args = ap.parse_args()

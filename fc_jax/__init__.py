@@ -34,7 +34,18 @@ _EXPORTS = {
     "get_dataset": "fc_jax.data",
     "load_cifar10": "fc_jax.data",
 }
-_SUBMODULES = ("layers", "losses", "models", "optim", "train", "fit", "sweep", "data", "gradcheck", "checkpoint")
+_SUBMODULES = (
+    "layers",
+    "losses",
+    "models",
+    "optim",
+    "train",
+    "fit",
+    "sweep",
+    "data",
+    "gradcheck",
+    "checkpoint",
+)
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

@@ -110,7 +110,11 @@ def fit(
     optimizer = get_optimizer(update_rule)
     with x64_scope(config):
         dtype = jnp.dtype(config.dtype)
-        hp = hparams if hparams is not None else make_hparams(update_rule, dtype=dtype, keep_prob=config.keep_prob)
+        hp = (
+            hparams
+            if hparams is not None
+            else make_hparams(update_rule, dtype=dtype, keep_prob=config.keep_prob)
+        )
         validate_hparams(hp._asdict())
         models.check_dropout_hparams(config, hp)
         arrays = {}
@@ -123,28 +127,45 @@ def fit(
             arrays[split] = (jnp.asarray(X, dtype).reshape(len(X), -1), jnp.asarray(y, jnp.int32))
         (Xtr, ytr), (Xval, yval) = arrays["train"], arrays["val"]
         if Xtr.shape[1] != config.input_dim:
-            raise ValueError(f"X_train has {Xtr.shape[1]} features per example; the config expects {config.input_dim}")
+            raise ValueError(
+                f"X_train has {Xtr.shape[1]} features per example; the config expects {config.input_dim}"
+            )
         n = Xtr.shape[0]
         steps = max(n // batch_size, 1)
         chunks = _chunks(steps, chunks_per_epoch)
-        evaluate = train.make_evaluate(config)
         sample_key = jax.random.fold_in(jax.random.key(seed), 1)
         if resume is None:
             ts = train.init_train_state(jax.random.key(seed), config, optimizer, hp.weight_scale)
-            run = Run(ts, 0, {k: [] for k in ("loss", "train_acc", "val_acc", "epoch_seconds", "lr")}, ts.params, ts.model_state, -1.0)
+            run = Run(
+                ts,
+                0,
+                {k: [] for k in ("loss", "train_acc", "val_acc", "epoch_seconds", "lr")},
+                ts.params,
+                ts.model_state,
+                -1.0,
+            )
         else:
             run = resume
         lr0, lr_decay = float(hp.learning_rate), float(hp.lr_decay)
         # Compile once, ahead of time, so compile time is reported apart from run time.
         t0 = time.perf_counter()
         idx_spec = jax.ShapeDtypeStruct((steps // chunks, batch_size), jnp.int32)
-        epoch_fn = train.make_epoch(config, optimizer).lower(run.ts, Xtr, ytr, idx_spec, hp).compile()
+        epoch_fn = (
+            train.make_epoch(config, optimizer).lower(run.ts, Xtr, ytr, idx_spec, hp).compile()
+        )
+        n_sub = num_train_samples if num_train_samples and num_train_samples < n else n
+        evaluate = train.make_evaluate(config)
+        p, ms = run.ts.params, run.ts.model_state
+        eval_train = evaluate.lower(p, ms, Xtr[:n_sub], ytr[:n_sub]).compile()
+        eval_val = evaluate.lower(p, ms, Xval, yval).compile()
         compile_seconds = time.perf_counter() - t0
         for epoch in range(run.epoch, num_epochs):
             t0 = time.perf_counter()
             lr = epoch_learning_rate(lr0, lr_decay, epoch)
             hp_e = hp._replace(learning_rate=jnp.asarray(lr, hp.learning_rate.dtype))
-            idx = train.sample_indices(jax.random.fold_in(sample_key, epoch), n, steps, batch_size, replace)
+            idx = train.sample_indices(
+                jax.random.fold_in(sample_key, epoch), n, steps, batch_size, replace
+            )
             ts, losses = run.ts, []
             for c, idx_c in enumerate(jnp.split(idx, chunks)):
                 ts, chunk_losses = epoch_fn(ts, Xtr, ytr, idx_c, hp_e)
@@ -156,9 +177,13 @@ def fit(
             if bool(ts.diverged):
                 bad = int(np.flatnonzero(~np.isfinite(losses))[0])
                 raise DivergedError(epoch + 1, bad + 1, epoch * steps + bad + 1)
-            sub = np.random.default_rng([seed, epoch]).choice(n, num_train_samples, replace=False) if num_train_samples and num_train_samples < n else slice(None)
-            train_acc = float(evaluate(ts.params, ts.model_state, Xtr[sub], ytr[sub]))
-            val_acc = float(evaluate(ts.params, ts.model_state, Xval, yval))
+            sub = (
+                np.random.default_rng([seed, epoch]).choice(n, n_sub, replace=False)
+                if n_sub < n
+                else slice(None)
+            )
+            train_acc = float(eval_train(ts.params, ts.model_state, Xtr[sub], ytr[sub]))
+            val_acc = float(eval_val(ts.params, ts.model_state, Xval, yval))
             h = run.history
             history = {
                 "compile_seconds": compile_seconds,

@@ -80,7 +80,9 @@ def validate_hparams(values: dict) -> None:
         arr = np.asarray(value, dtype=np.float64)
         ok, expected = rules[name]
         if not np.all(np.isfinite(arr)) or not np.all(ok(arr)):
-            raise ValueError(f"hyperparameter {name}={value!r} is invalid: expected a finite value {expected}")
+            raise ValueError(
+                f"hyperparameter {name}={value!r} is invalid: expected a finite value {expected}"
+            )
 
 
 def make_hparams(update_rule: str | None = None, dtype=jnp.float32, **overrides) -> HParams:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fc_jax.types import Array, Key
 
@@ -67,7 +68,9 @@ def _check_affine(x, w, b) -> None:
             f"expected w of shape ({d}, M)"
         )
     if b.shape != (w.shape[1],):
-        raise ValueError(f"affine: b must have shape ({w.shape[1]},) to match w {w.shape}; got {b.shape}")
+        raise ValueError(
+            f"affine: b must have shape ({w.shape[1]},) to match w {w.shape}; got {b.shape}"
+        )
 
 
 def _check_norm(name: str, x, gamma, beta) -> None:
@@ -75,7 +78,9 @@ def _check_norm(name: str, x, gamma, beta) -> None:
         raise ValueError(f"{name}: x must have shape (N, D); got {x.shape}")
     for arg, v in (("gamma", gamma), ("beta", beta)):
         if v.shape != (x.shape[1],):
-            raise ValueError(f"{name}: {arg} must have shape ({x.shape[1]},) to match x {x.shape}; got {v.shape}")
+            raise ValueError(
+                f"{name}: {arg} must have shape ({x.shape[1]},) to match x {x.shape}; got {v.shape}"
+            )
 
 
 # ---------------------------------------------------------------- affine
@@ -197,9 +202,11 @@ def affine_relu(x: Array, w: Array, b: Array) -> Array:
 def _check_keep_prob(keep_prob) -> None:
     if isinstance(keep_prob, jax.core.Tracer):
         return  # a traced value (a sweep axis): validated at the entry point instead
-    k = jnp.asarray(keep_prob)
-    if not bool(jnp.all((k > 0) & (k <= 1))):
-        raise ValueError(f"keep_prob must be in (0, 1] (the probability of KEEPING a unit); got {keep_prob}")
+    k = np.asarray(keep_prob)
+    if not np.all((k > 0) & (k <= 1)):
+        raise ValueError(
+            f"keep_prob must be in (0, 1] (the probability of KEEPING a unit); got {keep_prob}"
+        )
 
 
 def dropout_mask(key: Key, keep_prob, shape: tuple[int, ...], dtype=None) -> Array:
@@ -250,7 +257,9 @@ dropout.defvjp(dropout_forward, lambda cache, g: (dropout_backward(g, cache), No
 
 # ---------------------------------------------------------------- batchnorm / layernorm
 class NormCache(NamedTuple):
-    x_centered: Array  # (N, D) x minus its mean (over the batch for batchnorm, the features for layernorm)
+    x_centered: (
+        Array  # (N, D) x minus its mean (over the batch for batchnorm, the features for layernorm)
+    )
     inv_std: Array  # (1, D) for batchnorm, (N, 1) for layernorm: 1 / sqrt(var + eps)
     x_hat: Array  # (N, D) normalized input
     gamma: Array  # (D,)
@@ -266,7 +275,9 @@ def _normalize(x, gamma, beta, eps, axis):
     return out, NormCache(xc, inv_std, x_hat, gamma)
 
 
-def batchnorm_forward(x: Array, gamma: Array, beta: Array, eps: float = 1e-5) -> tuple[Array, NormCache]:
+def batchnorm_forward(
+    x: Array, gamma: Array, beta: Array, eps: float = 1e-5
+) -> tuple[Array, NormCache]:
     """Train-mode batch normalization of (N, D) over the batch axis (biased variance).
 
     Mirrors cs231n `batchnorm_forward` in train mode; running statistics are kept separately with
@@ -325,7 +336,9 @@ def _bn_fwd(x, gamma, beta, eps):
     return batchnorm_forward(x, gamma, beta, eps)
 
 
-_batchnorm = jax.custom_vjp(lambda x, gamma, beta, eps: _bn_fwd(x, gamma, beta, eps)[0], nondiff_argnums=(3,))
+_batchnorm = jax.custom_vjp(
+    lambda x, gamma, beta, eps: _bn_fwd(x, gamma, beta, eps)[0], nondiff_argnums=(3,)
+)
 _batchnorm.defvjp(_bn_fwd, lambda eps, cache, g: batchnorm_backward_alt(g, cache))
 
 
@@ -371,7 +384,9 @@ def batchnorm_inference(
     return (x - running_mean[None, :]) * (gamma * inv_std)[None, :] + beta[None, :]
 
 
-def layernorm_forward(x: Array, gamma: Array, beta: Array, eps: float = 1e-5) -> tuple[Array, NormCache]:
+def layernorm_forward(
+    x: Array, gamma: Array, beta: Array, eps: float = 1e-5
+) -> tuple[Array, NormCache]:
     """Layer normalization: normalize each example of (N, D) over its D features.
 
     Mirrors cs231n `layernorm_forward` (same in train and test mode).
@@ -399,7 +414,9 @@ def _ln_fwd(x, gamma, beta, eps):
     return layernorm_forward(x, gamma, beta, eps)
 
 
-_layernorm = jax.custom_vjp(lambda x, gamma, beta, eps: _ln_fwd(x, gamma, beta, eps)[0], nondiff_argnums=(3,))
+_layernorm = jax.custom_vjp(
+    lambda x, gamma, beta, eps: _ln_fwd(x, gamma, beta, eps)[0], nondiff_argnums=(3,)
+)
 _layernorm.defvjp(_ln_fwd, lambda eps, cache, g: layernorm_backward(g, cache))
 
 

@@ -73,11 +73,15 @@ class NetConfig:
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer; got {v!r}")
         if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {self.normalization!r}")
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}; got {self.normalization!r}"
+            )
         if isinstance(self.keep_prob, bool) or not isinstance(self.keep_prob, (int, float)):
             raise ValueError(f"keep_prob must be a number in (0, 1]; got {self.keep_prob!r}")
         if not 0.0 < self.keep_prob <= 1.0:
-            raise ValueError(f"keep_prob must be in (0, 1] (probability of keeping a unit); got {self.keep_prob}")
+            raise ValueError(
+                f"keep_prob must be in (0, 1] (probability of keeping a unit); got {self.keep_prob}"
+            )
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
         if self.loss not in ("softmax", "svm"):
@@ -199,17 +203,23 @@ def forward(
     """
     h = _check_input(X, config)
     if config.normalization == "batchnorm" and f"running_mean{config.num_layers - 1}" not in state:
-        raise ValueError("this net has batchnorm: pass state=init_state(config) with its running statistics")
+        raise ValueError(
+            "this net has batchnorm: pass state=init_state(config) with its running statistics"
+        )
     use_dropout = train and config.use_dropout
     if use_dropout and masks is None:
         if key is None:
-            raise ValueError("this net has dropout: training it needs a PRNG key (key=jax.random.key(seed))")
+            raise ValueError(
+                "this net has dropout: training it needs a PRNG key (key=jax.random.key(seed))"
+            )
         if hparams is None:
             raise ValueError("this net has dropout: training it needs hparams (hparams.keep_prob)")
         check_dropout_hparams(config, hparams)
         keys = jax.random.split(key, config.num_layers)
     if use_dropout and masks is not None and len(masks) != config.num_layers - 1:
-        raise ValueError(f"masks must hold one mask per hidden layer ({config.num_layers - 1}); got {len(masks)}")
+        raise ValueError(
+            f"masks must hold one mask per hidden layer ({config.num_layers - 1}); got {len(masks)}"
+        )
     new_state = dict(state)
     norm = config.normalization
     for i in range(1, config.num_layers):
@@ -223,8 +233,8 @@ def forward(
                 a = layers.layernorm(a, gamma, beta, NORM_EPS)
             elif train:
                 rm, rv = state[f"running_mean{i}"], state[f"running_var{i}"]
-                new_state[f"running_mean{i}"], new_state[f"running_var{i}"] = layers.batchnorm_update_running(
-                    rm, rv, a, BN_MOMENTUM
+                new_state[f"running_mean{i}"], new_state[f"running_var{i}"] = (
+                    layers.batchnorm_update_running(rm, rv, a, BN_MOMENTUM)
                 )
                 a = layers.batchnorm(a, gamma, beta, NORM_EPS)
             else:
@@ -257,7 +267,9 @@ def loss_fn(
 
     Use as `jax.value_and_grad(loss_fn, has_aux=True)(params, state, X, y, hp, config=c, key=k)`.
     """
-    s, new_state = forward(params, state, X, hparams, config=config, key=key, train=train, masks=masks)
+    s, new_state = forward(
+        params, state, X, hparams, config=config, key=key, train=train, masks=masks
+    )
     data_loss = losses.softmax_loss(s, y) if config.loss == "softmax" else losses.svm_loss(s, y)
     return data_loss + losses.l2_penalty(params, hparams.reg), (new_state, s)
 

@@ -51,7 +51,9 @@ class TrainState(NamedTuple):
     diverged: Array  # shape=(), bool: a step's loss was not finite; params are frozen since
 
 
-def init_train_state(key: Key, config: models.NetConfig, optimizer: Optimizer, weight_scale) -> TrainState:
+def init_train_state(
+    key: Key, config: models.NetConfig, optimizer: Optimizer, weight_scale
+) -> TrainState:
     """Fresh parameters (from `key`), zero batchnorm statistics and optimizer state.
 
     The init key and the dropout key are independent splits of `key`.
@@ -68,7 +70,9 @@ def init_train_state(key: Key, config: models.NetConfig, optimizer: Optimizer, w
     )
 
 
-def sample_indices(key: Key, num_train: int, steps: int, batch_size: int, replace: bool = True) -> Array:
+def sample_indices(
+    key: Key, num_train: int, steps: int, batch_size: int, replace: bool = True
+) -> Array:
     """Minibatch indices of one epoch, shape (steps, batch_size), int32.
 
     Args:
@@ -79,7 +83,9 @@ def sample_indices(key: Key, num_train: int, steps: int, batch_size: int, replac
         False walks fresh permutations of the data (without replacement within a permutation).
     """
     if num_train < 1 or steps < 1 or batch_size < 1:
-        raise ValueError(f"need num_train, steps, batch_size >= 1; got {num_train}, {steps}, {batch_size}")
+        raise ValueError(
+            f"need num_train, steps, batch_size >= 1; got {num_train}, {steps}, {batch_size}"
+        )
     if replace:
         return jax.random.randint(key, (steps, batch_size), 0, num_train, dtype=jnp.int32)
     total = steps * batch_size
@@ -155,7 +161,13 @@ def make_epoch(config: models.NetConfig, optimizer: Optimizer):
 
 
 def accuracy(
-    params: Params, state: ModelState, X: Array, y: Array, *, config: models.NetConfig, batch_size: int = 1000
+    params: Params,
+    state: ModelState,
+    X: Array,
+    y: Array,
+    *,
+    config: models.NetConfig,
+    batch_size: int = 1000,
 ) -> Array:
     """Test-mode accuracy over (X, y), computed in batches of `batch_size` (a scalar array)."""
     n = X.shape[0]

@@ -1,8 +1,8 @@
 """Every layer, in float64, five ways: reference forward, reference backward, autodiff of the
 forward rule, central differences, and composition (jit, vmap, grad-of-jit, scan)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,11 @@ def _plain_norm(x, g, b, axis, eps=1e-5):
 
 CASES = {
     "affine": Case(
-        make=lambda r: (r.standard_normal((4, 2, 3)), r.standard_normal((6, 5)), r.standard_normal(5)),
+        make=lambda r: (
+            r.standard_normal((4, 2, 3)),
+            r.standard_normal((6, 5)),
+            r.standard_normal(5),
+        ),
         fn=layers.affine,
         plain=lambda x, w, b: x.reshape(x.shape[0], -1) @ w + b[None, :],
         fwd=layers.affine_forward,
@@ -83,7 +87,11 @@ CASES = {
         diff=(0,),
     ),
     "batchnorm": Case(
-        make=lambda r: (3 * r.standard_normal((8, 5)) + 2, r.standard_normal(5), r.standard_normal(5)),
+        make=lambda r: (
+            3 * r.standard_normal((8, 5)) + 2,
+            r.standard_normal(5),
+            r.standard_normal(5),
+        ),
         fn=layers.batchnorm,
         plain=lambda x, g, b: _plain_norm(x, g, b, axis=0),
         fwd=layers.batchnorm_forward,
@@ -93,7 +101,11 @@ CASES = {
         diff=(0, 1, 2),
     ),
     "layernorm": Case(
-        make=lambda r: (3 * r.standard_normal((4, 6)) - 1, r.standard_normal(6), r.standard_normal(6)),
+        make=lambda r: (
+            3 * r.standard_normal((4, 6)) - 1,
+            r.standard_normal(6),
+            r.standard_normal(6),
+        ),
         fn=layers.layernorm,
         plain=lambda x, g, b: _plain_norm(x, g, b, axis=1),
         fwd=layers.layernorm_forward,
@@ -163,7 +175,9 @@ def test_central_differences(case):
 
         num = gradcheck.eval_numerical_gradient_array(f, arr, dout)
         assert rel_error(g, num) < 1e-7, f"arg {i}"
-    diff_fn = lambda *d: c.fn(*[d[c.diff.index(j)] if j in c.diff else jnp.asarray(a) for j, a in enumerate(args)])
+    diff_fn = lambda *d: c.fn(
+        *[d[c.diff.index(j)] if j in c.diff else jnp.asarray(a) for j, a in enumerate(args)]
+    )
     check_grads(diff_fn, tuple(jnp.asarray(args[i]) for i in c.diff), order=1, modes=["rev"])
 
 
@@ -197,10 +211,19 @@ def test_composition(case):
 
 def test_batchnorm_alt_backward_equals_step_by_step(x64):
     rng = np.random.default_rng(1)
-    x, g, b = (jnp.asarray(a) for a in (5 * rng.standard_normal((16, 7)) + 3, rng.standard_normal(7), rng.standard_normal(7)))
+    x, g, b = (
+        jnp.asarray(a)
+        for a in (
+            5 * rng.standard_normal((16, 7)) + 3,
+            rng.standard_normal(7),
+            rng.standard_normal(7),
+        )
+    )
     dout = jnp.asarray(rng.standard_normal((16, 7)))
     _, cache = layers.batchnorm_forward(x, g, b)
-    for a, alt in zip(layers.batchnorm_backward(dout, cache), layers.batchnorm_backward_alt(dout, cache)):
+    for a, alt in zip(
+        layers.batchnorm_backward(dout, cache), layers.batchnorm_backward_alt(dout, cache)
+    ):
         assert rel_error(a, alt) < 1e-10
 
 

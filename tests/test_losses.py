@@ -22,8 +22,20 @@ def _plain_svm(s, y):
 
 
 LOSSES = {
-    "softmax": (losses.softmax_loss, losses.softmax_loss_forward, losses.softmax_loss_backward, ref.softmax_loss, _plain_softmax),
-    "svm": (losses.svm_loss, losses.svm_loss_forward, losses.svm_loss_backward, ref.svm_loss, _plain_svm),
+    "softmax": (
+        losses.softmax_loss,
+        losses.softmax_loss_forward,
+        losses.softmax_loss_backward,
+        ref.softmax_loss,
+        _plain_softmax,
+    ),
+    "svm": (
+        losses.svm_loss,
+        losses.svm_loss_forward,
+        losses.svm_loss_backward,
+        ref.svm_loss,
+        _plain_svm,
+    ),
 }
 
 
@@ -43,8 +55,12 @@ def test_matches_reference_autodiff_and_numeric(name, x64):
     dx = bwd(jnp.asarray(1.0), cache)
     assert rel_error(dx, ref_dx) < 1e-10
     assert rel_error(jax.grad(fn)(jnp.asarray(s), jnp.asarray(y)), ref_dx) < 1e-10
-    assert max(gradcheck.check_vjp(fn, plain, (jnp.asarray(s), jnp.asarray(y)), argnums=[0])) < 1e-10
-    num = gradcheck.eval_numerical_gradient(lambda a: float(fn(jnp.asarray(a), jnp.asarray(y))), s.copy(), verbose=False)
+    assert (
+        max(gradcheck.check_vjp(fn, plain, (jnp.asarray(s), jnp.asarray(y)), argnums=[0])) < 1e-10
+    )
+    num = gradcheck.eval_numerical_gradient(
+        lambda a: float(fn(jnp.asarray(a), jnp.asarray(y))), s.copy(), verbose=False
+    )
     assert rel_error(dx, num) < 1e-7
     check_grads(lambda a: fn(a, jnp.asarray(y)), (jnp.asarray(s),), order=1, modes=["rev"])
 
@@ -110,7 +126,12 @@ def test_bad_labels(fn):
 
 
 def test_l2_penalty_weights_only(x64):
-    params = {"W1": jnp.ones((2, 3)), "b1": jnp.ones(3) * 100, "W2": 2 * jnp.ones((3, 1)), "gamma1": jnp.ones(3)}
+    params = {
+        "W1": jnp.ones((2, 3)),
+        "b1": jnp.ones(3) * 100,
+        "W2": 2 * jnp.ones((3, 1)),
+        "gamma1": jnp.ones(3),
+    }
     assert float(losses.l2_penalty(params, 0.5)) == pytest.approx(0.5 * 0.5 * (6 + 12))
     g = jax.grad(losses.l2_penalty)(params, 0.5)
     np.testing.assert_allclose(g["W2"], 0.5 * params["W2"])

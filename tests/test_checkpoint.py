@@ -1,0 +1,268 @@
+"""fc_jax.checkpoint: exact round trips, atomic writes, clear errors that change nothing on disk."""
+
+import functools
+import json
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fc_jax import checkpoint, fit, models, train
+from fc_jax.checkpoint import CheckpointError, export_params, load_run, save_run
+from fc_jax.data import synthetic
+from fc_jax.hparams import make_hparams
+from fc_jax.optim import AdamState, get_optimizer
+
+
+def _config(dtype="float32", **kw):
+    kw = {"normalization": "batchnorm", "keep_prob": 0.8, **kw}
+    return models.NetConfig((6, 5), input_dim=4, num_classes=3, dtype=dtype, **kw)
+
+
+def _data(dtype):
+    X, y = synthetic(96, 4, 3, seed=0, dtype=dtype)
+    return {"X_train": X[:64], "y_train": y[:64], "X_val": X[64:], "y_val": y[64:]}
+
+
+def _train(config, epochs, resume=None):
+    """A short real run: adam state, batchnorm statistics, a dropout key."""
+    hp = make_hparams("adam", jnp.dtype(config.dtype), learning_rate=1e-2, keep_prob=0.8)
+    data = _data(config.dtype)
+    kw = dict(update_rule="adam", hparams=hp, batch_size=16, seed=3, num_train_samples=None)
+    return fit.fit(config, data, num_epochs=epochs, resume=resume, **kw), hp
+
+
+_fit = functools.cache(_train)  # runs are immutable, so tests can share them
+
+
+def _meta(config, hp, rule="adam"):
+    return {"config": config, "update_rule": rule, "hparams": hp, "seed": 3, "batch_size": 16}
+
+
+def _leaves_with_paths(tree):
+    return [(jax.tree_util.keystr(p), v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _assert_same_bits(a, b):
+    """Same tree structure (NamedTuple types included), dtypes, shapes and bytes."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for (pa, va), (pb, vb) in zip(_leaves_with_paths(a), _leaves_with_paths(b), strict=True):
+        assert pa == pb
+        va, vb = np.asarray(va), np.asarray(vb)
+        assert va.dtype == vb.dtype and va.shape == vb.shape, pa
+        assert va.tobytes() == vb.tobytes(), pa
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    if request.param == "float64":
+        request.getfixturevalue("x64")
+    return request.param
+
+
+def test_round_trip_is_bit_exact(tmp_path, dtype):
+    config = _config(dtype)
+    run, hp = _fit(config, 1)
+    path = save_run(tmp_path, run, _meta(config, hp))
+    assert path == tmp_path / "checkpoint.npz"
+    loaded, meta = load_run(tmp_path, config=config)
+
+    ts, ts2 = run.ts, loaded.ts
+    assert isinstance(ts2.opt_state, AdamState) and int(ts2.opt_state.t) == int(ts.opt_state.t) > 0
+    _assert_same_bits(ts._replace(key=None), ts2._replace(key=None))
+    assert np.array_equal(jax.random.key_data(ts.key), jax.random.key_data(ts2.key))
+    assert jax.random.key_impl(ts.key) == jax.random.key_impl(ts2.key)
+    _assert_same_bits(run.best_params, loaded.best_params)
+    _assert_same_bits(run.best_model_state, loaded.best_model_state)
+    assert ts2.params["W1"].dtype == jnp.dtype(dtype)
+    assert (loaded.epoch, loaded.best_val_acc) == (run.epoch, run.best_val_acc)
+    assert loaded.history == json.loads(json.dumps(run.history))
+    assert meta["config"] == config and meta["update_rule"] == "adam"
+    assert (meta["seed"], meta["batch_size"]) == (3, 16)
+    assert meta["hparams"]["learning_rate"] == float(hp.learning_rate)
+
+
+def test_resuming_from_a_loaded_checkpoint_equals_an_uninterrupted_fit(tmp_path):
+    config = _config()
+    straight, _ = _fit(config, 2)
+    first, hp = _fit(config, 1)
+    save_run(tmp_path, first, _meta(config, hp))
+    resumed, _ = _train(config, 2, resume=load_run(tmp_path)[0])
+    _assert_same_bits(straight.ts._replace(key=None), resumed.ts._replace(key=None))
+    _assert_same_bits(straight.best_params, resumed.best_params)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "sgd_momentum", "rmsprop", "adam"])
+def test_every_optimizer_state_round_trips(tmp_path, rule):
+    config = _config(normalization=None, keep_prob=1.0)
+    opt = get_optimizer(rule)
+    ts = train.init_train_state(jax.random.key(5), config, opt, 0.1)
+    # Non-zero state: one update with random gradients.
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), ts.params)
+    params, opt_state = opt.update(grads, ts.opt_state, ts.params, make_hparams(rule))
+    ts = ts._replace(params=params, opt_state=opt_state)
+    run = fit.Run(ts, 1, {"loss": [1.0]}, ts.params, ts.model_state, 0.25)
+    save_run(tmp_path, run, _meta(config, make_hparams(rule), rule))
+    loaded, _ = load_run(tmp_path)
+    assert type(loaded.ts.opt_state) is type(opt_state)
+    _assert_same_bits(ts._replace(key=None), loaded.ts._replace(key=None))
+
+
+def test_file_is_a_plain_npz_without_pickles(tmp_path):
+    config = _config()
+    run, hp = _fit(config, 1)
+    save_run(tmp_path, run, _meta(config, hp))
+    with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    assert all(a.dtype != object for a in arrays.values())
+    assert {"params/W1", "model_state/running_mean1", "opt_state/t", "opt_state/m/W1"} <= set(
+        arrays
+    )
+    assert {"ts/key", "ts/step", "ts/diverged", "best_params/gamma2", "meta"} <= set(arrays)
+    np.testing.assert_array_equal(arrays["params/W1"], np.asarray(run.ts.params["W1"]))
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    assert meta["format_version"] == checkpoint.FORMAT_VERSION
+    assert meta["config"]["hidden_dims"] == [6, 5] and len(meta["sha256"]) == 64
+
+
+def test_atomic_write_leaves_only_the_checkpoint(tmp_path):
+    config = _config()
+    run, hp = _fit(config, 1)
+    save_run(tmp_path, run, _meta(config, hp))
+    save_run(tmp_path, run._replace(epoch=2), _meta(config, hp))  # overwrite
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]
+    assert load_run(tmp_path)[0].epoch == 2
+
+
+def test_a_failed_save_changes_nothing(tmp_path, monkeypatch):
+    config = _config()
+    run, hp = _fit(config, 1)
+    save_run(tmp_path, run, _meta(config, hp))
+    before = _snapshot(tmp_path)
+
+    def broken_savez(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save_run(tmp_path, run._replace(epoch=2), _meta(config, hp))
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="JSON"):
+        save_run(tmp_path, run, {**_meta(config, hp), "extra": object()})
+    with pytest.raises(CheckpointError, match="diverged"):
+        diverged = run._replace(ts=run.ts._replace(diverged=jnp.ones((), bool)))
+        save_run(tmp_path, diverged, _meta(config, hp))
+    assert _snapshot(tmp_path) == before
+    assert load_run(tmp_path)[0].epoch == 1
+
+
+@pytest.fixture
+def saved(tmp_path):
+    config = _config()
+    run, hp = _fit(config, 1)
+    save_run(tmp_path, run, _meta(config, hp))
+    return tmp_path, config
+
+
+def _expect_error(folder, match, **kw):
+    before = _snapshot(folder)
+    with pytest.raises(CheckpointError, match=match):
+        load_run(folder, **kw)
+    assert _snapshot(folder) == before
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at .*checkpoint.npz"):
+        load_run(tmp_path)
+
+
+def test_truncated_file(saved):
+    folder, _ = saved
+    path = folder / "checkpoint.npz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    _expect_error(folder, "truncated or corrupt")
+
+
+def test_flipped_bytes(saved):
+    folder, _ = saved
+    path = folder / "checkpoint.npz"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    _expect_error(folder, "corrupt")
+
+
+def _rewrite(path, change_array=None, change_meta=None):
+    """Rebuild a valid npz with one array or the meta altered (so only our own checks can fail)."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    if change_array:
+        arrays[change_array] = arrays[change_array] + 1
+    if change_meta:
+        change_meta(meta)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    assert zipfile.is_zipfile(path)
+
+
+def test_checksum_mismatch(saved):
+    folder, _ = saved
+    _rewrite(folder / "checkpoint.npz", change_array="params/W2")
+    _expect_error(folder, "sha256 checksum does not match")
+
+
+def test_bad_json(saved):
+    folder, _ = saved
+    path = folder / "checkpoint.npz"
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["meta"] = np.frombuffer(b'{"format_version": 1, "sha', np.uint8)
+    np.savez(path, **arrays)
+    _expect_error(folder, "truncated or corrupt")
+
+
+def test_wrong_format_version(saved):
+    folder, _ = saved
+    _rewrite(folder / "checkpoint.npz", change_meta=lambda m: m.update(format_version=99))
+    _expect_error(folder, "format version 99")
+
+
+def test_different_architecture_names_the_fields(saved):
+    folder, config = saved
+    other = models.NetConfig((6, 7), input_dim=4, num_classes=3, normalization="layernorm")
+    before = _snapshot(folder)
+    with pytest.raises(CheckpointError) as err:
+        load_run(folder, config=other)
+    msg = str(err.value)
+    assert "hidden_dims: checkpoint (6, 5), requested (6, 7)" in msg
+    assert "normalization: checkpoint 'batchnorm', requested 'layernorm'" in msg
+    assert "keep_prob" in msg and "input_dim" not in msg
+    assert _snapshot(folder) == before
+    assert load_run(folder, config=config)[0].epoch == 1
+
+
+def test_meta_config_inconsistent_with_arrays(saved):
+    folder, _ = saved
+    _rewrite(
+        folder / "checkpoint.npz", change_meta=lambda m: m["config"].update(hidden_dims=[6, 9])
+    )
+    _expect_error(folder, "params/W2")
+
+
+def test_export_params(tmp_path):
+    config = _config()
+    run, _ = _fit(config, 1)
+    path = export_params(tmp_path / "best.npz", run.best_params, run.best_model_state)
+    with np.load(path, allow_pickle=False) as z:
+        assert set(z.files) == set(run.best_params) | set(run.best_model_state)
+        for k, v in {**run.best_params, **run.best_model_state}.items():
+            assert z[k].tobytes() == np.asarray(v).tobytes() and z[k].dtype == v.dtype
+    assert [p.name for p in tmp_path.iterdir()] == ["best.npz"]

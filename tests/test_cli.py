@@ -1,0 +1,248 @@
+"""fc_jax.cli end to end: train, exact resume, divergence, bad input, numpy backend, gradcheck."""
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fc_jax import cli, layers
+from fc_jax.checkpoint import load_run
+from fc_jax.data import get_dataset
+from fc_jax.reference.fc_net import FullyConnectedNet
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FC_JAX_DATA_DIR") or REPO.parent / "shared" / "data")
+HAVE_CIFAR = any((DATA / sub / "data_batch_1").exists() for sub in ("", "cifar-10-batches-py"))
+SMALL_DIGITS = "--dataset digits --num-training 300 --num-validation 100 --num-test 100".split()
+FILES = {"checkpoint.npz", "history.json", "curves.png", "best_params.npz"}
+
+
+class _FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _train(capsys, *argv):
+    """Run `fc-jax train argv`; returns (exit code, stdout lines, stderr)."""
+    code = cli.main(["train", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def _result(lines):
+    """The final JSON line, checking it is the only JSON line."""
+    json_lines = [ln for ln in lines if ln.startswith("{")]
+    assert json_lines == [lines[-1]]
+    return json.loads(lines[-1])
+
+
+def _npz(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_train_digits_end_to_end(tmp_path, capsys, monkeypatch):
+    tty = _FakeTTY()
+    monkeypatch.setattr(sys, "stderr", tty)
+    out = tmp_path / "run"
+    code, lines, _ = _train(capsys, "--dataset", "digits", "--epochs", 10, "--out", out)
+    assert code == 0
+    res = _result(lines)
+    assert set(res) == {
+        "dataset",
+        "test_acc",
+        "best_val_acc",
+        "train_seconds",
+        "compile_seconds",
+        "epochs",
+        "out_dir",
+        "device",
+    }
+    assert res["dataset"] == "digits" and res["epochs"] == 10 and res["out_dir"] == str(out)
+    assert res["device"] == str(jax.devices()[0]) and res["train_seconds"] > 0
+    assert res["test_acc"] > 0.9 and res["best_val_acc"] > 0.9
+    assert sum(ln.startswith("(Epoch ") for ln in lines) == 10
+    assert "[##############################] " in tty.getvalue()  # the bar on a TTY
+    assert {p.name for p in out.iterdir()} == FILES
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    hist = json.loads((out / "history.json").read_text())
+    assert len(hist["history"]["val_acc"]) == 10 and hist["test_acc"] == res["test_acc"]
+    assert max(hist["history"]["val_acc"]) == res["best_val_acc"]
+    assert load_run(out)[0].epoch == 10
+
+    # The reported test accuracy, recomputed from best_params.npz by the numpy reference net.
+    params = _npz(out / "best_params.npz")
+    model = FullyConnectedNet(cli.DEFAULTS["digits"]["hidden_dims"], input_dim=64, dtype=np.float64)
+    model.params = {k: v.astype(np.float64) for k, v in params.items()}
+    data = get_dataset("digits", dtype=np.float64)
+    acc = np.mean(np.argmax(model.loss(data["X_test"]), axis=1) == data["y_test"])
+    assert abs(acc - res["test_acc"]) <= 1 / 300 + 1e-6
+
+
+@pytest.mark.skipif(not HAVE_CIFAR, reason=f"CIFAR-10 is not in {DATA}")
+def test_train_cifar10_subset(tmp_path, capsys):
+    out = tmp_path / "c"
+    sizes = "--num-training 500 --num-validation 100 --num-test 100 --batch-size 50".split()
+    argv = ["--data-dir", DATA, *sizes, "--hidden-dims", 32, "--epochs", 2, "--out", out]
+    code, lines, err = _train(capsys, *argv)
+    assert code == 0, err
+    res = _result(lines)
+    assert res["dataset"] == "cifar10" and res["epochs"] == 2
+    assert res["test_acc"] > 0.18  # chance is 0.10
+    assert {p.name for p in out.iterdir()} == FILES
+    assert _npz(out / "best_params.npz")["W1"].shape == (3072, 32)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ["--hidden-dims 32", "--hidden-dims 32 16 --keep-prob 0.8 --normalization batchnorm "
+     "--sampling permutation"],
+    ids=["plain", "dropout-batchnorm"],
+)  # fmt: skip
+def test_resume_is_bit_identical(tmp_path, capsys, extra):
+    a, b = tmp_path / "straight", tmp_path / "resumed"
+    args = [*SMALL_DIGITS, "--batch-size", 50, *extra.split(), "--quiet"]
+    assert _train(capsys, *args, "--epochs", 4, "--out", a)[0] == 0
+    assert _train(capsys, *args, "--epochs", 2, "--out", b)[0] == 0
+    before = {p.name: p.read_bytes() for p in b.iterdir()}
+
+    # Conflicting flags are refused before anything changes.
+    code, _, err = _train(capsys, "--resume", b, "--hidden-dims", 64, "--epochs", 4)
+    assert code == 2 and "--hidden-dims [64] (checkpoint: [32" in err
+    assert {p.name: p.read_bytes() for p in b.iterdir()} == before
+
+    code, lines, err = _train(capsys, "--resume", b, "--epochs", 4, "--quiet")
+    assert code == 0, err
+    assert [ln.split(")")[0] for ln in lines if ln.startswith("(Epoch")] == [
+        "(Epoch 3 / 4",
+        "(Epoch 4 / 4",
+    ]
+    assert _result(lines)["epochs"] == 4
+    best_a, best_b = _npz(a / "best_params.npz"), _npz(b / "best_params.npz")
+    assert best_a.keys() == best_b.keys()
+    assert all(np.array_equal(best_a[k], best_b[k]) for k in best_a)
+    ck_a, ck_b = _npz(a / "checkpoint.npz"), _npz(b / "checkpoint.npz")
+    assert ck_a.keys() == ck_b.keys()
+    assert [k for k in ck_a if not np.array_equal(ck_a[k], ck_b[k])] == ["meta"]  # timings differ
+    hist_a = json.loads((a / "history.json").read_text())["history"]
+    hist_b = json.loads((b / "history.json").read_text())["history"]
+    assert hist_a["loss"] == hist_b["loss"] and hist_a["val_acc"] == hist_b["val_acc"]
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", _FakeTTY())
+    # One step per epoch with a huge learning rate: finite for a few epochs, then inf/nan.
+    args = ("--dataset digits --update-rule sgd --learning-rate 1e6 --num-training 64 "
+            "--batch-size 64 --hidden-dims 32 --weight-scale 0.1 --quiet").split()  # fmt: skip
+    out = tmp_path / "div"
+    code, lines, _ = _train(capsys, *args, "--epochs", 10, "--out", out)
+    err = sys.stderr.getvalue()
+    assert code == 3
+    m = re.search(r"non-finite at epoch (\d+), step (\d+)", err)
+    assert m and err.startswith("error: training diverged") and "[#" not in err
+    epoch = int(m.group(1))
+    assert epoch >= 2 and int(m.group(2)) == 1
+    assert not any(ln.startswith("{") for ln in lines)
+    assert {p.name for p in out.iterdir()} == {"checkpoint.npz"}
+    run, _ = load_run(out)
+    assert run.epoch == epoch - 1 and not bool(run.ts.diverged)
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(run.ts.params))
+    # The kept checkpoint is exactly that of a run stopped before the divergence.
+    ref = tmp_path / "ref"
+    assert _train(capsys, *args, "--epochs", epoch - 1, "--out", ref)[0] == 0
+    ck, ck_ref = _npz(out / "checkpoint.npz"), _npz(ref / "checkpoint.npz")
+    assert all(np.array_equal(ck[k], ck_ref[k]) for k in ck if k != "meta")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "digits", "--keep-prob", 1.5], "keep_prob"),
+        (["--dataset", "digits", "--learning-rate", -1], "learning_rate"),
+        (["--dataset", "digits", "--update-rule", "nesterov"], "invalid choice: 'nesterov'"),
+        (["--dataset", "digits", "--epochs", 0], "expected an integer >= 1, got 0"),
+        (["--dataset", "digits", "--num-training", 5000], "too many"),
+        (["--dataset", "mnist"], "invalid choice: 'mnist'"),
+        (["--data-dir", "{tmp}/no-such-dir"], "no-such-dir"),
+        (["--resume", "{tmp}"], "no checkpoint at"),
+        (["--dataset", "digits", "--backend", "numpy", "--sampling", "permutation"], "replacement"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    argv = [str(a).replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--resume" not in argv:
+        argv += ["--out", str(out)]
+    code, lines, err = _train(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert not out.exists() and not any(ln.startswith("{") for ln in lines)
+
+
+def test_numpy_backend_on_digits(tmp_path, capsys):
+    out = tmp_path / "np"
+    code, lines, err = _train(
+        capsys, "--dataset", "digits", "--backend", "numpy", "--epochs", 5, "--out", out
+    )
+    assert code == 0, err
+    res = _result(lines)
+    assert res["device"] == "numpy (host CPU)" and res["epochs"] == 5 and res["test_acc"] > 0.8
+    assert {p.name for p in out.iterdir()} == FILES - {"checkpoint.npz"}
+
+
+def test_gradcheck_passes(capsys):
+    assert cli.main(["gradcheck"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    res = json.loads(lines[-1])
+    assert res["passed"] is True
+    names = {
+        "affine",
+        "relu",
+        "affine_relu",
+        "batchnorm",
+        "batchnorm_backward",
+        "layernorm",
+        "dropout",
+        "softmax_loss",
+        "svm_loss",
+        "net_plain",
+        "net_batchnorm",
+        "net_layernorm",
+    }
+    assert set(res["gradcheck"]) == names
+    assert all(e <= (1e-6 if k.startswith("net") else 1e-7) for k, e in res["gradcheck"].items())
+
+
+def test_gradcheck_catches_a_wrong_backward(capsys, monkeypatch):
+    bad_relu = jax.custom_vjp(lambda x: jnp.maximum(x, 0))
+    bad_relu.defvjp(lambda x: (jnp.maximum(x, 0), None), lambda _, g: (g,))  # forgets the mask
+    monkeypatch.setattr(layers, "relu", bad_relu)
+    assert cli.main(["gradcheck"]) == 1
+    out = capsys.readouterr().out
+    res = json.loads(out.splitlines()[-1])
+    assert res["passed"] is False and res["gradcheck"]["relu"] > 1e-2
+    assert re.search(r"relu\s+\S+\s+1e-07 FAIL", out)
+
+
+def test_python_m_fc_jax_help():
+    for argv in (["--help"], ["train", "--help"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "fc_jax", *argv],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert (
+            ("gradcheck" in proc.stdout) if argv == ["--help"] else ("--hidden-dims" in proc.stdout)
+        )
+    assert cli.main(["--help"]) == 0
