@@ -14,7 +14,7 @@ import numpy as np
 
 from fc_jax.types import Array
 
-__all__ = ["HParams", "make_hparams", "RULE_DEFAULTS", "validate_hparams"]
+__all__ = ["HParams", "make_hparams", "DEFAULTS", "RULE_DEFAULTS", "validate_hparams"]
 
 
 class HParams(NamedTuple):
@@ -40,7 +40,8 @@ RULE_DEFAULTS: dict[str, dict[str, float]] = {
     "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
 }
 
-_BASE = dict(
+# Generic defaults (the course's values); `RULE_DEFAULTS` overrides per update rule.
+DEFAULTS: dict[str, float] = dict(
     learning_rate=1e-2,
     momentum=0.9,
     decay_rate=0.99,
@@ -102,7 +103,7 @@ def make_hparams(update_rule: str | None = None, dtype=jnp.float32, **overrides)
             f"unknown update_rule {update_rule!r}; expected one of {sorted(RULE_DEFAULTS)}"
         )
     validate_hparams(overrides)
-    values = dict(_BASE)
+    values = dict(DEFAULTS)
     values.update(RULE_DEFAULTS.get(update_rule, {}) if update_rule else {})
     values.update(overrides)
     return HParams(**{k: jnp.asarray(values[k], dtype=dtype) for k in HParams._fields})

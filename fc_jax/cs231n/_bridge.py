@@ -16,6 +16,8 @@ from collections.abc import Callable, Hashable
 import jax
 import numpy as np
 
+from fc_jax.hparams import DEFAULTS
+
 __all__ = [
     "HPARAM_FILLERS",
     "precision",
@@ -29,18 +31,7 @@ __all__ = [
 ]
 
 # Valid values for the HParams fields a facade call does not read (the course's defaults).
-HPARAM_FILLERS = dict(
-    learning_rate=1e-2,
-    momentum=0.9,
-    decay_rate=0.99,
-    beta1=0.9,
-    beta2=0.999,
-    epsilon=1e-8,
-    reg=0.0,
-    weight_scale=1e-2,
-    keep_prob=1.0,
-    lr_decay=1.0,
-)
+HPARAM_FILLERS = DEFAULTS
 _F64 = (np.dtype(np.float64), np.dtype(np.complex128))
 _JITS: dict[Hashable, Callable] = {}
 _TRACES: Counter = Counter()
