@@ -1,0 +1,220 @@
+"""The compiled engine (fc_jax.train) and the host loop (fc_jax.fit)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fc_jax import data, fit, models, optim, train
+from fc_jax.hparams import make_hparams
+
+D, C = 12, 4
+
+
+def _data(n=200, seed=0):
+    X, y = data.synthetic(n + 60, D, C, seed=seed)
+    return dict(X_train=X[:n], y_train=y[:n], X_val=X[n:], y_val=y[n:])
+
+
+@pytest.mark.parametrize(
+    "norm,keep,rule",
+    [(None, 1.0, "adam"), ("batchnorm", 0.7, "sgd_momentum"), ("layernorm", 0.8, "rmsprop")],
+)
+def test_scan_epoch_equals_python_loop_of_steps(norm, keep, rule, x64):
+    cfg = models.NetConfig(
+        (9, 7), input_dim=D, num_classes=C, normalization=norm, keep_prob=keep, dtype="float64"
+    )
+    opt = optim.get_optimizer(rule)
+    hp = make_hparams(rule, jnp.float64, keep_prob=keep, reg=0.01)
+    d = _data()
+    X, y = jnp.asarray(d["X_train"], jnp.float64), jnp.asarray(d["y_train"])
+    ts0 = train.init_train_state(jax.random.key(0), cfg, opt, 0.1)
+    idx = train.sample_indices(jax.random.key(1), X.shape[0], 6, 16)
+    ts_scan, losses = train.make_epoch(cfg, opt)(ts0, X, y, idx, hp)
+    step = train.make_step(cfg, opt)
+    ts, loop_losses = ts0, []
+    for i in idx:
+        ts, loss = step(ts, X[i], y[i], hp)
+        loop_losses.append(loss)
+    chex.assert_trees_all_close(ts_scan.params, ts.params, rtol=1e-12, atol=1e-14)
+    chex.assert_trees_all_close(ts_scan.model_state, ts.model_state, rtol=1e-12, atol=1e-14)
+    chex.assert_trees_all_close(ts_scan.opt_state, ts.opt_state, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(losses, np.array(loop_losses), rtol=1e-12)
+    assert int(ts_scan.step) == 6 and not bool(ts_scan.diverged)
+
+
+def test_new_learning_rate_does_not_recompile():
+    cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
+    opt = optim.get_optimizer("sgd")
+    d = _data()
+    X, y = jnp.asarray(d["X_train"]), jnp.asarray(d["y_train"])
+    ts0 = train.init_train_state(jax.random.key(0), cfg, opt, 0.1)
+    idx = train.sample_indices(jax.random.key(1), X.shape[0], 3, 10)
+    chex.clear_trace_counter()
+    epoch = jax.jit(
+        chex.assert_max_traces(n=1)(lambda *a: train._epoch(*a, config=cfg, optimizer=opt))
+    )
+    out = [
+        epoch(ts0, X, y, idx, make_hparams("sgd", learning_rate=lr))[0].params["W1"]
+        for lr in (1e-3, 1e-1)
+    ]
+    assert not np.allclose(out[0], out[1])
+
+
+def test_sample_indices():
+    idx = np.asarray(train.sample_indices(jax.random.key(0), 50, 7, 10, replace=True))
+    assert idx.shape == (7, 10) and idx.dtype == np.int32 and idx.min() >= 0 and idx.max() < 50
+    perm = np.asarray(train.sample_indices(jax.random.key(0), 50, 5, 10, replace=False))
+    assert sorted(perm.ravel().tolist()) == list(range(50))  # one full permutation
+    long = np.asarray(train.sample_indices(jax.random.key(0), 30, 5, 10, replace=False))
+    assert sorted(long.ravel()[:30].tolist()) == list(range(30))
+    with pytest.raises(ValueError, match="batch_size"):
+        train.sample_indices(jax.random.key(0), 50, 5, 0)
+
+
+def test_accuracy_matches_numpy_with_padding():
+    cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
+    params = models.init_params(jax.random.key(0), cfg, 0.5)
+    X, y = data.synthetic(37, D, C, seed=3)
+    acc = float(
+        train.accuracy(params, {}, jnp.asarray(X), jnp.asarray(y), config=cfg, batch_size=10)
+    )
+    scores = np.maximum(X @ np.asarray(params["W1"]), 0) @ np.asarray(params["W2"])
+    assert acc == pytest.approx(np.mean(scores.argmax(1) == y), abs=1e-6)
+
+
+def test_fit_same_seed_same_result_and_chunks_do_not_matter():
+    cfg = models.NetConfig((16,), input_dim=D, num_classes=C, keep_prob=0.8)
+    kw = dict(
+        update_rule="adam",
+        hparams=make_hparams("adam", keep_prob=0.8, weight_scale=0.1),
+        num_epochs=2,
+        batch_size=20,
+    )
+    a = fit.fit(cfg, _data(), seed=3, **kw)
+    b = fit.fit(cfg, _data(), seed=3, chunks_per_epoch=5, **kw)
+    c = fit.fit(cfg, _data(), seed=4, **kw)
+    for k in a.ts.params:
+        np.testing.assert_array_equal(a.ts.params[k], b.ts.params[k])
+    assert a.history["loss"] == b.history["loss"]
+    assert not np.array_equal(a.ts.params["W1"], c.ts.params["W1"])
+    assert len(a.history["loss"]) == 2 * 10 and len(a.history["val_acc"]) == 2
+    assert a.history["lr"] == pytest.approx([1e-3, 1e-3])
+
+
+def test_fit_overfits_50_examples():
+    X, y = data.synthetic(50, D, C, seed=5)
+    rng = np.random.default_rng(0)
+    X = X + rng.standard_normal(X.shape).astype(
+        np.float32
+    )  # make it hard enough to need memorizing
+    d = dict(X_train=X, y_train=y, X_val=X, y_val=y)
+    cfg = models.NetConfig((100, 100), input_dim=D, num_classes=C)
+    run = fit.fit(
+        cfg,
+        d,
+        update_rule="adam",
+        hparams=make_hparams("adam", learning_rate=1e-2, weight_scale=0.1),
+        num_epochs=40,
+        batch_size=25,
+        num_train_samples=None,
+    )
+    assert run.history["train_acc"][-1] == 1.0
+
+
+def test_fit_resume_is_exact():
+    cfg = models.NetConfig(
+        (16,), input_dim=D, num_classes=C, normalization="batchnorm", keep_prob=0.7
+    )
+    kw = dict(
+        update_rule="rmsprop",
+        hparams=make_hparams("rmsprop", keep_prob=0.7, lr_decay=0.9, weight_scale=0.1),
+        batch_size=20,
+        seed=1,
+    )
+    full = fit.fit(cfg, _data(), num_epochs=3, **kw)
+    half = fit.fit(cfg, _data(), num_epochs=1, **kw)
+    resumed = fit.fit(cfg, _data(), num_epochs=3, resume=half, **kw)
+    for k in full.ts.params:
+        np.testing.assert_array_equal(full.ts.params[k], resumed.ts.params[k])
+    assert (
+        full.history["loss"] == resumed.history["loss"]
+        and full.history["lr"] == resumed.history["lr"]
+    )
+
+
+def test_divergence_names_epoch_and_step_and_keeps_last_good_epoch():
+    cfg = models.NetConfig((16,), input_dim=D, num_classes=C)
+    seen = []
+    with pytest.raises(fit.DivergedError, match=r"epoch \d+, step \d+") as err:
+        fit.fit(
+            cfg,
+            _data(),
+            update_rule="sgd",
+            hparams=make_hparams("sgd", learning_rate=1e30, weight_scale=0.1),
+            num_epochs=5,
+            batch_size=20,
+            on_epoch_end=seen.append,
+        )
+    assert err.value.epoch == len(seen) + 1
+    assert all(np.isfinite(np.asarray(r.ts.params["W1"])).all() for r in seen)
+
+
+def test_diverged_run_freezes_params():
+    cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
+    opt = optim.get_optimizer("sgd")
+    d = _data()
+    X, y = jnp.asarray(d["X_train"]), jnp.asarray(d["y_train"])
+    ts0 = train.init_train_state(jax.random.key(0), cfg, opt, 0.1)
+    X_bad = X.at[:].set(jnp.nan)
+    idx = train.sample_indices(jax.random.key(1), X.shape[0], 3, 10)
+    ts, losses = train.make_epoch(cfg, opt)(ts0, X_bad, y, idx, make_hparams("sgd"))
+    assert bool(ts.diverged) and not np.isfinite(np.asarray(losses)).any()
+    chex.assert_trees_all_equal(ts.params, ts0.params)
+
+
+def test_fit_float64():
+    cfg = models.NetConfig((8,), input_dim=D, num_classes=C, dtype="float64")
+    run = fit.fit(cfg, _data(), num_epochs=1, batch_size=20)
+    assert run.ts.params["W1"].dtype == np.float64
+    assert not jax.config.jax_enable_x64
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (
+            lambda d: d.update(
+                X_train=np.where(
+                    np.arange(d["X_train"].size).reshape(d["X_train"].shape) == 5,
+                    np.nan,
+                    d["X_train"],
+                )
+            ),
+            "X_train",
+        ),
+        (lambda d: d.update(y_val=d["y_val"] + C), "y_val"),
+        (lambda d: d.update(y_train=d["y_train"][:-1]), "y_train"),
+    ],
+)
+def test_fit_rejects_bad_data(change, match):
+    d = _data()
+    change(d)
+    with pytest.raises(ValueError, match=match):
+        fit.fit(models.NetConfig((8,), input_dim=D, num_classes=C), d, num_epochs=1)
+
+
+def test_fit_rejects_bad_hparams_and_rule():
+    cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
+    with pytest.raises(ValueError, match="learning_rate"):
+        fit.fit(
+            cfg,
+            _data(),
+            hparams=make_hparams("sgd")._replace(learning_rate=jnp.asarray(-1.0)),
+            num_epochs=1,
+        )
+    with pytest.raises(ValueError, match="adamw"):
+        fit.fit(cfg, _data(), update_rule="adamw", num_epochs=1)
+    with pytest.raises(ValueError, match="features"):
+        fit.fit(models.NetConfig((8,), input_dim=D + 1, num_classes=C), _data(), num_epochs=1)
