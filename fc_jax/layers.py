@@ -27,6 +27,10 @@ __all__ = [
     "affine_forward",
     "affine_backward",
     "affine",
+    "AffineTCache",
+    "affine_t_forward",
+    "affine_t_backward",
+    "affine_t",
     "ReluCache",
     "relu_forward",
     "relu_backward",
@@ -139,6 +143,46 @@ def affine(x: Array, w: Array, b: Array) -> Array:
     """Affine layer with the hand-written backward as its VJP. See `affine_forward`."""
     _check_affine(x, w, b)
     return _affine(x, w, b)
+
+
+# ---------------------------------------------------------------- affine, transposed weight
+class AffineTCache(NamedTuple):
+    x: Array  # (N, d1, ..., dk) the input as given
+    w_t: Array  # (M, D) the weight, transposed
+
+
+def affine_t_forward(x: Array, w_t: Array, b: Array) -> tuple[Array, AffineTCache]:
+    """`affine_forward(x, w_t.T, b)` with the weight stored transposed, (M, D).
+
+    The training engine keeps the input layer's weight in this layout inside an epoch: on CPU both
+    products of this layer (`x @ w_t.T` and `dw_t = dout.T @ x`) then run as fast GEMMs with no
+    transpose copies (benchmarks/RESULTS.md). Public params always hold `W1` as (D, M).
+    """
+    _check_affine(x, w_t.T, b)
+    x2 = x.reshape(x.shape[0], -1)
+    out = jax.lax.dot_general(x2, w_t, (((1,), (1,)), ((), ()))) + b[None, :]
+    return out, AffineTCache(x, w_t)
+
+
+def affine_t_backward(dout: Array, cache: AffineTCache) -> tuple[Array, Array, Array]:
+    """Backward of `affine_t_forward`: dx (N, d1, ..., dk), dw_t (M, D), db (M,)."""
+    x, w_t = cache
+    x2 = x.reshape(x.shape[0], -1)
+    return (dout @ w_t).reshape(x.shape), dout.T @ x2, jnp.sum(dout, axis=0)
+
+
+@jax.custom_vjp
+def _affine_t(x, w_t, b):
+    return affine_t_forward(x, w_t, b)[0]
+
+
+_affine_t.defvjp(affine_t_forward, lambda cache, g: affine_t_backward(g, cache))
+
+
+def affine_t(x: Array, w_t: Array, b: Array) -> Array:
+    """Affine layer with a transposed (M, D) weight and its hand-written VJP. See `affine_t_forward`."""
+    _check_affine(x, w_t.T, b)
+    return _affine_t(x, w_t, b)
 
 
 # ---------------------------------------------------------------- relu

@@ -103,8 +103,12 @@ def train_step(
     *,
     config: models.NetConfig,
     optimizer: Optimizer,
+    transposed_w1: bool = False,
 ) -> tuple[TrainState, Array]:
     """One step: loss, hand-written gradients, update. Not jitted (see `make_step`, `make_epoch`).
+
+    `transposed_w1` says `ts.params["W1"]` (and its optimizer state) are held as (H1, D), the
+    layout `make_epoch` uses inside the scan.
 
     Returns:
       (new TrainState, the minibatch loss before the update).
@@ -112,7 +116,16 @@ def train_step(
     key = jax.random.fold_in(ts.key, ts.step) if config.use_dropout and masks is None else None
     grad_fn = jax.value_and_grad(models.loss_fn, has_aux=True)
     (loss, (model_state, _)), grads = grad_fn(
-        ts.params, ts.model_state, xb, yb, hparams, config=config, key=key, train=True, masks=masks
+        ts.params,
+        ts.model_state,
+        xb,
+        yb,
+        hparams,
+        config=config,
+        key=key,
+        train=True,
+        masks=masks,
+        transposed_w1=transposed_w1,
     )
     params, opt_state = optimizer.update(grads, ts.opt_state, ts.params, hparams)
     diverged = ts.diverged | ~jnp.isfinite(loss)
@@ -135,12 +148,33 @@ def make_step(config: models.NetConfig, optimizer: Optimizer):
     return jax.jit(functools.partial(train_step, config=config, optimizer=optimizer))
 
 
+def _transpose_w1(tree):
+    """Swap the axes of every `W1` leaf (params and the optimizer's per-parameter state)."""
+
+    def swap(path, leaf):
+        last = path[-1] if path else None
+        is_w1 = isinstance(last, jax.tree_util.DictKey) and last.key == "W1"
+        return jnp.swapaxes(leaf, -1, -2) if is_w1 else leaf
+
+    return jax.tree_util.tree_map_with_path(swap, tree)
+
+
 def _epoch(ts, X, y, idx, hparams, masks=None, *, config, optimizer):
+    # Inside the scan the input layer's weight (and its optimizer state) is held transposed,
+    # (H1, D): on CPU both of its products are then plain GEMMs with no transpose copy, about 20%
+    # off a W1 epoch (benchmarks/RESULTS.md). The layout is converted once per call, not per step.
     def body(ts, xs):
         i, m = xs
-        return train_step(ts, X[i], y[i], hparams, m, config=config, optimizer=optimizer)
+        return train_step(
+            ts, X[i], y[i], hparams, m, config=config, optimizer=optimizer, transposed_w1=True
+        )
 
-    return jax.lax.scan(body, ts, (idx, masks))
+    inner = ts._replace(params=_transpose_w1(ts.params), opt_state=_transpose_w1(ts.opt_state))
+    inner, losses = jax.lax.scan(body, inner, (idx, masks))
+    out = inner._replace(
+        params=_transpose_w1(inner.params), opt_state=_transpose_w1(inner.opt_state)
+    )
+    return out, losses
 
 
 def make_epoch(config: models.NetConfig, optimizer: Optimizer):

@@ -35,6 +35,11 @@ def _mask(rng, shape, p=0.6):
     return ((rng.random(shape) < p) / p).astype(np.float64)
 
 
+def _transpose_dw(grads):
+    dx, dw, db = grads
+    return dx, dw.T, db
+
+
 def _plain_norm(x, g, b, axis, eps=1e-5):
     mu = x.mean(axis=axis, keepdims=True)
     var = ((x - mu) ** 2).mean(axis=axis, keepdims=True)
@@ -54,6 +59,20 @@ CASES = {
         bwd=layers.affine_backward,
         ref_fwd=ref.affine_forward,
         ref_bwd=ref.affine_backward,
+        diff=(0, 1, 2),
+    ),
+    "affine_t": Case(  # the engine's transposed-weight input layer
+        make=lambda r: (
+            r.standard_normal((4, 2, 3)),
+            r.standard_normal((5, 6)),
+            r.standard_normal(5),
+        ),
+        fn=layers.affine_t,
+        plain=lambda x, wt, b: x.reshape(x.shape[0], -1) @ wt.T + b[None, :],
+        fwd=layers.affine_t_forward,
+        bwd=layers.affine_t_backward,
+        ref_fwd=lambda x, wt, b: ref.affine_forward(x, wt.T, b),
+        ref_bwd=lambda dout, cache: _transpose_dw(ref.affine_backward(dout, cache)),
         diff=(0, 1, 2),
     ),
     "relu": Case(
