@@ -25,7 +25,7 @@ from fc_jax.data import check_finite, check_labels
 from fc_jax.hparams import HParams, make_hparams, validate_hparams
 from fc_jax.optim import get_optimizer
 
-__all__ = ["Run", "DivergedError", "fit", "x64_scope", "epoch_learning_rate"]
+__all__ = ["Run", "DivergedError", "fit", "check_data", "x64_scope", "epoch_learning_rate"]
 
 
 class DivergedError(RuntimeError):
@@ -67,6 +67,28 @@ def epoch_learning_rate(lr0: float, lr_decay: float, epoch: int) -> float:
 def _chunks(steps: int, requested: int) -> int:
     """The largest divisor of `steps` not above `requested`, so every chunk has one shape."""
     return max(d for d in range(1, min(steps, max(requested, 1)) + 1) if steps % d == 0)
+
+
+def check_data(config: models.NetConfig, data: dict, dtype) -> tuple[np.ndarray, ...]:
+    """Validate a course-style data dict; returns host arrays (X_train, y_train, X_val, y_val).
+
+    X is flattened to (N, D) in `dtype`, y is int32. Raises ValueError naming the array when values
+    are not finite, labels are out of range, lengths differ or D is not `config.input_dim`.
+    """
+    out = []
+    for split in ("train", "val"):
+        X, y = np.asarray(data[f"X_{split}"]), np.asarray(data[f"y_{split}"])
+        check_finite(X, f"X_{split}")
+        check_labels(y, config.num_classes, f"y_{split}")
+        if len(X) != len(y):
+            raise ValueError(f"X_{split} has {len(X)} examples but y_{split} has {len(y)}")
+        X = X.reshape(len(X), -1).astype(dtype)
+        if X.shape[1] != config.input_dim:
+            raise ValueError(
+                f"X_{split} has {X.shape[1]} features; the config expects {config.input_dim}"
+            )
+        out += [X, y.astype(np.int32)]
+    return tuple(out)
 
 
 def fit(
@@ -117,19 +139,7 @@ def fit(
         )
         validate_hparams(hp._asdict())
         models.check_dropout_hparams(config, hp)
-        arrays = {}
-        for split in ("train", "val"):
-            X, y = data[f"X_{split}"], data[f"y_{split}"]
-            check_finite(np.asarray(X), f"X_{split}")
-            check_labels(np.asarray(y), config.num_classes, f"y_{split}")
-            if len(X) != len(y):
-                raise ValueError(f"X_{split} has {len(X)} examples but y_{split} has {len(y)}")
-            arrays[split] = (jnp.asarray(X, dtype).reshape(len(X), -1), jnp.asarray(y, jnp.int32))
-        (Xtr, ytr), (Xval, yval) = arrays["train"], arrays["val"]
-        if Xtr.shape[1] != config.input_dim:
-            raise ValueError(
-                f"X_train has {Xtr.shape[1]} features per example; the config expects {config.input_dim}"
-            )
+        Xtr, ytr, Xval, yval = (jnp.asarray(a) for a in check_data(config, data, dtype))
         n = Xtr.shape[0]
         steps = max(n // batch_size, 1)
         chunks = _chunks(steps, chunks_per_epoch)

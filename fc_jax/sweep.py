@@ -33,8 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fc_jax import models, space, train
-from fc_jax.data import check_finite, check_labels
-from fc_jax.fit import _chunks, epoch_learning_rate, x64_scope
+from fc_jax.fit import _chunks, check_data, epoch_learning_rate, x64_scope
 from fc_jax.optim import get_optimizer
 
 __all__ = ["SweepResult", "make_lane_fns", "run_sweep", "run_groups"]
@@ -120,23 +119,6 @@ def make_lane_fns(config: models.NetConfig, update_rule: str, mesh: Mesh, indepe
         evaluate=jax.jit(acc, in_shardings=(lane, lane, rep, rep), out_shardings=lane),
         keep=jax.jit(keep, in_shardings=(lane, lane, lane), out_shardings=lane),
     )
-
-
-def _arrays(config: models.NetConfig, data: dict, dtype) -> tuple:
-    out = []
-    for split in ("train", "val"):
-        X, y = np.asarray(data[f"X_{split}"]), np.asarray(data[f"y_{split}"])
-        check_finite(X, f"X_{split}")
-        check_labels(y, config.num_classes, f"y_{split}")
-        if len(X) != len(y):
-            raise ValueError(f"X_{split} has {len(X)} examples but y_{split} has {len(y)}")
-        X = X.reshape(len(X), -1).astype(dtype)
-        if X.shape[1] != config.input_dim:
-            raise ValueError(
-                f"X_{split} has {X.shape[1]} features; the config expects {config.input_dim}"
-            )
-        out += [X, y.astype(np.int32)]
-    return tuple(out)
 
 
 class _Plan(NamedTuple):
@@ -276,7 +258,7 @@ def run_sweep(
         dtype = jnp.dtype(config.dtype)
         keep = {"keep_prob": config.keep_prob} if config.use_dropout else {}
         hp = jax.tree.map(np.asarray, space.stack_hparams(trials, update_rule, dtype, **keep))
-        seeds, host = space.trial_seeds(trials), _arrays(config, data, dtype)
+        seeds, host = space.trial_seeds(trials), check_data(config, data, dtype)
         K, steps = len(trials), max(len(host[0]) // batch_size, 1)
         width = -(-min(K, max_lanes or K) // len(devices)) * len(devices)  # whole devices
         plan = _Plan(num_epochs, steps, _chunks(steps, chunks_per_epoch), batch_size, seed,
