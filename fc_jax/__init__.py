@@ -36,12 +36,14 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "layers",
+    "normalization",
     "losses",
     "models",
     "optim",
     "train",
     "fit",
     "sweep",
+    "space",
     "data",
     "gradcheck",
     "checkpoint",
