@@ -76,6 +76,7 @@ def _cases(rng):
     staged.defvjp(layers.batchnorm_forward, lambda c, d: layers.batchnorm_backward(d, c))
     cases = [
         ("affine", layers.affine, [r(6, 2, 3), r(6, 4), r(4)], 1e-7),
+        ("affine_t", layers.affine_t, [r(6, 2, 3), r(4, 6), r(4)], 1e-7),
         ("relu", layers.relu, [r(6, 5)], 1e-7),
         ("affine_relu", layers.affine_relu, [r(6, 4), r(4, 5), r(5)], 1e-7),
         ("batchnorm", layers.batchnorm, [3 * r(6, 5) + 2, r(5), r(5)], 1e-7),
