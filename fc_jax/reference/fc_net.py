@@ -27,7 +27,7 @@ from fc_jax.reference.layers import (
     softmax_loss,
 )
 
-__all__ = ["TwoLayerNet", "FullyConnectedNet"]
+__all__ = ["TwoLayerNet", "FullyConnectedNet", "init_fully_connected"]
 
 _NORMALIZATIONS = (None, "batchnorm", "layernorm")
 
@@ -72,6 +72,58 @@ class TwoLayerNet:
         return loss, grads
 
 
+def init_fully_connected(
+    net,
+    hidden_dims,
+    input_dim,
+    num_classes,
+    dropout_keep_ratio,
+    normalization,
+    reg,
+    weight_scale,
+    dtype,
+    seed,
+):
+    """The course's `FullyConnectedNet.__init__`: set `net`'s attributes, drawing the weights from
+    NumPy's global RNG in the course's order (W_i = weight_scale * randn(fan_in, fan_out), b_i zeros,
+    then gamma/beta for hidden layers), so a seeded notebook reproduces the course's numbers. Shared
+    by this reference net and the `fc_jax.cs231n` facade's net.
+    """
+    if normalization not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+    if not 0 < dropout_keep_ratio <= 1:
+        raise ValueError(f"dropout_keep_ratio must be in (0, 1], got {dropout_keep_ratio!r}")
+    net.normalization = normalization
+    net.use_dropout = dropout_keep_ratio != 1
+    net.reg = reg
+    net.num_layers = 1 + len(hidden_dims)
+    net.dtype = dtype
+    net.params = {}
+
+    dims = [input_dim, *hidden_dims, num_classes]
+    for i in range(1, net.num_layers + 1):
+        net.params[f"W{i}"] = weight_scale * np.random.randn(dims[i - 1], dims[i])
+        net.params[f"b{i}"] = np.zeros(dims[i])
+        if normalization is not None and i < net.num_layers:
+            net.params[f"gamma{i}"] = np.ones(dims[i])
+            net.params[f"beta{i}"] = np.zeros(dims[i])
+
+    net.dropout_param = {}
+    if net.use_dropout:
+        net.dropout_param = {"mode": "train", "p": dropout_keep_ratio}
+        if seed is not None:
+            net.dropout_param["seed"] = seed
+
+    net.bn_params = []
+    if normalization == "batchnorm":
+        net.bn_params = [{"mode": "train"} for _ in range(net.num_layers - 1)]
+    elif normalization == "layernorm":
+        net.bn_params = [{} for _ in range(net.num_layers - 1)]
+
+    for k, v in net.params.items():
+        net.params[k] = v.astype(dtype)
+
+
 class FullyConnectedNet:
     """{affine - [batch/layer norm] - relu - [dropout]} x (L - 1) - affine - softmax.
 
@@ -102,41 +154,18 @@ class FullyConnectedNet:
         dtype=np.float32,
         seed=None,
     ):
-        if normalization not in _NORMALIZATIONS:
-            raise ValueError(
-                f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}"
-            )
-        if not 0 < dropout_keep_ratio <= 1:
-            raise ValueError(f"dropout_keep_ratio must be in (0, 1], got {dropout_keep_ratio!r}")
-        self.normalization = normalization
-        self.use_dropout = dropout_keep_ratio != 1
-        self.reg = reg
-        self.num_layers = 1 + len(hidden_dims)
-        self.dtype = dtype
-        self.params = {}
-
-        dims = [input_dim, *hidden_dims, num_classes]
-        for i in range(1, self.num_layers + 1):
-            self.params[f"W{i}"] = weight_scale * np.random.randn(dims[i - 1], dims[i])
-            self.params[f"b{i}"] = np.zeros(dims[i])
-            if normalization is not None and i < self.num_layers:
-                self.params[f"gamma{i}"] = np.ones(dims[i])
-                self.params[f"beta{i}"] = np.zeros(dims[i])
-
-        self.dropout_param = {}
-        if self.use_dropout:
-            self.dropout_param = {"mode": "train", "p": dropout_keep_ratio}
-            if seed is not None:
-                self.dropout_param["seed"] = seed
-
-        self.bn_params = []
-        if normalization == "batchnorm":
-            self.bn_params = [{"mode": "train"} for _ in range(self.num_layers - 1)]
-        elif normalization == "layernorm":
-            self.bn_params = [{} for _ in range(self.num_layers - 1)]
-
-        for k, v in self.params.items():
-            self.params[k] = v.astype(dtype)
+        init_fully_connected(
+            self,
+            hidden_dims,
+            input_dim,
+            num_classes,
+            dropout_keep_ratio,
+            normalization,
+            reg,
+            weight_scale,
+            dtype,
+            seed,
+        )
 
     def _hidden_forward(self, x, i):
         """Layer i: affine - [norm] - relu - [dropout]. Returns (out, cache)."""

@@ -33,6 +33,7 @@ from fc_jax.cs231n._bridge import (
     to_scalar,
 )
 from fc_jax.hparams import HParams
+from fc_jax.reference.fc_net import init_fully_connected
 
 __all__ = ["TwoLayerNet", "FullyConnectedNet"]
 
@@ -250,35 +251,18 @@ class FullyConnectedNet(_Net):
             )
         if np.dtype(dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be np.float32 or np.float64; got {dtype!r}")
-        self.normalization = normalization
-        self.use_dropout = dropout_keep_ratio != 1
-        self.reg = reg
-        self.num_layers = 1 + len(hidden_dims)
-        self.dtype = dtype
-        self.params = {}
-
-        dims = [input_dim, *hidden_dims, num_classes]
-        for i in range(1, self.num_layers + 1):
-            self.params[f"W{i}"] = weight_scale * np.random.randn(dims[i - 1], dims[i])
-            self.params[f"b{i}"] = np.zeros(dims[i])
-            if normalization is not None and i < self.num_layers:
-                self.params[f"gamma{i}"] = np.ones(dims[i])
-                self.params[f"beta{i}"] = np.zeros(dims[i])
-
-        self.dropout_param = {}
-        if self.use_dropout:
-            self.dropout_param = {"mode": "train", "p": dropout_keep_ratio}
-            if seed is not None:
-                self.dropout_param["seed"] = seed
-
-        self.bn_params = []
-        if normalization == "batchnorm":
-            self.bn_params = [{"mode": "train"} for _ in range(self.num_layers - 1)]
-        elif normalization == "layernorm":
-            self.bn_params = [{} for _ in range(self.num_layers - 1)]
-
-        for k, v in self.params.items():
-            self.params[k] = v.astype(dtype)
+        init_fully_connected(
+            self,
+            hidden_dims,
+            input_dim,
+            num_classes,
+            dropout_keep_ratio,
+            normalization,
+            reg,
+            weight_scale,
+            dtype,
+            seed,
+        )
 
     def _dtype(self, X):  # the course casts X to self.dtype; params may have been reassigned
         return np.result_type(self.dtype, *(v.dtype for v in self.params.values()))
