@@ -205,6 +205,7 @@ def test_gradcheck_passes(capsys):
     assert res["passed"] is True
     names = {
         "affine",
+        "affine_t",
         "relu",
         "affine_relu",
         "batchnorm",
