@@ -60,6 +60,23 @@ def _normalize(x, gamma, beta, eps, axis):
     return out, NormCache(xc, inv_std, x_hat, gamma)
 
 
+def _closed_form_backward(dout: Array, cache: NormCache, axis: int) -> tuple[Array, Array, Array]:
+    """Backward of `_normalize` over `axis` (0: batchnorm, 1: layernorm), with M = x.shape[axis]:
+    `dx = inv_std / M * (M * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))`, sums over `axis`.
+    """
+    _, inv_std, x_hat, gamma = cache
+    m = dout.shape[axis]
+    dbeta = jnp.sum(dout, axis=0)
+    dgamma = jnp.sum(dout * x_hat, axis=0)
+    dx_hat = dout * gamma[None, :]
+    dx = (inv_std / m) * (
+        m * dx_hat
+        - jnp.sum(dx_hat, axis=axis, keepdims=True)
+        - x_hat * jnp.sum(dx_hat * x_hat, axis=axis, keepdims=True)
+    )
+    return dx, dgamma, dbeta
+
+
 def batchnorm_forward(
     x: Array, gamma: Array, beta: Array, eps: float = 1e-5
 ) -> tuple[Array, NormCache]:
@@ -104,17 +121,7 @@ def batchnorm_backward_alt(dout: Array, cache: NormCache) -> tuple[Array, Array,
 
     `dx = inv_std / N * (N * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))`, sums over the batch.
     """
-    _, inv_std, x_hat, gamma = cache
-    n = dout.shape[0]
-    dbeta = jnp.sum(dout, axis=0)
-    dgamma = jnp.sum(dout * x_hat, axis=0)
-    dx_hat = dout * gamma[None, :]
-    dx = (inv_std / n) * (
-        n * dx_hat
-        - jnp.sum(dx_hat, axis=0, keepdims=True)
-        - x_hat * jnp.sum(dx_hat * x_hat, axis=0, keepdims=True)
-    )
-    return dx, dgamma, dbeta
+    return _closed_form_backward(dout, cache, axis=0)
 
 
 def _bn_fwd(x, gamma, beta, eps):
@@ -182,17 +189,7 @@ def layernorm_forward(
 
 def layernorm_backward(dout: Array, cache: NormCache) -> tuple[Array, Array, Array]:
     """Backward of layernorm (closed form over the features): (dx, dgamma, dbeta)."""
-    _, inv_std, x_hat, gamma = cache
-    d = dout.shape[1]
-    dbeta = jnp.sum(dout, axis=0)
-    dgamma = jnp.sum(dout * x_hat, axis=0)
-    dx_hat = dout * gamma[None, :]
-    dx = (inv_std / d) * (
-        d * dx_hat
-        - jnp.sum(dx_hat, axis=1, keepdims=True)
-        - x_hat * jnp.sum(dx_hat * x_hat, axis=1, keepdims=True)
-    )
-    return dx, dgamma, dbeta
+    return _closed_form_backward(dout, cache, axis=1)
 
 
 def _ln_fwd(x, gamma, beta, eps):
