@@ -241,7 +241,11 @@ def _cifar_dir():
     from fc_jax.download import cifar10_dir
 
     if not (cifar10_dir(data_dir) / "data_batch_1").is_file():
-        pytest.skip(f"CIFAR-10 is not in {data_dir} (tests never download it)")
+        if os.environ.get("FC_JAX_DATA_DIR") or os.environ.get("CI"):  # data promised: a failure
+            pytest.fail(f"CIFAR-10 is not in {data_dir}, where FC_JAX_DATA_DIR / CI says it is")
+        pytest.skip(
+            f"CIFAR-10 is not in {data_dir} and FC_JAX_DATA_DIR is unset (tests never download)"
+        )
     return data_dir
 
 
