@@ -12,7 +12,10 @@ Contract:
   through `jax.value_and_grad(models.loss_fn)`, applies the update rule, and the per-step losses come
   back stacked. The dropout key of step t is `fold_in(ts.key, t)`, so a run is a pure function of
   (seed, indices) and resumes exactly. A step whose loss is not finite marks the run diverged; from then
-  on its parameters stop changing (in a sweep the other lanes go on untouched).
+  on its parameters stop changing (in a sweep the other lanes go on untouched). Inside the scan the
+  input layer's weight `W1` (and its optimizer state) is held transposed, (H1, D), where both of its
+  products are plain GEMMs on CPU; the epoch converts on entry and exit, so callers always see the
+  course's (D, H1) layout.
 * `make_step` is the same step jitted alone (the course-style loop, for benchmarks and tests), and
   `make_evaluate(config)` is a batched, jitted accuracy.
 
