@@ -509,7 +509,9 @@ def test_dropout_net_with_keep_prob_one_hparams_is_an_error():
     X, y = jnp.ones((5, 12)), jnp.zeros(5, jnp.int32)
     with pytest.raises(ValueError, match="turn dropout off"):
         models.loss_fn(pd, {}, X, y, make_hparams(), config=cd, key=jax.random.key(1))
-    loss_train = models.loss_fn(pd, {}, X, y, make_hparams(keep_prob=0.5), config=cd, key=jax.random.key(1))[0]
+    loss_train = models.loss_fn(
+        pd, {}, X, y, make_hparams(keep_prob=0.5), config=cd, key=jax.random.key(1)
+    )[0]
     loss_test = models.loss_fn(pd, {}, X, y, make_hparams(), config=cd, train=False)[0]
     assert loss_train != loss_test
 
@@ -518,7 +520,9 @@ def test_missing_batchnorm_state_and_disabled_float64_are_clear_errors():
     cb = models.NetConfig(hidden_dims=(7,), input_dim=12, num_classes=4, normalization="batchnorm")
     pb = models.init_params(jax.random.key(0), cb)
     with pytest.raises(ValueError, match="init_state"):
-        models.loss_fn(pb, {}, jnp.ones((5, 12)), jnp.zeros(5, jnp.int32), make_hparams(), config=cb)
+        models.loss_fn(
+            pb, {}, jnp.ones((5, 12)), jnp.zeros(5, jnp.int32), make_hparams(), config=cb
+        )
     with pytest.raises(ValueError, match="enable_x64"):
         models.init_params(jax.random.key(0), models.NetConfig(hidden_dims=(3,), dtype="float64"))
     with pytest.raises(ValueError, match="hidden_dims"):
