@@ -77,6 +77,15 @@ def _closed_form_backward(dout: Array, cache: NormCache, axis: int) -> tuple[Arr
     return dx, dgamma, dbeta
 
 
+def _norm_vjp(forward, backward):
+    """`forward(x, gamma, beta, eps)[0]` as a custom VJP running `backward(dout, cache)`; `eps` is static."""
+    f = jax.custom_vjp(
+        lambda x, gamma, beta, eps: forward(x, gamma, beta, eps)[0], nondiff_argnums=(3,)
+    )
+    f.defvjp(forward, lambda eps, cache, g: backward(g, cache))
+    return f
+
+
 def batchnorm_forward(
     x: Array, gamma: Array, beta: Array, eps: float = 1e-5
 ) -> tuple[Array, NormCache]:
@@ -124,19 +133,11 @@ def batchnorm_backward_alt(dout: Array, cache: NormCache) -> tuple[Array, Array,
     return _closed_form_backward(dout, cache, axis=0)
 
 
-def _bn_fwd(x, gamma, beta, eps):
-    return batchnorm_forward(x, gamma, beta, eps)
-
-
-_batchnorm = jax.custom_vjp(
-    lambda x, gamma, beta, eps: _bn_fwd(x, gamma, beta, eps)[0], nondiff_argnums=(3,)
-)
-_batchnorm.defvjp(_bn_fwd, lambda eps, cache, g: batchnorm_backward_alt(g, cache))
+_batchnorm = _norm_vjp(batchnorm_forward, batchnorm_backward_alt)
 
 
 def batchnorm(x: Array, gamma: Array, beta: Array, eps: float = 1e-5) -> Array:
     """Train-mode batchnorm of (N, D) with the closed-form backward as its VJP. `eps` is a Python float."""
-    _check_norm("batchnorm", x, gamma, beta)
     return _batchnorm(x, gamma, beta, float(eps))
 
 
@@ -192,17 +193,9 @@ def layernorm_backward(dout: Array, cache: NormCache) -> tuple[Array, Array, Arr
     return _closed_form_backward(dout, cache, axis=1)
 
 
-def _ln_fwd(x, gamma, beta, eps):
-    return layernorm_forward(x, gamma, beta, eps)
-
-
-_layernorm = jax.custom_vjp(
-    lambda x, gamma, beta, eps: _ln_fwd(x, gamma, beta, eps)[0], nondiff_argnums=(3,)
-)
-_layernorm.defvjp(_ln_fwd, lambda eps, cache, g: layernorm_backward(g, cache))
+_layernorm = _norm_vjp(layernorm_forward, layernorm_backward)
 
 
 def layernorm(x: Array, gamma: Array, beta: Array, eps: float = 1e-5) -> Array:
     """Layer normalization with the hand-written backward as its VJP. `eps` is a Python float."""
-    _check_norm("layernorm", x, gamma, beta)
     return _layernorm(x, gamma, beta, float(eps))
