@@ -88,7 +88,7 @@ def _cases(rng):
     ]
     x, yn = r(4, 6), y[:4] % 3
     for norm, keep in ((None, 0.75), ("batchnorm", 1.0), ("layernorm", 0.75)):
-        cfg = models.NetConfig((7, 5), 6, 3, normalization=norm, keep_prob=keep, dtype="float64")
+        cfg = models.NetConfig((7, 5), 6, 3, normalization=norm, dropout=keep < 1, dtype="float64")
         p0 = models.init_params(jax.random.key(2), cfg, 0.5)
         hp = make_hparams("sgd", jnp.float64, reg=0.1, keep_prob=keep)
 

@@ -28,7 +28,6 @@ __all__ = [
     "init_params",
     "init_state",
     "param_count",
-    "check_dropout_hparams",
     "forward",
     "loss_fn",
     "scores",
@@ -49,8 +48,9 @@ class NetConfig:
       input_dim: D, the flattened input size (CIFAR-10: 3 * 32 * 32).
       num_classes: C.
       normalization: None, "batchnorm" or "layernorm" after each hidden affine layer.
-      keep_prob: dropout keep probability (cs231n's `p`); 1.0 means no dropout layers. When < 1 the
-        net has dropout, and the probability actually used is `hparams.keep_prob` (sweepable).
+      dropout: whether the net has a dropout layer after each hidden layer (structure). The keep
+        probability is a value, `hparams.keep_prob` (sweepable; 1.0 keeps every unit, which is
+        exactly the net without dropout).
       dtype: "float32" or "float64" for parameters and computation.
       loss: "softmax" or "svm".
     """
@@ -59,7 +59,7 @@ class NetConfig:
     input_dim: int = 3 * 32 * 32  # flattened input size
     num_classes: int = 10  # number of classes
     normalization: str | None = None  # None | "batchnorm" | "layernorm"
-    keep_prob: float = 1.0  # 1.0 = no dropout
+    dropout: bool = False  # dropout layers present; their keep probability is hparams.keep_prob
     dtype: str = "float32"  # "float32" | "float64"
     loss: str = "softmax"  # "softmax" | "svm"
 
@@ -76,11 +76,10 @@ class NetConfig:
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}; got {self.normalization!r}"
             )
-        if isinstance(self.keep_prob, bool) or not isinstance(self.keep_prob, (int, float)):
-            raise ValueError(f"keep_prob must be a number in (0, 1]; got {self.keep_prob!r}")
-        if not 0.0 < self.keep_prob <= 1.0:
+        if not isinstance(self.dropout, bool):
             raise ValueError(
-                f"keep_prob must be in (0, 1] (probability of keeping a unit); got {self.keep_prob}"
+                f"dropout must be True or False (the keep probability is hparams.keep_prob); "
+                f"got {self.dropout!r}"
             )
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
@@ -93,7 +92,7 @@ class NetConfig:
 
     @property
     def use_dropout(self) -> bool:
-        return self.keep_prob < 1.0
+        return self.dropout
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -104,17 +103,6 @@ def _check_dtype_enabled(config: NetConfig) -> None:
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError(
             "config.dtype is 'float64' but float64 is disabled in jax: run inside `with jax.enable_x64(True):`"
-        )
-
-
-def check_dropout_hparams(config: NetConfig, hparams: HParams) -> None:
-    """Raise if the net has dropout but concrete `hparams.keep_prob` is 1 (dropout silently off)."""
-    if not config.use_dropout or hparams is None or isinstance(hparams.keep_prob, jax.core.Tracer):
-        return
-    if bool(jnp.any(jnp.asarray(hparams.keep_prob) >= 1.0)):
-        raise ValueError(
-            f"config has dropout (keep_prob={config.keep_prob}) but hparams.keep_prob is 1.0, which would "
-            f"turn dropout off; pass make_hparams(..., keep_prob={config.keep_prob})"
         )
 
 
@@ -217,7 +205,6 @@ def forward(
             )
         if hparams is None:
             raise ValueError("this net has dropout: training it needs hparams (hparams.keep_prob)")
-        check_dropout_hparams(config, hparams)
         keys = jax.random.split(key, config.num_layers)
     if use_dropout and masks is not None and len(masks) != config.num_layers - 1:
         raise ValueError(

@@ -64,7 +64,7 @@ def net_config(model, X) -> models.NetConfig:
     base = getattr(model, "dtype", np.asarray(X).dtype)  # TwoLayerNet promotes with X
     dtype = np.result_type(base, *(np.asarray(v).dtype for v in p.values()), np.float32)
     norm, keep = model.normalization, _keep_prob(model)
-    return models.NetConfig(dims[1:-1], dims[0], dims[-1], norm, keep_prob=keep, dtype=dtype.name)
+    return models.NetConfig(dims[1:-1], dims[0], dims[-1], norm, dropout=keep < 1, dtype=dtype.name)
 
 
 def _keep_prob(model) -> float:

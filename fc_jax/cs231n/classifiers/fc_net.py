@@ -41,13 +41,13 @@ _NORMALIZATIONS = (None, "batchnorm", "layernorm")
 
 
 @lru_cache(maxsize=256)
-def _config(dims: tuple[int, ...], normalization, keep_prob: float, dtype: str) -> models.NetConfig:
+def _config(dims: tuple[int, ...], normalization, dropout: bool, dtype: str) -> models.NetConfig:
     return models.NetConfig(
         hidden_dims=dims[1:-1],
         input_dim=dims[0],
         num_classes=dims[-1],
         normalization=normalization,
-        keep_prob=keep_prob,
+        dropout=dropout,
         dtype=dtype,
     )
 
@@ -117,7 +117,7 @@ class _Net:
         p = keep_prob_of(self.dropout_param) if self.use_dropout else 1.0
         state = self._state(dims[1:-1], dtype)
         masks = self._masks(X.shape[0], dims[1:-1], dtype, mode)
-        config = _config(dims, self.normalization, p, dtype.name)
+        config = _config(dims, self.normalization, p < 1, dtype.name)
         fn = cached_jit(loss_key(config, train), lambda: _build(config, train))
         if not train:
             with precision(X):

@@ -1,0 +1,166 @@
+"""Recipes: the settings of a run as one flat dict, per-dataset defaults, resume merging, data identity.
+
+Contract: a run's *settings* are a flat JSON-ready dict (dataset, architecture, update rule, the
+`HParams` values, schedule, data sizes); `settings(dataset, given)` fills what `given` leaves out
+from `DEFAULTS[dataset]`, and `check_settings` validates every entry before anything is created or
+compiled. `config_of(s)` and `hparams_of(s)` turn settings into the library's objects;
+`merge_resume(saved, given)` continues a saved run (only `epochs` may change; any other differing
+value is refused, naming the flag); `data_fingerprint(data)` identifies the data a run was trained
+on. The command line (`fc_jax.cli`) is a thin layer over these; notebooks and tests call them too.
+"""
+
+import hashlib
+import math
+from typing import Any
+
+import numpy as np
+
+from fc_jax.hparams import HParams, validate_hparams
+
+__all__ = [
+    "DEFAULTS",
+    "RULES",
+    "HPARAM_NAMES",
+    "INPUT_DIMS",
+    "settings",
+    "check_settings",
+    "config_of",
+    "hparams_of",
+    "merge_resume",
+    "data_fingerprint",
+    "MAX_SEED",
+]
+
+RULES = ("sgd", "sgd_momentum", "rmsprop", "adam")
+HPARAM_NAMES = HParams._fields  # the hyperparameter vocabulary, defined once (fc_jax.hparams)
+INPUT_DIMS = {"cifar10": 3 * 32 * 32, "digits": 64}
+MAX_SEED = 2**32 - 1
+
+_COMMON: dict[str, Any] = dict(
+    keep_prob=1.0,  # dropout keep probability; 1 = the net has no dropout layers
+    update_rule="adam",
+    learning_rate=1e-3,
+    reg=0.0,
+    dtype="float32",
+    sampling="replace",
+    seed=0,
+    num_training=None,  # None: the dataset's default split
+    num_validation=None,
+    num_test=None,
+)
+DEFAULTS: dict[str, dict[str, Any]] = {
+    # The default recipe: measured in README.md ("fc-jax train" line) and benchmarks/RESULTS.md.
+    "cifar10": dict(
+        _COMMON,
+        hidden_dims=[512, 256],
+        normalization="batchnorm",
+        keep_prob=0.75,
+        learning_rate=2e-3,
+        lr_decay=0.9,
+        epochs=12,
+        batch_size=200,
+        weight_scale=2e-2,
+        sampling="permutation",
+    ),
+    # 98% test accuracy in a few seconds on one CPU core.
+    "digits": dict(
+        _COMMON,
+        hidden_dims=[128],
+        normalization="none",
+        lr_decay=1.0,
+        epochs=30,
+        batch_size=64,
+        weight_scale=1e-1,
+    ),
+}
+_HP_SETTINGS = ("learning_rate", "lr_decay", "reg", "weight_scale", "keep_prob")
+
+
+def settings(dataset: str, given: dict) -> dict:
+    """`DEFAULTS[dataset]` overridden by the non-None entries of `given`, checked."""
+    if dataset not in DEFAULTS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DEFAULTS)}")
+    s = {**DEFAULTS[dataset], **{k: v for k, v in given.items() if v is not None}}
+    s["dataset"] = dataset
+    check_settings(s)
+    return s
+
+
+def check_settings(s: dict) -> None:
+    """ValueError naming the first invalid setting."""
+    for k in ("epochs", "batch_size"):
+        v = s[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+    seed = s["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
+    dims = s["hidden_dims"]
+    if not isinstance(dims, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims
+    ):
+        raise ValueError(f"hidden_dims must be positive integers, got {dims!r}")
+    if s["update_rule"] not in RULES:
+        raise ValueError(f"unknown update_rule {s['update_rule']!r}; expected one of {RULES}")
+    if s["normalization"] not in ("none", "batchnorm", "layernorm"):
+        raise ValueError(f"normalization must be none, batchnorm or layernorm, got {s['normalization']!r}")
+    if s["dtype"] not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64, got {s['dtype']!r}")
+    if s["sampling"] not in ("replace", "permutation"):
+        raise ValueError(f"sampling must be replace or permutation, got {s['sampling']!r}")
+    validate_hparams({k: s[k] for k in _HP_SETTINGS})
+
+
+def config_of(s: dict, *, dropout: bool | None = None):
+    """The `NetConfig` of settings `s` (dropout layers when keep_prob < 1, unless `dropout` says)."""
+    from fc_jax.models import NetConfig
+
+    return NetConfig(
+        hidden_dims=tuple(s["hidden_dims"]),
+        input_dim=INPUT_DIMS[s["dataset"]],
+        normalization=None if s["normalization"] == "none" else s["normalization"],
+        dropout=bool(s["keep_prob"] < 1) if dropout is None else dropout,
+        dtype=s["dtype"],
+    )
+
+
+def hparams_of(s: dict, **overrides) -> dict:
+    """The `HParams` values of settings `s` (a dict of floats for `make_hparams`)."""
+    return {**{k: float(s[k]) for k in _HP_SETTINGS}, **overrides}
+
+
+def merge_resume(saved: dict, given: dict) -> dict:
+    """Settings to continue a run saved with `saved`: `given` may change only `epochs`.
+
+    Raises:
+      ValueError: listing every given flag that differs from the checkpoint.
+    """
+    clash = [
+        f"--{k.replace('_', '-')} {v!r} (checkpoint: {saved.get(k)!r})"
+        for k, v in given.items()
+        if v is not None and k != "epochs" and _differs(v, saved.get(k))
+    ]
+    if clash:
+        raise ValueError(f"conflicts with the checkpoint: {', '.join(clash)}; omit them")
+    out = dict(saved)
+    if given.get("epochs") is not None:
+        out["epochs"] = given["epochs"]
+    return out
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return list(a) != list(b)
+    if isinstance(a, float) and isinstance(b, int | float):
+        return not math.isclose(a, b, rel_tol=0, abs_tol=0)
+    return a != b
+
+
+def data_fingerprint(data: dict) -> str:
+    """A cheap identity of the train/val data: shapes, dtypes and up to 1000 strided rows of each."""
+    h = hashlib.sha256()
+    for k in ("X_train", "y_train", "X_val", "y_val"):
+        a = np.asarray(data[k])
+        h.update(f"{k}{a.shape}{a.dtype}".encode())
+        h.update(np.ascontiguousarray(a[:: max(1, len(a) // 1000)]).tobytes())
+    return h.hexdigest()

@@ -1,0 +1,432 @@
+"""THE run loop: K >= 1 lanes trained epoch by epoch on the compiled engine.
+
+Contract: a *lane* is one configuration (an `HParams` row and a seed). `train_lanes(config, data,
+hparams, seeds, schedule=...)` trains K lanes of one architecture and returns `Lanes`, a host-side
+(numpy) snapshot with a leading K axis: the engine state, each lane's epochs done and epoch budget,
+history, best params by validation accuracy. A single training run (`fc_jax.fit.fit`) is K = 1; a
+sweep (`fc_jax.sweep.run_sweep`) is K lanes. The schedule lives here once:
+
+* epoch e of every lane draws its minibatches from `fold_in(fold_in(key(seed), 1), e)`, with the
+  schedule's seed (shared: one draw for all lanes) or each lane's own (`independent_batches`);
+* lane k starts from `train.init_train_state(key(seed_k), config, optimizer, weight_scale_k)`, its
+  learning rate after e epochs is `epoch_learning_rate(lr_k, lr_decay_k, e)` (the course's decay);
+* after each epoch: accuracy on a training subsample (drawn from `default_rng([seed, e])`, as the
+  course measures it) and on the validation set, best params per lane, then `on_epoch_end(lanes)`
+  (a checkpoint); `resume=lanes` continues bit for bit, since everything above depends only on
+  (seed, epoch, step);
+* a lane whose loss turns non-finite is frozen by the engine and stops (`on_diverge="stop"`), or the
+  run raises `DivergedError` before its `on_epoch_end` (`on_diverge="raise"`, what `fit` does);
+* `Schedule.halving`: successive halving. Every lane first trains `min_epochs`; when all lanes of a
+  rung reach its budget, the best 1/eta by best validation accuracy go on to eta times the budget
+  (capped at `num_epochs`) from their own state, the others stop where they are;
+* the lanes that still train run in groups of `width` lanes (`jax.vmap` over the lane axis, sharded
+  over `Mesh(devices, ("trials",))`, padded with copies of the last lane): one compilation per width.
+  Between epochs the state lives on the host, so groups, halving and checkpoints are one mechanism.
+"""
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from fc_jax import models, placement, train
+from fc_jax.data import check_finite, check_labels
+from fc_jax.hparams import HParams
+from fc_jax.optim import get_optimizer
+
+__all__ = [
+    "Halving",
+    "Schedule",
+    "Lanes",
+    "DivergedError",
+    "train_lanes",
+    "check_data",
+    "x64_scope",
+    "epoch_learning_rate",
+    "rung_budgets",
+    "HISTORY_KEYS",
+]
+
+HISTORY_KEYS = ("loss", "train_acc", "val_acc", "epoch_seconds", "lr")
+
+
+class DivergedError(RuntimeError):
+    """The training loss became non-finite; `epoch` and `step` (1-based, within the epoch) say where."""
+
+    def __init__(self, epoch: int, step: int, iteration: int):
+        kept = (
+            f"the last good checkpoint (end of epoch {epoch - 1}) is kept"
+            if epoch > 1
+            else "no checkpoint exists yet (it diverged in its first epoch)"
+        )
+        super().__init__(
+            f"training diverged: the loss became non-finite at epoch {epoch}, step {step} of that "
+            f"epoch (iteration {iteration}); lower the learning rate or the weight scale; {kept}."
+        )
+        self.epoch, self.step, self.iteration = epoch, step, iteration
+
+
+class Halving(NamedTuple):
+    """Successive halving: rung budgets min_epochs, min_epochs * eta, ... up to num_epochs."""
+
+    eta: int = 3  # keep the best 1/eta at each rung
+    min_epochs: int = 1  # the first rung's budget
+
+
+class Schedule(NamedTuple):
+    """What every lane of a run shares (the arguments `fit` and `run_sweep` take)."""
+
+    num_epochs: int = 10
+    batch_size: int = 100
+    seed: int = 0  # of the shared minibatches and of the train-accuracy subsample
+    replace: bool = True  # minibatches with replacement (the course) or per-epoch permutations
+    independent_batches: bool = False  # each lane draws its minibatches from its own seed
+    chunks_per_epoch: int = 1  # compiled calls per epoch (a progress bar's resolution)
+    num_train_samples: int | None = 1000  # train-accuracy subsample (None: all)
+    halving: Halving | None = None  # None: every lane trains num_epochs
+
+
+class Lanes(NamedTuple):
+    """A resumable snapshot of K lanes at an epoch boundary; numpy arrays with a leading K axis."""
+
+    ts: train.TrainState  # engine state; `key` holds the raw key data (jax.random.key_data)
+    epoch: np.ndarray  # (K,) int64: epochs done
+    budget: np.ndarray  # (K,) int64: the epoch this lane trains up to (its halving rung)
+    history: list  # K dicts of lists: loss (per step), train_acc, val_acc, epoch_seconds, lr
+    best_params: Any  # (K, ...) params at each lane's best validation accuracy
+    best_model_state: Any  # their batchnorm statistics
+    best_val_acc: np.ndarray  # (K,) float64 (-1: none yet)
+    best_epoch: np.ndarray  # (K,) int64, 1-based (0: none yet)
+    compile_seconds: float  # summed over every compilation of the run (all sessions)
+    run_seconds: float  # summed over every epoch of every group
+
+    @property
+    def num_lanes(self) -> int:
+        return len(self.epoch)
+
+    @property
+    def diverged(self) -> np.ndarray:
+        return np.asarray(self.ts.diverged, bool)
+
+
+def x64_scope(config: models.NetConfig):
+    """`jax.enable_x64(True)` for float64 configs, a no-op context otherwise."""
+    return jax.enable_x64(True) if config.dtype == "float64" else contextlib.nullcontext()
+
+
+def epoch_learning_rate(lr0: float, lr_decay: float, epoch: int) -> float:
+    """The course's decayed learning rate after `epoch` epochs: `lr *= lr_decay`, repeated (float64)."""
+    lr = float(lr0)
+    for _ in range(epoch):
+        lr *= float(lr_decay)
+    return lr
+
+
+def rung_budgets(num_epochs: int, halving: Halving | None) -> list[int]:
+    """The epoch budgets of the rungs: [num_epochs] without halving, else min_epochs * eta**i."""
+    if halving is None:
+        return [num_epochs]
+    out, b = [], halving.min_epochs
+    while b < num_epochs:
+        out.append(b)
+        b *= halving.eta
+    return [*out, num_epochs]
+
+
+def check_data(config: models.NetConfig, data: dict, dtype) -> tuple[np.ndarray, ...]:
+    """Validate a course-style data dict; returns host arrays (X_train, y_train, X_val, y_val).
+
+    X is flattened to (N, D) in `dtype`, y is int32. Raises ValueError naming the array when values
+    are not finite, labels are out of range, lengths differ or D is not `config.input_dim`.
+    """
+    out = []
+    for split in ("train", "val"):
+        for k in (f"X_{split}", f"y_{split}"):
+            if k not in data:
+                raise ValueError(f"data has no {k!r}; expected X_train, y_train, X_val, y_val")
+        X, y = np.asarray(data[f"X_{split}"]), np.asarray(data[f"y_{split}"])
+        if len(X) == 0:
+            raise ValueError(f"X_{split} is empty; training needs at least one example")
+        check_finite(X, f"X_{split}")
+        check_labels(y, config.num_classes, f"y_{split}")
+        if len(X) != len(y):
+            raise ValueError(f"X_{split} has {len(X)} examples but y_{split} has {len(y)}")
+        X = X.reshape(len(X), -1).astype(dtype)
+        if X.shape[1] != config.input_dim:
+            raise ValueError(
+                f"X_{split} has {X.shape[1]} features; the config expects {config.input_dim}"
+            )
+        out += [X, y.astype(np.int32)]
+    return tuple(out)
+
+
+def check_schedule(s: Schedule, num_train: int) -> None:
+    """ValueError naming the first bad schedule entry (before anything compiles)."""
+
+    def integer(name, v, lo):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+    integer("num_epochs", s.num_epochs, 1)
+    integer("batch_size", s.batch_size, 1)
+    integer("chunks_per_epoch", s.chunks_per_epoch, 1)
+    if isinstance(s.seed, bool) or not isinstance(s.seed, int | np.integer) or not 0 <= s.seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {s.seed!r}")
+    if s.num_train_samples is not None:
+        integer("num_train_samples", s.num_train_samples, 1)
+    if s.batch_size > num_train:
+        raise ValueError(
+            f"batch_size {s.batch_size} is larger than the training set ({num_train} examples)"
+        )
+    if s.halving is not None:
+        integer("eta", s.halving.eta, 2)
+        integer("min_epochs", s.halving.min_epochs, 1)
+
+
+def _chunks(steps: int, requested: int) -> int:
+    """The largest divisor of `steps` not above `requested`, so every chunk has one shape."""
+    return max(d for d in range(1, min(steps, max(requested, 1)) + 1) if steps % d == 0)
+
+
+def _rows(tree, rows):
+    return jax.tree.map(lambda a: a[rows], tree)
+
+
+def _set_rows(tree, rows, values):
+    """Copy of `tree` with `tree[rows] = values` (numpy leaves)."""
+
+    def put(a, v):
+        a = np.array(a, copy=True)
+        a[rows] = v
+        return a
+
+    return jax.tree.map(put, tree, values)
+
+
+def init_lanes(fns: placement.LaneFns, hparams: HParams, seeds: np.ndarray, budget: int) -> Lanes:
+    """Fresh lanes: `init_train_state` per lane, pulled to the host."""
+    K = len(seeds)
+    ts = fns.init_host(seeds, np.asarray(hparams.weight_scale))
+    return Lanes(
+        ts=ts,
+        epoch=np.zeros(K, np.int64),
+        budget=np.full(K, budget, np.int64),
+        history=[{k: [] for k in HISTORY_KEYS} for _ in range(K)],
+        best_params=ts.params,
+        best_model_state=ts.model_state,
+        best_val_acc=np.full(K, -1.0),
+        best_epoch=np.zeros(K, np.int64),
+        compile_seconds=0.0,
+        run_seconds=0.0,
+    )
+
+
+def _promote(lanes: Lanes, schedule: Schedule) -> Lanes | None:
+    """Successive halving's step between rungs; None when no rung is left."""
+    budgets = rung_budgets(schedule.num_epochs, schedule.halving)
+    frontier = int(lanes.budget.max())
+    later = [b for b in budgets if b > frontier]
+    members = np.flatnonzero(
+        (lanes.budget == frontier) & (lanes.epoch >= frontier) & ~lanes.diverged
+    )
+    if not later or not len(members):
+        return None
+    keep = max(1, len(members) // schedule.halving.eta)
+    order = members[np.argsort(-lanes.best_val_acc[members], kind="stable")][:keep]
+    budget = lanes.budget.copy()
+    budget[order] = later[0]
+    return lanes._replace(budget=budget)
+
+
+def train_lanes(
+    config: models.NetConfig,
+    data: dict,
+    hparams: HParams,
+    seeds,
+    *,
+    update_rule: str = "adam",
+    schedule: Schedule = Schedule(),
+    width: int | None = None,
+    devices: list | None = None,
+    resume: Lanes | None = None,
+    on_epoch_end: Callable[[Lanes], None] | None = None,
+    on_diverge: str = "stop",
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> Lanes:
+    """Train K lanes of `config` on `data` (see the module docstring); returns the final `Lanes`.
+
+    Args:
+      config: the architecture (shared by all lanes).
+      data: dict with X_train (N, ...), y_train (N,), X_val, y_val.
+      hparams: `HParams` of (K,) arrays, lane k's values in row k (learning_rate is the initial rate).
+      seeds: (K,) integer seeds of the lanes' initialization and dropout.
+      update_rule: "sgd", "sgd_momentum", "rmsprop" or "adam".
+      schedule: the shared `Schedule`.
+      width: lanes run at once (default: all; rounded up to a multiple of the devices).
+      devices: devices to shard the lane axis over (default: `jax.devices()[:1]`).
+      resume: `Lanes` to continue from (as loaded from a checkpoint).
+      on_epoch_end: called with the `Lanes` after every epoch (e.g. to write a checkpoint).
+      on_diverge: "stop" (a diverged lane stops, the others go on) or "raise" (`DivergedError`).
+      log: called with one line per epoch.
+      progress: called as `progress(epoch, done, total)` while an epoch runs.
+    """
+    optimizer = get_optimizer(update_rule)
+    if on_diverge not in ("stop", "raise"):
+        raise ValueError(f"on_diverge must be 'stop' or 'raise', got {on_diverge!r}")
+    seeds = np.asarray(seeds, np.int64)
+    hp = jax.tree.map(np.asarray, hparams)
+    K = len(seeds)
+    devices = list(devices or jax.devices()[:1])
+    with x64_scope(config):
+        dtype = jnp.dtype(config.dtype)
+        host = check_data(config, data, dtype)
+        n = len(host[0])
+        check_schedule(schedule, n)
+        steps = max(n // schedule.batch_size, 1)
+        chunks = _chunks(steps, schedule.chunks_per_epoch)
+        mesh = Mesh(np.array(devices), ("trials",))
+        fns = placement.make_lane_fns(config, optimizer, mesh, schedule.independent_batches)
+        first = rung_budgets(schedule.num_epochs, schedule.halving)[0]
+        lanes = resume if resume is not None else init_lanes(fns, hp, seeds, first)
+        if lanes.num_lanes != K:
+            raise ValueError(f"resume holds {lanes.num_lanes} lanes; this run has {K}")
+        if schedule.halving is None:  # a resumed run may be asked for more epochs
+            lanes = lanes._replace(budget=np.full(K, schedule.num_epochs, np.int64))
+        dev = fns.put_data(host)
+        n_sub = schedule.num_train_samples
+        n_sub = n_sub if n_sub and n_sub < n else n
+        ndev = len(devices)
+        W = -(-min(K, width or K) // ndev) * ndev
+        compiled: dict = {}
+        while True:
+            todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
+            if not len(todo):
+                promoted = _promote(lanes, schedule) if schedule.halving else None
+                if promoted is None:
+                    return lanes
+                lanes = promoted
+                continue
+            e = int(lanes.epoch[todo].min())
+            todo = todo[lanes.epoch[todo] == e]
+            lanes = _one_epoch(
+                fns, compiled, lanes, todo, e, W, hp, seeds, schedule, host, dev, steps, chunks,
+                n_sub, progress,
+            )  # fmt: skip
+            bad = todo[lanes.diverged[todo]]
+            if on_diverge == "raise" and len(bad):
+                losses = np.asarray(lanes.history[bad[0]]["loss"][-steps:])
+                step = int(np.flatnonzero(~np.isfinite(losses))[0])
+                raise DivergedError(e + 1, step + 1, e * steps + step + 1)
+            if log is not None:
+                log(_epoch_line(lanes, todo, e, schedule.num_epochs))
+            if on_epoch_end is not None:
+                on_epoch_end(lanes)
+
+
+def _epoch_line(lanes: Lanes, todo, e: int, num_epochs: int) -> str:
+    h = lanes.history
+    if lanes.num_lanes == 1:
+        h = h[0]
+        return (
+            f"(Epoch {e + 1} / {num_epochs}) loss: {np.mean(h['loss'][-len(h['loss']) // (e + 1):]):.4f}; "
+            f"train acc: {h['train_acc'][-1]:.4f}; val acc: {h['val_acc'][-1]:.4f}; "
+            f"{h['epoch_seconds'][-1]:.2f} s"
+        )
+    val = [h[k]["val_acc"][-1] for k in todo]
+    val = [v for v in val if np.isfinite(v)]
+    seconds = max(h[k]["epoch_seconds"][-1] for k in todo)
+    return (
+        f"(epoch {e + 1} / {num_epochs}) {len(todo)} of {lanes.num_lanes} configurations trained; "
+        f"best val acc {max(val, default=float('nan')):.4f}; "
+        f"diverged {int(lanes.diverged.sum())} / {lanes.num_lanes}; {seconds:.2f} s"
+    )
+
+
+def _one_epoch(fns, compiled, lanes, todo, e, W, hp, seeds, schedule, host, dev, steps, chunks,
+               n_sub, progress) -> Lanes:  # fmt: skip
+    """Train the lanes `todo` (all at epoch `e`) for one epoch, in groups of W; host bookkeeping."""
+    Xtr, ytr = host[0], host[1]
+    n = len(Xtr)
+    rng_sub = np.random.default_rng([schedule.seed, e])
+    sub = rng_sub.choice(n, n_sub, replace=False) if n_sub < n else slice(None)
+    sub_data = fns.put_replicated((Xtr[sub], ytr[sub]))
+    lr = np.asarray(
+        [epoch_learning_rate(a, d, e) for a, d in zip(hp.learning_rate, hp.lr_decay)],
+        hp.learning_rate.dtype,
+    )
+    hp_e = hp._replace(learning_rate=lr)
+    groups = [todo[g : g + W] for g in range(0, len(todo), W)]
+    total, done = len(groups) * chunks, 0
+    ts, history = lanes.ts, [dict(h) for h in lanes.history]
+    best = (lanes.best_params, lanes.best_model_state)
+    best_val, best_epoch = lanes.best_val_acc.copy(), lanes.best_epoch.copy()
+    compile_s, run_s = lanes.compile_seconds, lanes.run_seconds
+    for rows in groups:
+        m = len(rows)
+        padded = np.concatenate([rows, np.full(W - m, rows[-1])]) if m < W else rows
+        idx = _indices(schedule, seeds[padded], e, n, steps)
+        idx_chunks = np.split(idx, chunks, axis=int(schedule.independent_batches))
+        ts_g = fns.put_lanes(_rows(ts, padded))
+        hp_g = fns.put_lanes(_rows(hp_e, padded))
+        t0 = time.perf_counter()
+        if W not in compiled:  # ahead of time, so compile time is reported apart
+            idx0 = fns.put_idx(idx_chunks[0])
+            compiled[W] = fns.epoch.lower(ts_g, *dev[:2], idx0, hp_g).compile()
+            compile_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+        losses = []
+        for idx_c in idx_chunks:
+            ts_g, loss = compiled[W](ts_g, *dev[:2], fns.put_idx(idx_c), hp_g)
+            losses.append(loss)
+            done += 1
+            if progress is not None:
+                loss.block_until_ready()
+                progress(e + 1, done, total)
+        train_acc = fns.to_host(fns.evaluate(ts_g.params, ts_g.model_state, *sub_data))[:m]
+        val_acc = fns.to_host(fns.evaluate(ts_g.params, ts_g.model_state, *dev[2:]))[:m]
+        loss = np.concatenate([fns.to_host(l) for l in losses], axis=1)[:m]
+        new = _rows(fns.state_to_host(ts_g), slice(0, m))
+        seconds = time.perf_counter() - t0
+        run_s += seconds
+        ts = _set_rows(ts, rows, new)
+        diverged = np.asarray(new.diverged, bool)
+        better = (val_acc > best_val[rows]) & ~diverged
+        win = rows[better]
+        if len(win):
+            best = _set_rows(best, win, _rows((new.params, new.model_state), better))
+        best_val[win], best_epoch[win] = val_acc[better], e + 1
+        for j, k in enumerate(rows):
+            h = history[k] = {key: list(v) for key, v in history[k].items()}
+            lj = loss[j]
+            if diverged[j]:  # the engine froze the lane at its first non-finite loss
+                first = np.flatnonzero(~np.isfinite(lj))[:1]
+                lj = np.where(np.arange(len(lj)) >= (first[0] if len(first) else 0), np.nan, lj)
+            h["loss"] += lj.tolist()
+            h["train_acc"].append(float(train_acc[j]) if not diverged[j] else float("nan"))
+            h["val_acc"].append(float(val_acc[j]) if not diverged[j] else float("nan"))
+            h["epoch_seconds"].append(seconds)
+            h["lr"].append(float(lr[k]))
+    epoch = lanes.epoch.copy()
+    epoch[todo] += 1
+    return Lanes(ts, epoch, lanes.budget, history, best[0], best[1], best_val, best_epoch,
+                 compile_s, run_s)  # fmt: skip
+
+
+def _indices(schedule: Schedule, seeds, e: int, n: int, steps: int) -> np.ndarray:
+    """Epoch `e`'s minibatch indices: (steps, batch) shared, or (W, steps, batch) per lane seed."""
+
+    def draw(seed):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(seed)), 1), e)
+        return np.asarray(
+            train.sample_indices(key, n, steps, schedule.batch_size, schedule.replace)
+        )
+
+    if schedule.independent_batches:
+        return np.stack([draw(s) for s in seeds])
+    return draw(schedule.seed)
