@@ -1,0 +1,58 @@
+"""`fc-jax` / `python -m fc_jax`: a thin command line over the library.
+
+Contract: `main(argv=None) -> int` parses `argv`, runs one subcommand and returns its exit code:
+
+  0    done
+  1    `gradcheck` found a gradient outside its tolerance
+  2    a user mistake: bad flags, data, checkpoint or output folder (one `error: ...` line on stderr,
+       nothing created)
+  3    training diverged (the last good checkpoint is kept)
+  4    a file could not be written (disk full, file too large, no permission: the file and the
+       cause named; the previous checkpoint is intact)
+  130  interrupted (Ctrl-C); a run or sweep says how to `--resume` it
+
+Subcommands, one module each: `train` (`fc_jax.cli.train`), `sweep` (`fc_jax.cli.sweep`), `eval`
+(`fc_jax.cli.evaluate`), `gradcheck` (`fc_jax.cli.gradcheck`); the flags they share are defined
+once in `fc_jax.cli.flags`. Recipes, resume merging and data fingerprints are library code
+(`fc_jax.recipes`). jax is imported only when a command runs, so `--help` is fast.
+"""
+
+import sys
+
+from fc_jax.cli import evaluate, flags, gradcheck, sweep, train
+from fc_jax.recipes import DEFAULTS, RULES
+
+__all__ = ["main", "build_parser", "DEFAULTS", "RULES"]
+
+
+def build_parser() -> flags.Parser:
+    """The `fc-jax` parser; each subcommand sets `func(args) -> exit code`."""
+    p = flags.Parser(prog="fc-jax", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=flags.Parser)
+    for module in (train, sweep, evaluate, gradcheck):
+        module.add_parser(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the command line `argv` (default `sys.argv[1:]`); returns the exit code."""
+    from fc_jax.files import WriteError
+
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help (0)
+            return exc.code if isinstance(exc.code, int) else 2
+        except flags.UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except WriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    except ValueError as exc:  # DataError, CheckpointError, FolderBusyError are ValueErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,183 @@
+"""Flags shared by the subcommands, each defined once, and the checks on output folders.
+
+Contract: `Parser` is an `argparse.ArgumentParser` whose usage errors raise `UsageError` (one
+line, exit 2 in `fc_jax.cli.main`) instead of printing usage and exiting. `add_data`, `add_net`,
+`add_hparams`, `add_schedule` and `add_output` add a group of flags whose help shows its default
+(per dataset where the recipes differ, from `fc_jax.recipes.DEFAULTS`); they default to None so
+the recipe (or, with `--resume`, the checkpoint) fills them. `check_out_dir(path, flag)` refuses an
+output folder that cannot be one (an existing file, under a file, a name too long) without creating
+anything; `resume_dir(path)` accepts the run folder or its checkpoint file. `progress_bar` draws a
+one-line bar on stderr.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from fc_jax.recipes import DEFAULTS, MAX_SEED, RULES
+
+__all__ = [
+    "Parser",
+    "UsageError",
+    "add_data",
+    "add_net",
+    "add_hparams",
+    "add_schedule",
+    "add_output",
+    "given",
+    "check_out_dir",
+    "resume_dir",
+    "progress_bar",
+    "positive_int",
+    "seed",
+]
+
+
+class UsageError(ValueError):
+    """A command-line mistake (unknown flag, bad value): one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print the usage and exit
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _default(key: str) -> str:
+    show = lambda v: " ".join(map(str, v)) if isinstance(v, list) else str(v)
+    values = {name: d[key] for name, d in DEFAULTS.items()}
+    if len({show(v) for v in values.values()}) == 1:
+        return f"default: {show(values['cifar10'])}"
+    return "default: " + ", ".join(f"{show(v)} ({name})" for name, v in values.items())
+
+
+def positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {s}")
+    return v
+
+
+def _width(s: str) -> int:
+    if "," in s:
+        raise argparse.ArgumentTypeError(
+            f"{s!r}: separate the widths with spaces, e.g. --hidden-dims {s.replace(',', ' ')}"
+        )
+    return positive_int(s)
+
+
+def seed(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, {MAX_SEED}], got {s!r}")
+    return v
+
+
+def add_data(p) -> None:
+    a = p.add_argument
+    a("--dataset", choices=sorted(DEFAULTS), help="default: cifar10")
+    a("--data-dir", help="CIFAR-10 folder (default: $FC_JAX_DATA_DIR, else the user cache, "
+                         "where it is downloaded)")  # fmt: skip
+    for split in ("training", "validation", "test"):
+        a(f"--num-{split}", type=positive_int,
+          help=f"{split} examples (default: the dataset's standard split)")  # fmt: skip
+
+
+def add_net(p) -> None:
+    a = p.add_argument
+    a("--hidden-dims", type=_width, nargs="+", metavar="H",
+      help=f"hidden layer widths, e.g. 100 100 ({_default('hidden_dims')})")  # fmt: skip
+    a("--normalization", choices=("none", "batchnorm", "layernorm"),
+      help=_default("normalization"))  # fmt: skip
+    a("--update-rule", choices=RULES, help=_default("update_rule"))
+    a("--dtype", choices=("float32", "float64"), help=_default("dtype"))
+
+
+def add_hparams(p) -> None:
+    a = p.add_argument
+    a("--keep-prob", type=float,
+      help=f"dropout KEEP probability in (0, 1]; 1 = no dropout ({_default('keep_prob')})")  # fmt: skip
+    a("--learning-rate", type=float, help=f"initial learning rate ({_default('learning_rate')})")
+    a("--lr-decay", type=float,
+      help=f"learning rate multiplier after each epoch, in (0, 1] ({_default('lr_decay')})")  # fmt: skip
+    a("--reg", type=float, help=f"L2 strength ({_default('reg')})")
+    a("--weight-scale", type=float, help=f"std of the initial weights ({_default('weight_scale')})")
+
+
+def add_schedule(p) -> None:
+    a = p.add_argument
+    a("--epochs", type=positive_int, help=f"total epochs ({_default('epochs')})")
+    a("--batch-size", type=positive_int, help=_default("batch_size"))
+    a("--sampling", choices=("replace", "permutation"),
+      help=f"minibatches with replacement or not ({_default('sampling')})")  # fmt: skip
+    a("--seed", type=seed, help=f"seed of initialization, minibatches and dropout ({_default('seed')})")
+
+
+def add_output(p, default: str) -> None:
+    p.add_argument("--out", help=f"output folder (default: {default})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no notes on stderr")
+
+
+def given(args, names) -> dict:
+    """{name: value} of the flags among `names` that were given (not None)."""
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def check_out_dir(path, flag: str = "--out") -> Path:
+    """`path` as an output folder, refused with a ValueError if it cannot be one; creates nothing."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out} is an existing file; give a folder")
+    for part in out.parts:
+        if len(os.fsencode(part)) > 255:
+            raise ValueError(f"{flag} {str(out)[:60]}...: the name {part[:40]!r}... is longer than "
+                             "255 bytes")  # fmt: skip
+    if len(os.fsencode(str(out.resolve()))) > 4000:
+        raise ValueError(f"{flag} {str(out)[:60]}...: the path is too long")
+    for parent in out.resolve().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{flag} {out} lies under {parent}, which is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"{flag} {out}: cannot create it in {parent} (permission denied)")
+            break
+    return out
+
+
+def resume_dir(path) -> Path:
+    """The run folder of `--resume PATH`: the folder itself, or the one holding the checkpoint file."""
+    p = Path(path).expanduser()
+    if p.is_file() and p.suffix == ".npz":
+        return p.parent
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"--resume {p} is a file; pass the run's folder")
+    if not p.exists():
+        raise ValueError(f"--resume {p}: no such folder (no checkpoint at {p / 'checkpoint.npz'})")
+    return p
+
+
+def progress_bar(enabled: bool, epochs: int):
+    """(progress(epoch, done, total), clear()): a one-line bar on stderr, drawn when enabled."""
+    width = [0]
+
+    def progress(epoch: int, done: int, total: int) -> None:
+        if enabled:
+            n = round(30 * done / total)
+            line = f"\repoch {epoch}/{epochs} [{'#' * n}{'.' * (30 - n)}] {done}/{total}"
+            width[0] = len(line)
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    def clear() -> None:
+        if width[0]:
+            sys.stderr.write("\r" + " " * width[0] + "\r")
+            sys.stderr.flush()
+            width[0] = 0
+
+    return progress, clear
