@@ -1,28 +1,23 @@
-"""Checkpoints of a training run: one safe `checkpoint.npz`, written atomically, restored exactly.
+"""Checkpoints of a training run, on top of the checked archives of `fc_jax.archive`.
 
-Contract: `save_run(out_dir, run, meta)` writes `out_dir/checkpoint.npz` and `load_run(out_dir)`
-returns `(run, meta)` with every array bit-identical, in its saved dtype, inside the exact tree
-structure `fc_jax.fit.fit` resumes from (the optimizer's NamedTuple state is rebuilt from
-`get_optimizer(update_rule).init` as a template). The file is a plain `np.savez` archive, read with
-`allow_pickle=False`: one array per leaf under a path-like name (`params/W1`,
+Contract: `save_run(out_dir, run, meta)` writes `out_dir/checkpoint.npz` atomically and
+`load_run(out_dir)` returns `(run, meta)` with every array bit-identical, in its saved dtype,
+inside the exact tree structure `fc_jax.fit.fit` resumes from (the optimizer's NamedTuple state is
+rebuilt from `get_optimizer(update_rule).init` as a template). Arrays: `params/W1`,
 `model_state/running_mean1`, `opt_state/m/W1`, `ts/key` (the raw key data), `ts/step`,
-`ts/diverged`, `best_params/...`, `best_model_state/...`) plus `meta`, a uint8 array of UTF-8 JSON:
-the format version, the `NetConfig` fields, the update rule, the hyperparameter values, the
-caller's fit arguments (seed, batch size, ...), epoch, history, best validation accuracy and a
-sha256 over the arrays. A save goes to a temporary file in the same folder (flushed, fsynced) that
-`os.replace` moves into place, so a crash or a failed save never leaves a half-written or modified
-checkpoint. Every problem on load (missing file, truncated or corrupt archive, bad JSON, checksum
-mismatch, wrong format version, another architecture than the one asked for) raises
-`CheckpointError`.
-`export_params(path, params)` writes the params with their cs231n keys for `np.load`.
+`ts/diverged`, `best_params/...`, `best_model_state/...`; meta: `kind: "run"`, the `NetConfig`
+fields, the update rule, the hyperparameter values, the caller's fit arguments (seed, batch size,
+...), epoch, history and best validation accuracy. The expected names, shapes and dtypes follow
+from the meta's architecture, so `fc_jax.archive.read_checkpoint` checks every header against them
+before reading: every problem (missing file, truncated or corrupt archive, bad JSON, checksum
+mismatch, wrong format version, another architecture than the one asked for) is one line of
+`CheckpointError`. `flatten_tree` / `tree_spec` / `restore_tree` map pytrees to named arrays and
+back; `export_params(path, params)` writes the params with their cs231n keys for `np.load`.
 """
 
 import dataclasses
-import hashlib
-import json
+import functools
 import os
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +26,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from fc_jax import models
+from fc_jax.archive import (
+    CHECKPOINT_NAME,
+    FORMAT_VERSION,
+    RESERVED,
+    CheckpointError,
+    Spec,
+    checkpoint_path,
+    read_checkpoint,
+    write_checkpoint,
+)
+from fc_jax.files import atomic_savez
 from fc_jax.fit import Run, x64_scope
 from fc_jax.optim import get_optimizer
 from fc_jax.train import TrainState
@@ -39,28 +45,20 @@ __all__ = [
     "CHECKPOINT_NAME",
     "FORMAT_VERSION",
     "CheckpointError",
+    "checkpoint_path",
+    "write_checkpoint",
+    "read_checkpoint",
+    "flatten_tree",
+    "tree_spec",
+    "restore_tree",
+    "config_from_meta",
     "save_run",
     "load_run",
     "export_params",
 ]
 
-FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.npz"
-_RESERVED = (
-    "format_version",
-    "config",
-    "update_rule",
-    "hparams",
-    "key_impl",
-    "epoch",
-    "history",
-    "best_val_acc",
-    "sha256",
-)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, of another format version or of another architecture."""
+_RUN_RESERVED = ("kind", "config", "update_rule", "hparams", "key_impl", "epoch", "history")
+_RUN_RESERVED += ("best_val_acc",)
 
 
 def _key_name(entry) -> str:
@@ -70,63 +68,55 @@ def _key_name(entry) -> str:
     raise TypeError(f"unsupported pytree path entry {entry!r}")
 
 
-def _flatten(prefix: str, tree) -> dict[str, np.ndarray]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join([prefix, *map(_key_name, p)]): np.asarray(v) for p, v in leaves}
+def _named_leaves(prefix: str, tree):
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return [("/".join([prefix, *map(_key_name, p)]), v) for p, v in leaves], treedef
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    """sha256 over every array's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+def flatten_tree(prefix: str, tree) -> dict[str, np.ndarray]:
+    """{'prefix/key/...': numpy leaf} for a pytree of arrays (dicts, NamedTuples, tuples)."""
+    return {name: np.asarray(v) for name, v in _named_leaves(prefix, tree)[0]}
 
 
-def _umask() -> int:
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
+def tree_spec(prefix: str, template) -> Spec:
+    """The `read_checkpoint` spec {name: (shape, dtype)} of a template tree (e.g. `eval_shape`)."""
+    return {n: (tuple(t.shape), np.dtype(t.dtype)) for n, t in _named_leaves(prefix, template)[0]}
 
 
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez into a temporary file next to `path`, fsync, then os.replace; no leftovers."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+def restore_tree(prefix: str, template, arrays: dict[str, np.ndarray]):
+    """Rebuild `template`'s tree from `arrays[prefix/...]` (already checked) as jax arrays."""
+    names, treedef = _named_leaves(prefix, template)
+    return jax.tree.unflatten(treedef, [jnp.asarray(arrays[n]) for n, _ in names])
 
 
-def _checkpoint_path(out_dir) -> Path:
-    p = Path(out_dir).expanduser()
-    return p if p.suffix == ".npz" else p / CHECKPOINT_NAME
+def config_from_meta(fields: dict, path: Path, wanted: models.NetConfig | None = None):
+    """`NetConfig(**fields)` (hidden_dims as a tuple); raise CheckpointError if it is not `wanted`."""
+    saved = models.NetConfig(**{**fields, "hidden_dims": tuple(fields["hidden_dims"])})
+    if wanted is not None and wanted != saved:
+        diff = [
+            f"{f.name}: checkpoint {getattr(saved, f.name)!r}, requested {getattr(wanted, f.name)!r}"
+            for f in dataclasses.fields(models.NetConfig)
+            if getattr(saved, f.name) != getattr(wanted, f.name)
+        ]
+        raise CheckpointError(f"checkpoint {path} holds another architecture: {'; '.join(diff)}")
+    return saved
+
+
+@functools.cache
+def _run_templates(config: models.NetConfig, update_rule: str, key_impl: str):
+    with x64_scope(config):
+        p = jax.eval_shape(lambda: models.init_params(jax.random.key(0), config))
+        s = jax.eval_shape(lambda: models.init_state(config))
+        o = jax.eval_shape(get_optimizer(update_rule).init, p)
+        k = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=key_impl)))
+    return p, s, o, k
 
 
 def save_run(out_dir: os.PathLike | str, run: Run, meta: dict) -> Path:
-    """Write `run` to `out_dir/checkpoint.npz` atomically (the folder is created if needed).
+    """Write `run` to `out_dir/checkpoint.npz` (or a `.npz` path) atomically.
 
     Args:
-      out_dir: the run's folder.
+      out_dir: the run's folder (created if needed), or the file.
       run: a `fc_jax.fit.Run` (as passed to `fit`'s `on_epoch_end`); must not be diverged.
       meta: a dict with "config" (a `NetConfig`), "update_rule" (str) and "hparams" (an `HParams`
         or a dict of its fields), plus any JSON-serializable fit arguments needed to resume (seed,
@@ -138,6 +128,7 @@ def save_run(out_dir: os.PathLike | str, run: Run, meta: dict) -> Path:
     Raises:
       CheckpointError: meta lacks a required entry, uses a reserved name, is not JSON-serializable,
         or the run has diverged. Nothing on disk changes then.
+      fc_jax.files.WriteError: the write failed; the previous checkpoint is untouched.
     """
     for k in ("config", "update_rule", "hparams"):
         if k not in meta:
@@ -146,7 +137,7 @@ def save_run(out_dir: os.PathLike | str, run: Run, meta: dict) -> Path:
     if not isinstance(config, models.NetConfig):
         raise CheckpointError(f"meta['config'] must be a NetConfig, got {type(config).__name__}")
     get_optimizer(meta["update_rule"])  # validates the name
-    clash = sorted(set(meta) & set(_RESERVED) - {"config", "update_rule", "hparams"})
+    clash = sorted(set(meta) & {*_RUN_RESERVED, *RESERVED} - {"config", "update_rule", "hparams"})
     if clash:
         raise CheckpointError(f"meta uses reserved name(s) {clash}")
     if bool(np.asarray(run.ts.diverged)):
@@ -154,72 +145,26 @@ def save_run(out_dir: os.PathLike | str, run: Run, meta: dict) -> Path:
     hp = hp._asdict() if hasattr(hp, "_asdict") else dict(hp)
     ts = run.ts
     arrays = {
-        **_flatten("params", ts.params),
-        **_flatten("model_state", ts.model_state),
-        **_flatten("opt_state", ts.opt_state),
+        **flatten_tree("params", ts.params),
+        **flatten_tree("model_state", ts.model_state),
+        **flatten_tree("opt_state", ts.opt_state),
         "ts/key": np.asarray(jax.random.key_data(ts.key)),
         "ts/step": np.asarray(ts.step),
         "ts/diverged": np.asarray(ts.diverged),
-        **_flatten("best_params", run.best_params),
-        **_flatten("best_model_state", run.best_model_state),
+        **flatten_tree("best_params", run.best_params),
+        **flatten_tree("best_model_state", run.best_model_state),
     }
     doc = {k: v for k, v in meta.items() if k not in ("config", "hparams")}
     doc.update(
-        format_version=FORMAT_VERSION,
+        kind="run",
         config=dataclasses.asdict(config),
         hparams={k: float(np.asarray(v)) for k, v in hp.items()},
         key_impl=str(jax.random.key_impl(ts.key)),
         epoch=int(run.epoch),
         history=run.history,
         best_val_acc=float(run.best_val_acc),
-        sha256=_digest(arrays),
     )
-    try:
-        text = json.dumps(doc)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"meta is not JSON-serializable: {exc}") from exc
-    path = _checkpoint_path(out_dir)
-    _atomic_savez(path, {**arrays, "meta": np.frombuffer(text.encode(), np.uint8)})
-    return path
-
-
-def _restore(prefix: str, template, arrays: dict, path: Path):
-    """Fill `template`'s structure with `arrays[prefix/...]`, checking shape and dtype."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    out = []
-    for p, t in leaves:
-        name = "/".join([prefix, *map(_key_name, p)])
-        if name not in arrays:
-            raise CheckpointError(f"checkpoint {path} lacks array {name!r}: it is corrupt")
-        a = arrays.pop(name)
-        if a.shape != tuple(t.shape) or a.dtype != t.dtype:
-            raise CheckpointError(
-                f"checkpoint {path}: array {name!r} is {a.dtype}{list(a.shape)}, expected "
-                f"{t.dtype}{list(t.shape)} for the saved architecture: it is corrupt"
-            )
-        out.append(jnp.asarray(a))
-    return jax.tree.unflatten(treedef, out)
-
-
-def _read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:  # fh: closed on errors
-            arrays = {n: z[n] for n in z.files}
-        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError("meta is not a JSON object")
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({exc})") from exc
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has format version {meta.get('format_version')!r}; this fc_jax "
-            f"reads version {FORMAT_VERSION}"
-        )
-    if meta.get("sha256") != _digest(arrays):
-        raise CheckpointError(f"checkpoint {path} is corrupt: its sha256 checksum does not match")
-    return arrays, meta
+    return write_checkpoint(checkpoint_path(out_dir), arrays, doc)
 
 
 def load_run(
@@ -237,45 +182,46 @@ def load_run(
 
     Raises:
       CheckpointError: missing, truncated or corrupt file, checksum mismatch, another format
-        version, or an architecture that differs from `config` (the differing fields are named).
+        version, not a run checkpoint, or an architecture that differs from `config` (the
+        differing fields are named).
     """
-    path = _checkpoint_path(out_dir)
-    arrays, meta = _read(path)
-    try:
-        cfg = dict(meta["config"])
-        cfg["hidden_dims"] = tuple(cfg["hidden_dims"])
-        saved = models.NetConfig(**cfg)
-        optimizer = get_optimizer(meta["update_rule"])
-        epoch, history, best = int(meta["epoch"]), meta["history"], float(meta["best_val_acc"])
-        key_impl = str(meta["key_impl"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} has invalid metadata ({exc})") from exc
-    if config is not None and config != saved:
-        names = [f.name for f in dataclasses.fields(models.NetConfig)]
-        diff = [
-            f"{k}: checkpoint {getattr(saved, k)!r}, requested {getattr(config, k)!r}"
-            for k in names
-            if getattr(saved, k) != getattr(config, k)
-        ]
-        raise CheckpointError(f"checkpoint {path} holds another architecture: {'; '.join(diff)}")
+    path = checkpoint_path(out_dir)
+    found = {}
+
+    def expect(meta: dict) -> Spec:
+        if meta.get("kind") != "run":
+            raise CheckpointError(f"checkpoint {path} holds a {meta.get('kind')!r}, not a run")
+        saved = config_from_meta(meta["config"], path, config)
+        tpl = _run_templates(saved, str(meta["update_rule"]), str(meta["key_impl"]))
+        int(meta["epoch"]), float(meta["best_val_acc"]), dict(meta["history"])  # types checked
+        found.update(config=saved, tpl=tpl)
+        p, s, o, k = tpl
+        spec = {"ts/key": (k.shape, k.dtype), "ts/step": ((), np.int32), "ts/diverged": ((), bool)}
+        for prefix, t in [("params", p), ("model_state", s), ("opt_state", o)]:
+            spec.update(tree_spec(prefix, t))
+        return {**spec, **tree_spec("best_params", p), **tree_spec("best_model_state", s)}
+
+    arrays, meta = read_checkpoint(path, expect)
+    saved, (p, s, o, _) = found["config"], found["tpl"]
     with x64_scope(saved):
-        p_tpl = jax.eval_shape(lambda: models.init_params(jax.random.key(0), saved))
-        s_tpl = jax.eval_shape(lambda: models.init_state(saved))
-        params = _restore("params", p_tpl, arrays, path)
         ts = TrainState(
-            params=params,
-            model_state=_restore("model_state", s_tpl, arrays, path),
-            opt_state=_restore("opt_state", jax.eval_shape(optimizer.init, p_tpl), arrays, path),
-            key=jax.random.wrap_key_data(jnp.asarray(arrays.pop("ts/key")), impl=key_impl),
-            step=jnp.asarray(arrays.pop("ts/step")),
-            diverged=jnp.asarray(arrays.pop("ts/diverged")),
+            params=restore_tree("params", p, arrays),
+            model_state=restore_tree("model_state", s, arrays),
+            opt_state=restore_tree("opt_state", o, arrays),
+            key=jax.random.wrap_key_data(jnp.asarray(arrays["ts/key"]), impl=meta["key_impl"]),
+            step=jnp.asarray(arrays["ts/step"]),
+            diverged=jnp.asarray(arrays["ts/diverged"]),
         )
-        best_params = _restore("best_params", p_tpl, arrays, path)
-        best_state = _restore("best_model_state", s_tpl, arrays, path)
-    if arrays:
-        raise CheckpointError(f"checkpoint {path} holds unexpected arrays {sorted(arrays)}")
+        run = Run(
+            ts,
+            int(meta["epoch"]),
+            meta["history"],
+            restore_tree("best_params", p, arrays),
+            restore_tree("best_model_state", s, arrays),
+            float(meta["best_val_acc"]),
+        )
     meta["config"] = saved
-    return Run(ts, epoch, history, best_params, best_state, best), meta
+    return run, meta
 
 
 def export_params(path: os.PathLike | str, params: Any, model_state: Any = None) -> Path:
@@ -290,6 +236,4 @@ def export_params(path: os.PathLike | str, params: Any, model_state: Any = None)
         if k in arrays:
             raise ValueError(f"model_state key {k!r} clashes with a parameter name")
         arrays[k] = np.asarray(v)
-    path = Path(path).expanduser()
-    _atomic_savez(path, arrays)
-    return path
+    return atomic_savez(Path(path).expanduser(), arrays)

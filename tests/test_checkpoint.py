@@ -2,6 +2,8 @@
 
 import functools
 import json
+import resource
+import struct
 import zipfile
 
 import jax
@@ -254,7 +256,10 @@ def test_meta_config_inconsistent_with_arrays(saved):
     _rewrite(
         folder / "checkpoint.npz", change_meta=lambda m: m["config"].update(hidden_dims=[6, 9])
     )
-    _expect_error(folder, "params/W2")
+    # refused at the npy headers, before any array is read (the checksum would refuse it too)
+    _expect_error(
+        folder, r"array 'best_model_state/running_mean2' is float32\[5\], expected float32\[9\]"
+    )
 
 
 def test_export_params(tmp_path):
@@ -266,3 +271,64 @@ def test_export_params(tmp_path):
         for k, v in {**run.best_params, **run.best_model_state}.items():
             assert z[k].tobytes() == np.asarray(v).tobytes() and z[k].dtype == v.dtype
     assert [p.name for p in tmp_path.iterdir()] == ["best.npz"]
+
+
+# ---------------------------------------------------------------- fuzzing the zip and npy headers
+def _structure_offsets(raw: bytes) -> list[int]:
+    """Every byte offset of each local header, central directory entry, npy header, and the EOCD."""
+    eocd = raw.rindex(b"PK\x05\x06")
+    (count,) = struct.unpack_from("<H", raw, eocd + 10)
+    (cd_offset,) = struct.unpack_from("<I", raw, eocd + 16)
+    offsets, pos = list(range(eocd, len(raw))), cd_offset
+    for _ in range(count):
+        assert raw[pos : pos + 4] == b"PK\x01\x02"
+        n, m, k = struct.unpack_from("<HHH", raw, pos + 28)
+        (local,) = struct.unpack_from("<I", raw, pos + 42)
+        offsets += range(pos, pos + 46 + n + m + k)
+        pos += 46 + n + m + k
+        assert raw[local : local + 4] == b"PK\x03\x04"
+        ln, lm = struct.unpack_from("<HH", raw, local + 26)
+        data = local + 30 + ln + lm
+        offsets += range(local, data)
+        assert raw[data : data + 8] == b"\x93NUMPY\x01\x00"
+        offsets += range(data, data + 10 + struct.unpack_from("<H", raw, data + 8)[0])
+    return sorted(set(offsets))
+
+
+@pytest.mark.slow
+def test_fuzz_every_header_byte(tmp_path):
+    """Flip each byte of every zip and npy header: a one-line CheckpointError, or (a harmless byte,
+    e.g. a timestamp) the exact same arrays; never another exception, never a big allocation."""
+    config = models.NetConfig((3,), input_dim=4, num_classes=2)
+    ts = train.init_train_state(jax.random.key(1), config, get_optimizer("sgd"), 0.1)
+    run = fit.Run(ts, 1, {"loss": [0.5]}, ts.params, ts.model_state, 0.5)
+    path = save_run(tmp_path, run, _meta(config, make_hparams("sgd"), "sgd"))
+    raw = path.read_bytes()
+    good = _leaves_with_paths(
+        (run.ts._replace(key=jax.random.key_data(run.ts.key)), run.best_params)
+    )
+    offsets = _structure_offsets(raw)
+    assert len(offsets) > 1000
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    refused = harmless = 0
+    for i in offsets:
+        for flip in (0xFF, 0x01, 0x20):
+            bad = bytearray(raw)
+            bad[i] ^= flip
+            path.write_bytes(bad)
+            try:
+                loaded, _ = load_run(path)
+            except CheckpointError as exc:
+                msg = str(exc)
+                assert "\n" not in msg and str(path) in msg, (i, flip, msg)
+                assert "MemoryError" not in msg, (i, flip, msg)
+                refused += 1
+                continue
+            harmless += 1
+            got = (loaded.ts._replace(key=jax.random.key_data(loaded.ts.key)), loaded.best_params)
+            for (pa, a), (pb, b) in zip(good, _leaves_with_paths(got), strict=True):
+                assert pa == pb and np.asarray(a).tobytes() == np.asarray(b).tobytes(), (i, flip)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
+    assert grown_mib < 200, grown_mib
+    assert refused > 0.5 * (refused + harmless), (refused, harmless)
+    print(f"{len(offsets)} offsets x 3 flips: {refused} refused, {harmless} harmless")

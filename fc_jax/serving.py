@@ -1,0 +1,150 @@
+"""A trained model as one file, reloaded and fed raw images.
+
+Contract: `save_model(path, config, params, model_state, mean_image)` writes `model.npz` (in a
+folder, or the `.npz` path given) through `fc_jax.archive.write_checkpoint`: arrays `params/W1`,
+..., `model_state/running_mean1`, ..., `mean_image`; meta `kind: "model"`, the `NetConfig` fields
+(`dataclasses.asdict`, rebuilt with `NetConfig(**fields)`, so added or renamed fields need no
+change here), `pixel_scale` and the caller's `meta`. `load_model(path)` returns a `Model` with every
+array bit-identical; any fault is one line of `fc_jax.archive.CheckpointError`. `predict_raw(model,
+X)` applies the training preprocessing (`X * pixel_scale - mean_image`, in float64 as
+`fc_jax.data.get_dataset` does, then the config's dtype), flattens, and returns test-mode class
+predictions as numpy.
+"""
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from fc_jax import models
+from fc_jax.archive import CheckpointError, Spec, checkpoint_path, read_checkpoint, write_checkpoint
+from fc_jax.checkpoint import config_from_meta, flatten_tree, restore_tree, tree_spec
+from fc_jax.fit import x64_scope
+
+__all__ = ["MODEL_NAME", "Model", "save_model", "load_model", "predict_raw"]
+
+MODEL_NAME = "model.npz"
+
+
+class Model(NamedTuple):
+    """A trained net ready for inference."""
+
+    config: models.NetConfig
+    params: Any  # {W1, b1, gamma1, ...} jax arrays in config.dtype
+    model_state: Any  # batchnorm running statistics (empty dict otherwise)
+    mean_image: np.ndarray | None  # float64, one example's shape; None: no mean subtraction
+    meta: dict  # the caller's meta plus "pixel_scale"
+
+
+def save_model(
+    path: os.PathLike | str,
+    config: models.NetConfig,
+    params: Any,
+    model_state: Any = None,
+    mean_image: Any = None,
+    meta: dict | None = None,
+    *,
+    pixel_scale: float = 1.0,
+) -> Path:
+    """Write a model for `load_model` atomically; `path` is a folder (then `model.npz`) or a `.npz`.
+
+    Args:
+      config: the architecture.
+      params, model_state: as trained (e.g. a run's best params and their batchnorm statistics).
+      mean_image: the image `get_dataset` subtracted (its `mean_image`), or None.
+      meta: JSON-ready extras (dataset, accuracy, hyperparameters, ...).
+      pixel_scale: the factor applied to raw pixels before the mean was subtracted
+        (`fc_jax.data.PIXEL_SCALE[dataset]`: 1 for cifar10, 1/16 for digits).
+
+    Returns:
+      The file written.
+
+    Raises:
+      CheckpointError: the arrays do not fit `config`, or meta is not JSON-serializable.
+      fc_jax.files.WriteError: the write failed; an existing file is untouched.
+    """
+    arrays = {**flatten_tree("params", params), **flatten_tree("model_state", model_state or {})}
+    want = _spec(config, None if mean_image is None else np.shape(mean_image))
+    got = {k: (a.shape, a.dtype) for k, a in arrays.items()}
+    if mean_image is not None:
+        arrays["mean_image"] = np.asarray(mean_image, np.float64)
+        got["mean_image"] = (arrays["mean_image"].shape, arrays["mean_image"].dtype)
+    if got != want:
+        bad = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+        raise CheckpointError(f"arrays {bad} do not fit {config}: expected {want}, got {got}")
+    doc = {
+        "kind": "model",
+        "config": dataclasses.asdict(config),
+        "mean_image_shape": None if mean_image is None else list(np.shape(mean_image)),
+        "pixel_scale": float(pixel_scale),
+        "meta": dict(meta or {}),
+    }
+    return write_checkpoint(checkpoint_path(path, MODEL_NAME), arrays, doc)
+
+
+@functools.cache
+def _templates(config: models.NetConfig):
+    with x64_scope(config):
+        p = jax.eval_shape(lambda: models.init_params(jax.random.key(0), config))
+        return p, jax.eval_shape(lambda: models.init_state(config))
+
+
+def _spec(config: models.NetConfig, mean_shape) -> Spec:
+    p, s = _templates(config)
+    spec = {**tree_spec("params", p), **tree_spec("model_state", s)}
+    if mean_shape is not None:
+        if int(np.prod(mean_shape)) != config.input_dim:
+            raise CheckpointError(
+                f"mean_image of shape {tuple(mean_shape)} does not hold {config.input_dim} values"
+            )
+        spec["mean_image"] = (tuple(mean_shape), np.dtype(np.float64))
+    return spec
+
+
+def load_model(path: os.PathLike | str) -> Model:
+    """Read `path/model.npz` (or a `.npz` path) written by `save_model`.
+
+    Raises:
+      CheckpointError: missing, corrupt, another format version, or not a model file.
+    """
+    path = checkpoint_path(path, MODEL_NAME)
+    found = {}
+
+    def expect(meta: dict) -> Spec:
+        if meta.get("kind") != "model":
+            raise CheckpointError(f"checkpoint {path} holds a {meta.get('kind')!r}, not a model")
+        found["config"] = config_from_meta(meta["config"], path)
+        float(meta["pixel_scale"]), dict(meta["meta"])  # types checked
+        shape = meta["mean_image_shape"]
+        return _spec(found["config"], None if shape is None else tuple(map(int, shape)))
+
+    arrays, meta = read_checkpoint(path, expect)
+    config = found["config"]
+    p, s = _templates(config)
+    with x64_scope(config):
+        params, state = restore_tree("params", p, arrays), restore_tree("model_state", s, arrays)
+    extra = {**meta["meta"], "pixel_scale": float(meta["pixel_scale"])}
+    return Model(config, params, state, arrays.get("mean_image"), extra)
+
+
+def predict_raw(model: Model, X: Any) -> np.ndarray:
+    """Class predictions (N,) int32 for raw images `X` (N, ...) with `config.input_dim` values each.
+
+    Raw means as stored on disk (CIFAR-10: 0..255 pixels, (N, 3, 32, 32) or (N, 3072)).
+    """
+    X = np.asarray(X)
+    if X.ndim < 1 or (X.size and X[0].size != model.config.input_dim) or X.dtype.kind not in "biuf":
+        raise ValueError(
+            f"X must be (N, ...) numbers with {model.config.input_dim} values per example; got "
+            f"{X.dtype}{list(X.shape)}"
+        )
+    x = X.reshape(len(X), -1).astype(np.float64) * model.meta["pixel_scale"]
+    if model.mean_image is not None:
+        x = x - model.mean_image.reshape(1, -1)
+    with x64_scope(model.config):
+        x = x.astype(model.config.dtype)
+        return np.asarray(models.predict(model.params, model.model_state, x, config=model.config))
