@@ -37,7 +37,8 @@ from fc_jax.archive import (
     write_checkpoint,
 )
 from fc_jax.files import atomic_savez
-from fc_jax.fit import Run, x64_scope
+from fc_jax.fit import Run, lanes_of, run_of, x64_scope
+from fc_jax.runs import Lanes
 from fc_jax.optim import get_optimizer
 from fc_jax.train import TrainState
 
@@ -52,13 +53,15 @@ __all__ = [
     "tree_spec",
     "restore_tree",
     "config_from_meta",
+    "save_lanes",
+    "load_lanes",
     "save_run",
     "load_run",
     "export_params",
 ]
 
-_RUN_RESERVED = ("kind", "config", "update_rule", "hparams", "key_impl", "epoch", "history")
-_RUN_RESERVED += ("best_val_acc",)
+_RUN_RESERVED = ("kind", "num_lanes", "config", "update_rule", "hparams", "key_impl", "history")
+_RUN_RESERVED += ("compile_seconds", "run_seconds")
 
 
 def _key_name(entry) -> str:
@@ -112,116 +115,168 @@ def _run_templates(config: models.NetConfig, update_rule: str, key_impl: str):
     return p, s, o, k
 
 
-def save_run(out_dir: os.PathLike | str, run: Run, meta: dict) -> Path:
-    """Write `run` to `out_dir/checkpoint.npz` (or a `.npz` path) atomically.
+def _lane_spec(tpl, K: int) -> Spec:
+    """The arrays of K stacked lanes, from one lane's templates (params, state, opt state, key)."""
+    p, s, o, k = tpl
+    stack = lambda spec: {n: ((K, *shape), dt) for n, (shape, dt) in spec.items()}
+    spec = {"ts/key": ((K, *k.shape), k.dtype), "ts/step": ((K,), np.int32),
+            "ts/diverged": ((K,), bool), "lanes/epoch": ((K,), np.int64),
+            "lanes/budget": ((K,), np.int64), "lanes/best_val_acc": ((K,), np.float64),
+            "lanes/best_epoch": ((K,), np.int64)}  # fmt: skip
+    for prefix, t in [("params", p), ("model_state", s), ("opt_state", o)]:
+        spec.update(stack(tree_spec(prefix, t)))
+    return {**spec, **stack(tree_spec("best_params", p)), **stack(tree_spec("best_model_state", s))}
+
+
+def save_lanes(out_dir: os.PathLike | str, lanes: Lanes, meta: dict) -> Path:
+    """Write K lanes of the run loop to `out_dir/checkpoint.npz` (or a `.npz` path) atomically.
+
+    The one checkpoint format of fc_jax: a training run is K = 1 (`save_run`), a sweep K lanes.
 
     Args:
       out_dir: the run's folder (created if needed), or the file.
-      run: a `fc_jax.fit.Run` (as passed to `fit`'s `on_epoch_end`); must not be diverged.
-      meta: a dict with "config" (a `NetConfig`), "update_rule" (str) and "hparams" (an `HParams`
-        or a dict of its fields), plus any JSON-serializable fit arguments needed to resume (seed,
-        batch_size, num_epochs, ...), stored as given.
+      lanes: a `fc_jax.runs.Lanes` (as passed to `on_epoch_end`).
+      meta: a dict with "config" (a `NetConfig`) and "update_rule" (str), plus any JSON-ready
+        entries needed to resume (settings, schedule, trials, ...), stored as given; an
+        "hparams" entry may be an `HParams` (stored as floats, or lists of floats).
 
     Returns:
       The path written.
 
     Raises:
-      CheckpointError: meta lacks a required entry, uses a reserved name, is not JSON-serializable,
-        or the run has diverged. Nothing on disk changes then.
+      CheckpointError: meta lacks a required entry, uses a reserved name or is not JSON-ready.
+        Nothing on disk changes then.
       fc_jax.files.WriteError: the write failed; the previous checkpoint is untouched.
     """
-    for k in ("config", "update_rule", "hparams"):
+    for k in ("config", "update_rule"):
         if k not in meta:
             raise CheckpointError(f"meta must contain {k!r}; got keys {sorted(meta)}")
-    config, hp = meta["config"], meta["hparams"]
+    config = meta["config"]
     if not isinstance(config, models.NetConfig):
         raise CheckpointError(f"meta['config'] must be a NetConfig, got {type(config).__name__}")
     get_optimizer(meta["update_rule"])  # validates the name
     clash = sorted(set(meta) & {*_RUN_RESERVED, *RESERVED} - {"config", "update_rule", "hparams"})
     if clash:
         raise CheckpointError(f"meta uses reserved name(s) {clash}")
-    if bool(np.asarray(run.ts.diverged)):
-        raise CheckpointError("refusing to save a diverged run (its loss became non-finite)")
-    hp = hp._asdict() if hasattr(hp, "_asdict") else dict(hp)
-    ts = run.ts
+    ts = lanes.ts
     arrays = {
         **flatten_tree("params", ts.params),
         **flatten_tree("model_state", ts.model_state),
         **flatten_tree("opt_state", ts.opt_state),
-        "ts/key": np.asarray(jax.random.key_data(ts.key)),
-        "ts/step": np.asarray(ts.step),
-        "ts/diverged": np.asarray(ts.diverged),
-        **flatten_tree("best_params", run.best_params),
-        **flatten_tree("best_model_state", run.best_model_state),
+        "ts/key": np.asarray(ts.key),
+        "ts/step": np.asarray(ts.step, np.int32),
+        "ts/diverged": np.asarray(ts.diverged, bool),
+        **flatten_tree("best_params", lanes.best_params),
+        **flatten_tree("best_model_state", lanes.best_model_state),
+        "lanes/epoch": np.asarray(lanes.epoch, np.int64),
+        "lanes/budget": np.asarray(lanes.budget, np.int64),
+        "lanes/best_val_acc": np.asarray(lanes.best_val_acc, np.float64),
+        "lanes/best_epoch": np.asarray(lanes.best_epoch, np.int64),
     }
-    doc = {k: v for k, v in meta.items() if k not in ("config", "hparams")}
+    doc = {k: v for k, v in meta.items() if k != "config"}
+    if "hparams" in doc:
+        hp = doc["hparams"]
+        hp = hp._asdict() if hasattr(hp, "_asdict") else dict(hp)
+        doc["hparams"] = {k: np.asarray(v, np.float64).tolist() for k, v in hp.items()}
     doc.update(
-        kind="run",
+        kind="lanes",
+        num_lanes=lanes.num_lanes,
         config=dataclasses.asdict(config),
-        hparams={k: float(np.asarray(v)) for k, v in hp.items()},
-        key_impl=str(jax.random.key_impl(ts.key)),
-        epoch=int(run.epoch),
-        history=run.history,
-        best_val_acc=float(run.best_val_acc),
+        key_impl=str(jax.random.key_impl(jax.random.key(0))),
+        history=lanes.history,
+        compile_seconds=float(lanes.compile_seconds),
+        run_seconds=float(lanes.run_seconds),
     )
     return write_checkpoint(checkpoint_path(out_dir), arrays, doc)
 
 
-def load_run(
+def load_lanes(
     out_dir: os.PathLike | str, *, config: models.NetConfig | None = None
-) -> tuple[Run, dict]:
-    """Read `out_dir/checkpoint.npz` (or a `.npz` path) into a `Run` ready for `fit(resume=...)`.
-
-    Args:
-      out_dir: the run's folder, or the checkpoint file itself.
-      config: if given, the architecture the caller expects; a checkpoint of another raises.
+) -> tuple[Lanes, dict]:
+    """Read `out_dir/checkpoint.npz` (or a `.npz` path) into `Lanes` for the run loop's `resume=`.
 
     Returns:
-      (run, meta): meta is the saved JSON dict with "config" turned back into a `NetConfig`;
-      "hparams" is a dict of floats, "update_rule" a str, plus the caller's saved entries.
+      (lanes, meta): numpy `Lanes` (keys as raw key data); meta is the saved JSON dict with
+      "config" turned back into a `NetConfig`, plus the caller's saved entries.
 
     Raises:
       CheckpointError: missing, truncated or corrupt file, checksum mismatch, another format
-        version, not a run checkpoint, or an architecture that differs from `config` (the
-        differing fields are named).
+        version, or an architecture that differs from `config` (the differing fields named).
     """
     path = checkpoint_path(out_dir)
     found = {}
 
     def expect(meta: dict) -> Spec:
-        if meta.get("kind") != "run":
+        if meta.get("kind") != "lanes":
             raise CheckpointError(f"checkpoint {path} holds a {meta.get('kind')!r}, not a run")
         saved = config_from_meta(meta["config"], path, config)
+        K = int(meta["num_lanes"])
+        if K < 1 or not isinstance(meta["history"], list) or len(meta["history"]) != K:
+            raise ValueError(f"num_lanes {K} does not match its {len(meta['history'])} histories")
+        float(meta["compile_seconds"]), float(meta["run_seconds"])  # types checked
         tpl = _run_templates(saved, str(meta["update_rule"]), str(meta["key_impl"]))
-        int(meta["epoch"]), float(meta["best_val_acc"]), dict(meta["history"])  # types checked
         found.update(config=saved, tpl=tpl)
-        p, s, o, k = tpl
-        spec = {"ts/key": (k.shape, k.dtype), "ts/step": ((), np.int32), "ts/diverged": ((), bool)}
-        for prefix, t in [("params", p), ("model_state", s), ("opt_state", o)]:
-            spec.update(tree_spec(prefix, t))
-        return {**spec, **tree_spec("best_params", p), **tree_spec("best_model_state", s)}
+        return _lane_spec(tpl, K)
 
     arrays, meta = read_checkpoint(path, expect)
     saved, (p, s, o, _) = found["config"], found["tpl"]
+    np_tree = lambda prefix, t: jax.tree.map(np.asarray, restore_tree(prefix, t, arrays))
     with x64_scope(saved):
         ts = TrainState(
-            params=restore_tree("params", p, arrays),
-            model_state=restore_tree("model_state", s, arrays),
-            opt_state=restore_tree("opt_state", o, arrays),
-            key=jax.random.wrap_key_data(jnp.asarray(arrays["ts/key"]), impl=meta["key_impl"]),
-            step=jnp.asarray(arrays["ts/step"]),
-            diverged=jnp.asarray(arrays["ts/diverged"]),
+            params=np_tree("params", p),
+            model_state=np_tree("model_state", s),
+            opt_state=np_tree("opt_state", o),
+            key=arrays["ts/key"],
+            step=arrays["ts/step"],
+            diverged=arrays["ts/diverged"],
         )
-        run = Run(
-            ts,
-            int(meta["epoch"]),
-            meta["history"],
-            restore_tree("best_params", p, arrays),
-            restore_tree("best_model_state", s, arrays),
-            float(meta["best_val_acc"]),
+        lanes = Lanes(
+            ts=ts,
+            epoch=arrays["lanes/epoch"],
+            budget=arrays["lanes/budget"],
+            history=meta["history"],
+            best_params=np_tree("best_params", p),
+            best_model_state=np_tree("best_model_state", s),
+            best_val_acc=arrays["lanes/best_val_acc"],
+            best_epoch=arrays["lanes/best_epoch"],
+            compile_seconds=float(meta["compile_seconds"]),
+            run_seconds=float(meta["run_seconds"]),
         )
     meta["config"] = saved
-    return run, meta
+    return lanes, meta
+
+
+def save_run(out_dir: os.PathLike | str, run: Run, meta: dict) -> Path:
+    """Write one training run (`fc_jax.fit.Run`) as a one-lane checkpoint (`save_lanes`).
+
+    Raises:
+      CheckpointError: as `save_lanes`, or the run has diverged (nothing on disk changes).
+    """
+    if bool(np.asarray(run.ts.diverged)):
+        raise CheckpointError("refusing to save a diverged run (its loss became non-finite)")
+    for k in ("config", "update_rule", "hparams"):
+        if k not in meta:
+            raise CheckpointError(f"meta must contain {k!r}; got keys {sorted(meta)}")
+    return save_lanes(out_dir, lanes_of(run), meta)
+
+
+def load_run(
+    out_dir: os.PathLike | str, *, config: models.NetConfig | None = None
+) -> tuple[Run, dict]:
+    """Read a one-lane checkpoint into a `Run` ready for `fit(resume=...)` (see `load_lanes`).
+
+    meta["hparams"] is a dict of floats. A sweep's checkpoint (K > 1) is refused.
+    """
+    lanes, meta = load_lanes(out_dir, config=config)
+    if lanes.num_lanes != 1:
+        raise CheckpointError(
+            f"checkpoint {checkpoint_path(out_dir)} holds a sweep of {lanes.num_lanes} "
+            "configurations, not one run: use fc-jax sweep --resume"
+        )
+    if "hparams" in meta:
+        meta["hparams"] = {k: float(np.ravel(v)[0]) for k, v in meta["hparams"].items()}
+    with x64_scope(meta["config"]):
+        return run_of(lanes), meta
 
 
 def export_params(path: os.PathLike | str, params: Any, model_state: Any = None) -> Path:

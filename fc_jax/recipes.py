@@ -22,6 +22,7 @@ __all__ = [
     "RULES",
     "HPARAM_NAMES",
     "INPUT_DIMS",
+    "PIXEL_SCALE",
     "settings",
     "check_settings",
     "config_of",
@@ -34,6 +35,7 @@ __all__ = [
 RULES = ("sgd", "sgd_momentum", "rmsprop", "adam")
 HPARAM_NAMES = HParams._fields  # the hyperparameter vocabulary, defined once (fc_jax.hparams)
 INPUT_DIMS = {"cifar10": 3 * 32 * 32, "digits": 64}
+PIXEL_SCALE = {"cifar10": 1.0, "digits": 1 / 16}  # raw pixels -> the scale get_dataset uses
 MAX_SEED = 2**32 - 1
 
 _COMMON: dict[str, Any] = dict(

@@ -143,6 +143,7 @@ def run(args) -> int:
     from fc_jax.cli.train import _data_dir
 
     data_dir = _data_dir(args, s, meta)
+    s["data_dir"] = data_dir
     explicit = args.data_dir is not None or meta is not None
     sizes = (s["num_training"], s["num_validation"], s["num_test"])
     data = data_mod.get_dataset(s["dataset"], data_dir if explicit else None, *sizes,
@@ -209,7 +210,7 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
               f"rates or weight scales (results written to {out})", file=sys.stderr)  # fmt: skip
         code = 3
     if lead:
-        _save_models(result, data["mean_image"], out)
+        _save_models(result, data["mean_image"], out, s)
         paths = write_results(result, out, summary)
         plot_sweep(result, out / "sweep.png")
         line.update(results=str(paths["json"]))
@@ -223,7 +224,7 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
     return code
 
 
-def _save_models(result, mean_image, out: Path) -> None:
+def _save_models(result, mean_image, out: Path, s: dict) -> None:
     """Each trial's best params as `out/models/trial-<k>.npz` (skipped for a lane with none)."""
     import jax
 
@@ -235,7 +236,9 @@ def _save_models(result, mean_image, out: Path) -> None:
         pick = lambda t, k=k: jax.tree.map(lambda a: a[k], t)
         save_model(out / "models" / f"trial-{k}.npz", result.config, pick(result.best_params),
                    pick(result.best_model_state), mean_image,
-                   meta={"trial": trial, "best_val_acc": float(result.best_val_acc[k])})  # fmt: skip
+                   meta={"settings": s, "trial": trial,
+                         "best_val_acc": float(result.best_val_acc[k])},
+                   pixel_scale=recipes.PIXEL_SCALE[s["dataset"]])  # fmt: skip
 
 
 def _retrain(s, data, trial, epochs, out: Path, say, lead):

@@ -88,6 +88,7 @@ def run(args) -> int:
     s, out, run_, meta = _prepare(args)
     config = recipes.config_of(s)
     data_dir = _data_dir(args, s, meta)
+    s["data_dir"] = data_dir
     sizes = s["num_training"], s["num_validation"], s["num_test"]
     explicit = args.data_dir is not None or meta is not None
     data = data_mod.get_dataset(s["dataset"], data_dir if explicit else None, *sizes,
@@ -134,7 +135,8 @@ def _finish(s, out, res, data) -> dict:
     h, best_val, test_acc = res["history"], res["best_val_acc"], res["test_acc"]
     export_params(out / "best_params.npz", res["best_params"], res["best_state"])
     save_model(out / "model.npz", recipes.config_of(s), res["best_params"], res["best_state"],
-               data["mean_image"], meta={"settings": s, "test_acc": test_acc})  # fmt: skip
+               data["mean_image"], meta={"settings": s, "test_acc": test_acc},
+               pixel_scale=recipes.PIXEL_SCALE[s["dataset"]])  # fmt: skip
     summary = dict(settings=s, best_val_acc=best_val, test_acc=test_acc, history=h)
     atomic_write_text(out / "history.json", json.dumps(summary, indent=1))
     plot_history(h, out / "curves.png", title=f"{s['dataset']} {s['hidden_dims']}", settings=s)
