@@ -55,9 +55,9 @@ def sweep_result() -> dict:
     data = {"X_train": X[:N_TRAIN], "y_train": y[:N_TRAIN]}
     data.update(X_val=X[N_TRAIN:], y_val=y[N_TRAIN:])
     config = models.NetConfig(
-        (8,), input_dim=D, num_classes=C, normalization="batchnorm", keep_prob=0.8
+        (8,), input_dim=D, num_classes=C, normalization="batchnorm", dropout=True
     )
-    trials = space.grid({"learning_rate": [1e-3, 1e-2, 3e-2], "seed": [0, 1]})
+    trials = space.grid({"learning_rate": [1e-3, 1e-2, 3e-2], "seed": [0, 1], "keep_prob": [0.8]})
     assert len(trials) == K
     res = run_sweep(config, data, trials, update_rule="adam", num_epochs=2, batch_size=8,
                     seed=0, independent_batches=True, max_lanes=4,

@@ -19,7 +19,7 @@ from fc_jax.optim import AdamState, get_optimizer
 
 
 def _config(dtype="float32", **kw):
-    kw = {"normalization": "batchnorm", "keep_prob": 0.8, **kw}
+    kw = {"normalization": "batchnorm", "dropout": True, **kw}
     return models.NetConfig((6, 5), input_dim=4, num_classes=3, dtype=dtype, **kw)
 
 
@@ -102,7 +102,7 @@ def test_resuming_from_a_loaded_checkpoint_equals_an_uninterrupted_fit(tmp_path)
 
 @pytest.mark.parametrize("rule", ["sgd", "sgd_momentum", "rmsprop", "adam"])
 def test_every_optimizer_state_round_trips(tmp_path, rule):
-    config = _config(normalization=None, keep_prob=1.0)
+    config = _config(normalization=None, dropout=False)
     opt = get_optimizer(rule)
     ts = train.init_train_state(jax.random.key(5), config, opt, 0.1)
     # Non-zero state: one update with random gradients.
@@ -127,7 +127,7 @@ def test_file_is_a_plain_npz_without_pickles(tmp_path):
         arrays
     )
     assert {"ts/key", "ts/step", "ts/diverged", "best_params/gamma2", "meta"} <= set(arrays)
-    np.testing.assert_array_equal(arrays["params/W1"], np.asarray(run.ts.params["W1"]))
+    np.testing.assert_array_equal(arrays["params/W1"][0], np.asarray(run.ts.params["W1"]))  # lane axis
     meta = json.loads(arrays["meta"].tobytes().decode())
     assert meta["format_version"] == checkpoint.FORMAT_VERSION
     assert meta["config"]["hidden_dims"] == [6, 5] and len(meta["sha256"]) == 64
@@ -246,7 +246,7 @@ def test_different_architecture_names_the_fields(saved):
     msg = str(err.value)
     assert "hidden_dims: checkpoint (6, 5), requested (6, 7)" in msg
     assert "normalization: checkpoint 'batchnorm', requested 'layernorm'" in msg
-    assert "keep_prob" in msg and "input_dim" not in msg
+    assert "dropout" in msg and "input_dim" not in msg
     assert _snapshot(folder) == before
     assert load_run(folder, config=config)[0].epoch == 1
 
@@ -258,7 +258,7 @@ def test_meta_config_inconsistent_with_arrays(saved):
     )
     # refused at the npy headers, before any array is read (the checksum would refuse it too)
     _expect_error(
-        folder, r"array 'best_model_state/running_mean2' is float32\[5\], expected float32\[9\]"
+        folder, r"array 'best_model_state/running_mean2' is float32\[1, 5\], expected float32\[1, 9\]"
     )
 
 

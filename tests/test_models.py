@@ -68,7 +68,7 @@ def _config(normalization=None, keep_prob=1.0, dtype="float64", loss="softmax", 
         input_dim=D,
         num_classes=C,
         normalization=normalization,
-        keep_prob=keep_prob,
+        dropout=keep_prob < 1,
         dtype=dtype,
         loss=loss,
     )
@@ -312,7 +312,7 @@ def test_param_count_pinned():
         (models.NetConfig(**base), 338_610),
         (models.NetConfig(**base, normalization="batchnorm"), 338_610 + 2 * 400),
         (models.NetConfig(**base, normalization="layernorm"), 339_410),
-        (models.NetConfig(**base, keep_prob=0.5), 338_610),  # dropout adds nothing
+        (models.NetConfig(**base, dropout=True), 338_610),  # dropout adds nothing
         (
             models.NetConfig(hidden_dims=(7, 6), input_dim=12, num_classes=4),
             12 * 7 + 7 + 7 * 6 + 6 + 6 * 4 + 4,
@@ -419,8 +419,8 @@ def test_dropout_without_key_raises():
         (dict(hidden_dims=(7, -1)), "hidden_dims"),
         (dict(hidden_dims=(0,)), "hidden_dims"),
         (dict(normalization="groupnorm"), "normalization"),
-        (dict(keep_prob=0.0), "keep_prob"),
-        (dict(keep_prob=1.5), "keep_prob"),
+        (dict(dropout=0.5), "dropout"),
+        (dict(dropout="yes"), "dropout"),
         (dict(dtype="int8"), "dtype"),
         (dict(loss="hinge"), "loss"),
         (dict(input_dim=0), "input_dim"),
@@ -503,17 +503,20 @@ def test_float64_in_float64_out(x64, normalization):
     assert all(v.dtype == jnp.float64 for v in new_state.values())
 
 
-def test_dropout_net_with_keep_prob_one_hparams_is_an_error():
-    cd = models.NetConfig(hidden_dims=(7, 6), input_dim=12, num_classes=4, keep_prob=0.5)
+def test_dropout_structure_with_keep_prob_one_is_the_net_without_dropout():
+    """Structure in the config, value in HParams: keep_prob 1.0 keeps every unit, bit for bit."""
+    cd = models.NetConfig(hidden_dims=(7, 6), input_dim=12, num_classes=4, dropout=True)
+    cn = models.NetConfig(hidden_dims=(7, 6), input_dim=12, num_classes=4)
     pd = models.init_params(jax.random.key(0), cd)
-    X, y = jnp.ones((5, 12)), jnp.zeros(5, jnp.int32)
-    with pytest.raises(ValueError, match="turn dropout off"):
-        models.loss_fn(pd, {}, X, y, make_hparams(), config=cd, key=jax.random.key(1))
-    loss_train = models.loss_fn(
-        pd, {}, X, y, make_hparams(keep_prob=0.5), config=cd, key=jax.random.key(1)
-    )[0]
-    loss_test = models.loss_fn(pd, {}, X, y, make_hparams(), config=cd, train=False)[0]
-    assert loss_train != loss_test
+    X, y = jax.random.normal(jax.random.key(2), (5, 12)), jnp.arange(5, dtype=jnp.int32) % 4
+    grad = jax.value_and_grad(lambda p, c, hp, k: models.loss_fn(p, {}, X, y, hp, config=c, key=k)[0])
+    one = make_hparams(keep_prob=1.0)
+    l_d, g_d = grad(pd, cd, one, jax.random.key(1))
+    l_n, g_n = grad(pd, cn, one, None)
+    assert l_d == l_n
+    assert all(np.array_equal(g_d[k], g_n[k]) for k in g_n)
+    l_half = grad(pd, cd, make_hparams(keep_prob=0.5), jax.random.key(1))[0]
+    assert l_half != l_d  # and keep_prob < 1 really drops units
 
 
 def test_missing_batchnorm_state_and_disabled_float64_are_clear_errors():
@@ -527,5 +530,5 @@ def test_missing_batchnorm_state_and_disabled_float64_are_clear_errors():
         models.init_params(jax.random.key(0), models.NetConfig(hidden_dims=(3,), dtype="float64"))
     with pytest.raises(ValueError, match="hidden_dims"):
         models.NetConfig(hidden_dims=(True,))
-    with pytest.raises(ValueError, match="keep_prob"):
-        models.NetConfig(keep_prob="0.5")
+    with pytest.raises(ValueError, match="dropout"):
+        models.NetConfig(dropout="0.5")

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from fc_jax import cli, fit, models, space, sweep, sweep_cli, sweep_plots, train
+from fc_jax import cli, fit, models, placement, runs, space, sweep, sweep_plots, train
+from fc_jax.cli import sweep as sweep_cli
 from fc_jax.data import synthetic
 from fc_jax.hparams import HParams, make_hparams
 from fc_jax.optim import get_optimizer
@@ -61,7 +62,7 @@ TRIALS = [
 def test_each_lane_equals_make_epoch_alone(x64, norm, keep, rule, independent):
     """Params after 2 epochs and every loss of each lane match `train.make_epoch` on that lane."""
     cfg = models.NetConfig(
-        (5, 4), input_dim=D, num_classes=C, normalization=norm, keep_prob=keep, dtype="float64"
+        (5, 4), input_dim=D, num_classes=C, normalization=norm, dropout=keep < 1, dtype="float64"
     )
     keeps = (keep, 0.9 * keep, 0.95 * keep)
     trials = (
@@ -70,11 +71,11 @@ def test_each_lane_equals_make_epoch_alone(x64, norm, keep, rule, independent):
     data, K, steps, batch = _data(), len(trials), 4, 8
     hp = space.stack_hparams(trials, rule, jnp.float64, **({"keep_prob": keep} if keep < 1 else {}))
     seeds = space.trial_seeds(trials)
-    fns = sweep.make_lane_fns(
-        cfg, rule, Mesh(np.array(jax.devices()[:1]), ("trials",)), independent
+    fns = placement.make_lane_fns(
+        cfg, get_optimizer(rule), Mesh(np.array(jax.devices()[:1]), ("trials",)), independent
     )
     X, y = jnp.asarray(data["X_train"]), jnp.asarray(data["y_train"], jnp.int32)
-    ts = fns["init"](seeds, hp.weight_scale)
+    ts = fns.init(seeds, hp.weight_scale)
     opt, epoch_fn = get_optimizer(rule), train.make_epoch(cfg, get_optimizer(rule))
     alone = [
         train.init_train_state(jax.random.key(int(s)), cfg, opt, hp.weight_scale[k])
@@ -90,7 +91,7 @@ def test_each_lane_equals_make_epoch_alone(x64, norm, keep, rule, independent):
         idx = rng.integers(0, len(X), (K, steps, batch) if independent else (steps, batch)).astype(
             np.int32
         )
-        ts, losses = fns["epoch"](ts, X, y, jnp.asarray(idx), hp_e)
+        ts, losses = fns.epoch(ts, X, y, jnp.asarray(idx), hp_e)
         for k in range(K):
             alone[k], loss_k = epoch_fn(
                 alone[k], X, y, jnp.asarray(idx[k] if independent else idx), _lane(hp_e, k)
@@ -114,10 +115,10 @@ def test_each_lane_equals_make_epoch_alone(x64, norm, keep, rule, independent):
 @pytest.mark.parametrize("independent", [False, True])
 def test_run_sweep_lane_equals_fit(x64, independent):
     """The host loop too: lane k of `run_sweep` ends where `fit` with its hparams and seed ends."""
-    cfg = models.NetConfig((5,), input_dim=D, num_classes=C, keep_prob=0.7, dtype="float64")
+    cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dropout=True, dtype="float64")
     data = _data(n=60)
     trials = [
-        {"learning_rate": 2e-2, "lr_decay": 0.8},
+        {"learning_rate": 2e-2, "lr_decay": 0.8, "keep_prob": 0.7},
         {"learning_rate": 5e-3, "weight_scale": 0.3, "keep_prob": 0.9},
     ]
     if independent:
@@ -207,19 +208,22 @@ _SHARDED = textwrap.dedent(
     """
     import sys, jax, numpy as np
     from jax.sharding import Mesh, PartitionSpec as P
-    from fc_jax import models, space, sweep
+    from fc_jax import models, placement, space, sweep
     from fc_jax.data import synthetic
+    from fc_jax.optim import get_optimizer
     assert len(jax.devices()) == 8, jax.devices()
     with jax.enable_x64(True):
         X, y = synthetic(60, 6, 3, seed=0, dtype=np.float64)
         data = {"X_train": X[:40], "y_train": y[:40], "X_val": X[40:], "y_val": y[40:]}
-        cfg = models.NetConfig((5,), input_dim=6, num_classes=3, keep_prob=0.8, dtype="float64")
-        trials = space.grid({"learning_rate": [1e-2, 3e-2, 1e-1, 2e-2, 5e-3], "seed": [0, 1]})[:K]
+        cfg = models.NetConfig((5,), input_dim=6, num_classes=3, dropout=True, dtype="float64")
+        trials = space.grid({"learning_rate": [1e-2, 3e-2, 1e-1, 2e-2, 5e-3], "seed": [0, 1],
+                             "keep_prob": [0.8]})[:K]
         res = sweep.run_sweep(cfg, data, trials, update_rule="adam", num_epochs=2, batch_size=10,
                               max_lanes=MAX_LANES, independent_batches=True)
         assert len(res.devices) == 8
-        fns = sweep.make_lane_fns(cfg, "adam", Mesh(np.array(jax.devices()), ("trials",)), True)
-        ts = fns["init"](np.arange(8, dtype=np.int32), np.full(8, 0.1))
+        fns = placement.make_lane_fns(cfg, get_optimizer("adam"),
+                                      Mesh(np.array(jax.devices()), ("trials",)), True)
+        ts = fns.init(np.arange(8, dtype=np.int32), np.full(8, 0.1))
         assert ts.params["W1"].sharding.spec == P("trials")
         assert len({s.device for s in ts.params["W1"].addressable_shards}) == 8
     np.savez(sys.argv[1], *[res.final_state.params[k] for k in sorted(res.final_state.params)],
@@ -248,8 +252,10 @@ def test_sharded_over_8_cpu_devices_equals_unsharded(x64, tmp_path, K, max_lanes
     assert proc.returncode == 0, proc.stderr[-3000:]
     X, y = synthetic(60, 6, 3, seed=0, dtype=np.float64)
     data = {"X_train": X[:40], "y_train": y[:40], "X_val": X[40:], "y_val": y[40:]}
-    cfg = models.NetConfig((5,), input_dim=6, num_classes=3, keep_prob=0.8, dtype="float64")
-    trials = space.grid({"learning_rate": [1e-2, 3e-2, 1e-1, 2e-2, 5e-3], "seed": [0, 1]})[:K]
+    cfg = models.NetConfig((5,), input_dim=6, num_classes=3, dropout=True, dtype="float64")
+    trials = space.grid(
+        {"learning_rate": [1e-2, 3e-2, 1e-1, 2e-2, 5e-3], "seed": [0, 1], "keep_prob": [0.8]}
+    )[:K]
     res = sweep.run_sweep(
         cfg, data, trials, update_rule="adam", num_epochs=2, batch_size=10, independent_batches=True
     )
@@ -382,7 +388,7 @@ def no_compile(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("compiled before the input was checked")
 
-    monkeypatch.setattr(sweep, "make_lane_fns", boom)
+    monkeypatch.setattr(placement, "make_lane_fns", boom)
     monkeypatch.setattr(train, "make_epoch", boom)
 
 
@@ -393,7 +399,7 @@ def no_compile(monkeypatch):
         ([{"learning_rate": -1}], "learning_rate"),
         ([{"keep_prob": 1.5}], "keep_prob"),
         ([{"lerning_rate": 1e-3}], "lerning_rate"),
-        ([{"keep_prob": 0.5}], "no dropout"),
+        ([{"learning_rate": 1e-2}], "batch_size 100 is larger"),
     ],
 )
 def test_run_sweep_checks_before_compiling(no_compile, trials, match):
@@ -484,8 +490,12 @@ def _fake_result(lrs, ws, accs, diverged):
     cfg = models.NetConfig((4,), input_dim=D, num_classes=C)
     best, epoch, it = np.where(div, -1.0, acc), np.where(div, 0, 1), np.where(div, 2, 0)
     return sweep.SweepResult(
-        cfg, "adam", trials, hp, history, best, epoch, div, it, {}, {}, None, 0.0, 0.0, ["cpu"]
-    )
+        config=cfg, update_rule="adam", trials=trials, hparams=hp, history=history,
+        histories=[{k: list(v[i]) for k, v in history.items()} for i in range(K)],
+        best_val_acc=best, best_epoch=epoch, epochs=np.ones(K, int), stopped=np.zeros(K, bool),
+        diverged=div, diverged_iteration=it, best_params={}, best_model_state={},
+        final_state=None, compile_seconds=0.0, run_seconds=0.0, devices=["cpu"],
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("grid", [True, False])
@@ -504,3 +514,94 @@ def test_table_files_and_plot(tmp_path, grid):
     summary = json.loads(paths["json"].read_text())
     assert summary["note"] == "x" and summary["best_trial"] == ranked[0]
     assert sweep_plots.plot_sweep(res, tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------ one run loop, halving, resume
+def test_one_lane_sweep_is_fit_bit_for_bit(x64):
+    """`fit` is the run loop with K = 1, so a one-lane sweep is not close to it: it is it."""
+    cfg = models.NetConfig((5, 4), input_dim=D, num_classes=C, normalization="batchnorm",
+                           dropout=True, dtype="float64")  # fmt: skip
+    trial = {"learning_rate": 2e-2, "lr_decay": 0.8, "keep_prob": 0.7, "weight_scale": 0.2}
+    kw = dict(num_epochs=3, batch_size=10, seed=5, num_train_samples=30)
+    res = sweep.run_sweep(cfg, _data(n=60), [trial], update_rule="rmsprop", **kw)
+    hp = make_hparams("rmsprop", jnp.float64, **trial)
+    run = fit.fit(cfg, _data(n=60), update_rule="rmsprop", hparams=hp, **kw)
+    for name in run.ts.params:
+        assert res.final_state.params[name][0].tobytes() == np.asarray(run.ts.params[name]).tobytes()
+        assert res.best_params[name][0].tobytes() == np.asarray(run.best_params[name]).tobytes()
+    assert res.histories[0]["loss"] == run.history["loss"]
+    assert res.histories[0]["val_acc"] == run.history["val_acc"]
+    assert res.best_val_acc[0] == run.best_val_acc
+
+
+def test_keep_prob_one_in_a_sweep_means_no_dropout(x64):
+    """Mixed keep probabilities in one sweep: the lane at 1.0 is the net without dropout."""
+    cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dropout=True, dtype="float64")
+    trials = [{"learning_rate": 2e-2, "keep_prob": 1.0}, {"learning_rate": 2e-2, "keep_prob": 0.5}]
+    kw = dict(num_epochs=2, batch_size=10, seed=2)
+    res = sweep.run_sweep(cfg, _data(), trials, **kw)
+    plain = models.NetConfig((5,), input_dim=D, num_classes=C, dtype="float64")
+    run = fit.fit(plain, _data(), hparams=make_hparams("adam", jnp.float64, learning_rate=2e-2), **kw)
+    for name in run.ts.params:
+        np.testing.assert_allclose(res.final_state.params[name][0], run.ts.params[name], rtol=1e-10)
+    assert not np.allclose(res.final_state.params["W1"][1], run.ts.params["W1"])
+
+
+HALVING_TRIALS = [{"learning_rate": float(lr)} for lr in np.geomspace(1e-3, 3e-1, 9)]
+
+
+def test_successive_halving_keeps_the_best_and_continues_them(x64):
+    cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dtype="float64")
+    kw = dict(num_epochs=9, batch_size=10, seed=1, max_lanes=9)
+    full = sweep.run_sweep(cfg, _data(), HALVING_TRIALS, **kw)
+    half = sweep.run_sweep(cfg, _data(), HALVING_TRIALS, schedule="halving", eta=3, **kw)
+    assert half.rungs == (1, 3, 9) and half.schedule == "halving"
+    assert sorted(half.epochs.tolist()) == [1] * 6 + [3] * 2 + [9]
+    assert half.lane_epochs == 9 + 2 * 3 + 6 == 21 and full.lane_epochs == 81
+    assert half.stopped.sum() == 8 and not full.stopped.any()
+    # rung 1 promotes the 3 best by validation accuracy after one epoch; rung 2 the best of those
+    after1 = np.array([h["val_acc"][0] for h in full.histories])
+    promoted = np.flatnonzero(half.epochs >= 3)
+    assert set(promoted) == set(np.argsort(-after1, kind="stable")[:3])
+    for k in range(9):  # every lane's history is the full sweep's, cut where it stopped
+        e = int(half.epochs[k])
+        assert len(half.histories[k]["val_acc"]) == e
+        np.testing.assert_allclose(half.histories[k]["loss"], full.histories[k]["loss"][: e * 4],
+                                   rtol=1e-10)  # fmt: skip
+        np.testing.assert_allclose(half.histories[k]["val_acc"], full.histories[k]["val_acc"][:e])
+        assert np.isnan(half.history["val_acc"][k, e:]).all()
+    top = int(np.flatnonzero(half.epochs == 9)[0])
+    np.testing.assert_allclose(half.final_state.params["W1"][top], full.final_state.params["W1"][top],
+                               rtol=1e-10)  # fmt: skip
+
+
+@pytest.mark.parametrize("schedule", ["full", "halving"])
+def test_sweep_resumes_exactly_from_any_epoch(x64, schedule):
+    cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dropout=True, dtype="float64")
+    trials = [{**t, "keep_prob": 0.8} for t in HALVING_TRIALS[::2]]
+    kw = dict(num_epochs=4, batch_size=10, seed=1, schedule=schedule, eta=2, max_lanes=2)
+    snaps = []
+    straight = sweep.run_sweep(cfg, _data(), trials, on_epoch_end=snaps.append, **kw)
+    assert len(snaps) >= 4
+    for snap in snaps[:-1]:
+        resumed = sweep.run_sweep(cfg, _data(), trials, resume=snap, **kw)
+        assert resumed.epochs.tolist() == straight.epochs.tolist()
+        drop = lambda hs: [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in hs]
+        assert drop(resumed.histories) == drop(straight.histories)
+        for name in straight.best_params:
+            assert resumed.best_params[name].tobytes() == straight.best_params[name].tobytes()
+            assert resumed.final_state.params[name].tobytes() == straight.final_state.params[name].tobytes()
+        assert resumed.best_val_acc.tolist() == straight.best_val_acc.tolist()
+
+
+def test_lane_group_size_model():
+    cfg = models.NetConfig((100, 100, 100, 100), input_dim=3072)
+    cpu = jax.devices("cpu")[:1]
+    w = sweep.lane_group_size(cfg, "adam", 16, cpu)
+    lane_bytes = 5 * models.param_count(cfg) * 4
+    assert 1 <= w <= 16 and w == min(16, max(1, sweep._cache_bytes() // lane_bytes))
+
+    class Gpu:
+        platform = "gpu"
+
+    assert sweep.lane_group_size(cfg, "adam", 16, [Gpu()]) == 16  # an accelerator runs them all

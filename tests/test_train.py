@@ -23,7 +23,7 @@ def _data(n=200, seed=0):
 )
 def test_scan_epoch_equals_python_loop_of_steps(norm, keep, rule, x64):
     cfg = models.NetConfig(
-        (9, 7), input_dim=D, num_classes=C, normalization=norm, keep_prob=keep, dtype="float64"
+        (9, 7), input_dim=D, num_classes=C, normalization=norm, dropout=keep < 1, dtype="float64"
     )
     opt = optim.get_optimizer(rule)
     hp = make_hparams(rule, jnp.float64, keep_prob=keep, reg=0.01)
@@ -85,7 +85,7 @@ def test_accuracy_matches_numpy_with_padding():
 
 
 def test_fit_same_seed_same_result_and_chunks_do_not_matter():
-    cfg = models.NetConfig((16,), input_dim=D, num_classes=C, keep_prob=0.8)
+    cfg = models.NetConfig((16,), input_dim=D, num_classes=C, dropout=True)
     kw = dict(
         update_rule="adam",
         hparams=make_hparams("adam", keep_prob=0.8, weight_scale=0.1),
@@ -125,7 +125,7 @@ def test_fit_overfits_50_examples():
 
 def test_fit_resume_is_exact():
     cfg = models.NetConfig(
-        (16,), input_dim=D, num_classes=C, normalization="batchnorm", keep_prob=0.7
+        (16,), input_dim=D, num_classes=C, normalization="batchnorm", dropout=True
     )
     kw = dict(
         update_rule="rmsprop",
