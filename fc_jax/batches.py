@@ -195,5 +195,3 @@ def _verify(path: Path, raw: bytes, data: np.ndarray, labels: np.ndarray) -> Non
         f"nor are its pixels and labels the official ones; delete {path.parent} to download it "
         "again (or pass verify=False to read it anyway)"
     )
-
-

@@ -54,7 +54,8 @@ __all__ = [
 
 # name -> (default num_training, num_validation, num_test, train+val pool size, test pool size)
 DATASETS = {"cifar10": (49000, 1000, 1000, 50000, 10000), "digits": (1197, 300, 300, 1497, 300)}
-PIXEL_SCALE = {"cifar10": 1.0, "digits": 1.0 / 16.0}  # raw pixel -> the value mean_image is taken of
+# The factor get_dataset applies to raw pixels before subtracting mean_image.
+PIXEL_SCALE = {"cifar10": 1.0, "digits": 1.0 / 16.0}
 _DIGITS = Path(__file__).with_name("datasets") / "digits.npz"
 
 
