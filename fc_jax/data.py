@@ -2,10 +2,12 @@
 
 Contract: loaders return numpy arrays and never import jax. ``load_cifar10(root)`` parses the
 python-pickle batches with a restricted unpickler (numpy array globals only) and checks every
-file, raising ``DataError`` that names the file, the fault and the fix. ``get_dataset(name)``
-returns the cs231n split dict (``X_train, y_train, X_val, y_val, X_test, y_test, mean_image``).
+file (the official files also against their official md5, see ``fc_jax.batches``), raising
+``DataError`` that names the file, the fault and the fix. ``get_dataset(name)`` returns the
+cs231n split dict (``X_train, y_train, X_val, y_val, X_test, y_test, mean_image``);
+``PIXEL_SCALE[name]`` is the factor applied to raw pixels before ``mean_image`` is subtracted.
 ``check_finite`` and ``check_labels`` are the input guards the trainers use. Locating, reading
-one file and downloading CIFAR-10 live in ``fc_jax.download`` (re-exported here).
+one file, downloading CIFAR-10 and ``provenance`` live in ``fc_jax.download`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from fc_jax.download import (
     CIFAR10_MD5,
     CIFAR10_URL,
     DataError,
+    cache_dir,
     cifar10_dir,
     download_cifar10,
     ensure_cifar10,
+    provenance,
     read_cifar10_batch,
 )
 
@@ -32,7 +36,9 @@ __all__ = [
     "CIFAR10_MD5",
     "CIFAR10_URL",
     "DATASETS",
+    "PIXEL_SCALE",
     "DataError",
+    "cache_dir",
     "check_finite",
     "check_labels",
     "cifar10_dir",
@@ -41,17 +47,24 @@ __all__ = [
     "get_dataset",
     "load_cifar10",
     "load_digits",
+    "provenance",
     "read_cifar10_batch",
     "synthetic",
 ]
 
 # name -> (default num_training, num_validation, num_test, train+val pool size, test pool size)
 DATASETS = {"cifar10": (49000, 1000, 1000, 50000, 10000), "digits": (1197, 300, 300, 1497, 300)}
+# The factor get_dataset applies to raw pixels before subtracting mean_image.
+PIXEL_SCALE = {"cifar10": 1.0, "digits": 1.0 / 16.0}
 _DIGITS = Path(__file__).with_name("datasets") / "digits.npz"
 
 
 def load_cifar10(
-    root: os.PathLike | str, *, dtype=np.float32, rows_per_file: int | None = 10000
+    root: os.PathLike | str,
+    *,
+    dtype=np.float32,
+    rows_per_file: int | None = 10000,
+    verify: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Load the six CIFAR-10 python batches from ``root``.
 
@@ -64,13 +77,16 @@ def load_cifar10(
       root: the folder holding ``data_batch_1..5`` and ``test_batch``.
       dtype: np.float32 (default; pixel values 0..255, not scaled), another float, or np.uint8.
       rows_per_file: rows each file must hold (10000 in the real data); None accepts any.
+      verify: check each file against the official md5 (``read_cifar10_batch``); None (default)
+        does so for the official layout (10000 rows per file), so small test files are not.
 
     Returns:
       (X_train (50000, 3, 32, 32), y_train (50000,) int64, X_test (10000, 3, 32, 32),
       y_test (10000,) int64), X channels-first in ``dtype``.
 
     Raises:
-      DataError: a file is missing, truncated, corrupt or not a CIFAR-10 batch.
+      DataError: a file is missing, truncated, corrupt, not a CIFAR-10 batch, or (verified) not
+        the official content.
     """
     dtype = np.dtype(dtype)
     if dtype != np.uint8 and dtype.kind != "f":
@@ -78,7 +94,7 @@ def load_cifar10(
     root = Path(root).expanduser()
     if not (root / CIFAR10_FILES[0]).exists() and (root / CIFAR10_FOLDER).is_dir():
         raise DataError(f"{root} holds no {CIFAR10_FILES[0]}; pass {root / CIFAR10_FOLDER}.")
-    batches = [read_cifar10_batch(root / name, rows_per_file) for name in CIFAR10_FILES]
+    batches = [read_cifar10_batch(root / name, rows_per_file, verify) for name in CIFAR10_FILES]
 
     def stack(parts):
         X = np.empty((sum(len(d) for d, _ in parts), 3, 32, 32), dtype)
@@ -155,8 +171,9 @@ def get_dataset(
     ``'cifar10'``: train = the first ``num_training`` (49000) of the 50000 training images,
     val = the next ``num_validation`` (1000), test = the first ``num_test`` (1000) test images;
     pixels stay 0..255 (the course does not scale). ``data_dir`` is resolved by ``cifar10_dir``;
-    when it is None and the files are missing they are downloaded (into ``$FC_JAX_DATA_DIR``
-    or the user cache); an explicit ``data_dir`` is never downloaded into.
+    a folder the user names (``data_dir``, ``$FC_JAX_DATA_DIR``) is never written to; when
+    ``data_dir`` is None and no complete folder is found, CIFAR-10 is downloaded into the user
+    cache (see ``ensure_cifar10``; ``provenance(data_dir)`` says which folder was read).
     ``'digits'``: a fixed ``seed``-ed shuffle of the 1797 images: the first 1497 are the
     train/val pool (train = first ``num_training`` (1197), val = next ``num_validation``
     (300)), the last 300 the test pool; pixels are scaled to [0, 1].
@@ -186,13 +203,12 @@ def get_dataset(
     if name == "cifar10":
         folder = ensure_cifar10(data_dir, download=data_dir is None)
         Xp, yp, Xt, yt = load_cifar10(folder, dtype=np.uint8)
-        scale = 1.0
     else:
         X, y = load_digits(dtype=np.uint8)
         X = X.reshape(-1, 1, 8, 8)
         order = np.random.default_rng(seed).permutation(len(X))
         Xp, yp, Xt, yt = X[order[:pool]], y[order[:pool]], X[order[pool:]], y[order[pool:]]
-        scale = 1.0 / 16.0
+    scale = PIXEL_SCALE[name]
     _check_sizes(name, n_tr, n_val, n_te, len(Xp), len(Xt))  # the files may hold fewer
     parts = {
         "train": (Xp[:n_tr], yp[:n_tr]),

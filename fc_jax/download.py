@@ -1,21 +1,21 @@
-"""CIFAR-10 on disk: where it lives, how one batch file is read safely, how it gets there.
+"""CIFAR-10 on disk: where it lives, where it came from, how it gets there.
 
 Contract: ``cifar10_dir(data_dir)`` resolves the folder that holds ``data_batch_1..5`` and
-``test_batch``; ``read_cifar10_batch(path)`` parses one file with an unpickler that builds numpy
-arrays and nothing else, and checks its keys, shape and labels; ``download_cifar10(dest_parent)``
-fetches the official archive, checks its md5, extracts it safely and moves
-``cifar-10-batches-py`` into place with one atomic ``os.replace``; ``ensure_cifar10(data_dir)``
-returns a complete folder, downloading only when it is missing. Every failure is a
-``DataError`` naming the file, the fault, and which files to put where. A failed download
-removes its temporaries and leaves existing files untouched. Host side: numpy, never jax.
+``test_batch`` (``data_dir`` or ``$FC_JAX_DATA_DIR`` may name that folder or its parent; else the
+user cache ``${XDG_CACHE_HOME:-~/.cache}/fc_jax``). A folder the user names is never written to:
+``ensure_cifar10(data_dir)`` returns it when it is complete, else a complete cache, else downloads
+into the cache (saying so on stderr). ``provenance(data_dir)`` says which folder that is and why,
+for ``--resume`` to remember. ``download_cifar10(dest_parent)`` fetches the official archive,
+checks its md5, extracts it safely and moves ``cifar-10-batches-py`` into place with one atomic
+``os.replace``; a failed download removes its temporaries and leaves existing files untouched.
+Reading and checking one batch file is ``fc_jax.batches`` (re-exported here). Every failure is a
+``DataError`` naming the file, the fault, and which files to put where. Host side: numpy, never jax.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import os
-import pickle
 import shutil
 import sys
 import tarfile
@@ -23,12 +23,15 @@ import tempfile
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-
-try:
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # numpy < 2
-    from numpy.core.multiarray import _reconstruct
+from fc_jax.batches import (
+    CIFAR10_FILES,
+    CIFAR10_FOLDER,
+    CIFAR10_MD5,
+    CIFAR10_URL,
+    DataError,
+    fix_hint,
+    read_cifar10_batch,
+)
 
 __all__ = [
     "CIFAR10_FILES",
@@ -36,148 +39,75 @@ __all__ = [
     "CIFAR10_MD5",
     "CIFAR10_URL",
     "DataError",
+    "cache_dir",
     "cifar10_dir",
     "download_cifar10",
     "ensure_cifar10",
     "fix_hint",
+    "provenance",
     "read_cifar10_batch",
 ]
 
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 _CHUNK = 1 << 20
 
 
-class DataError(ValueError):
-    """A data file is missing, incomplete or corrupt, or could not be downloaded."""
+def _batches(p: Path) -> Path:
+    """``p`` if it is the batches folder (so named, or holding data_batch_1), else p/cifar-10-batches-py."""
+    p = p.expanduser()
+    if p.name == CIFAR10_FOLDER or (p / CIFAR10_FILES[0]).is_file():
+        return p
+    return p / CIFAR10_FOLDER
 
 
-def fix_hint(folder: os.PathLike | str) -> str:
-    """The instructions every DataError ends with: which files to put where."""
-    return (
-        f"To fix it, run `python scripts/get_cifar10.py`, or download {CIFAR10_URL} "
-        f"(md5 {CIFAR10_MD5}) by hand and extract it so that {Path(folder)} holds "
-        f"{', '.join(CIFAR10_FILES)}; or set FC_JAX_DATA_DIR to a folder that contains "
-        f"{CIFAR10_FOLDER}/."
-    )
-
-
-def cifar10_dir(data_dir: os.PathLike | str | None = None) -> Path:
-    """Resolve the CIFAR-10 batches folder (it need not exist yet).
-
-    Args:
-      data_dir: a folder that either is the batches folder (it is named ``cifar-10-batches-py``
-        or holds ``data_batch_1``) or contains ``cifar-10-batches-py/``. If None:
-        ``$FC_JAX_DATA_DIR/cifar-10-batches-py`` when that variable is set, else the user cache,
-        ``${XDG_CACHE_HOME:-~/.cache}/fc_jax/cifar-10-batches-py``.
-
-    Returns:
-      The path of the folder that holds (or will hold) ``data_batch_1..5`` and ``test_batch``.
-    """
-    if data_dir is not None:
-        p = Path(data_dir).expanduser()
-        if p.name == CIFAR10_FOLDER or (p / CIFAR10_FILES[0]).is_file():
-            return p
-        return p / CIFAR10_FOLDER
-    env = os.environ.get("FC_JAX_DATA_DIR")
-    if env:
-        return Path(env).expanduser() / CIFAR10_FOLDER
+def cache_dir() -> Path:
+    """The user cache's batches folder: ``${XDG_CACHE_HOME:-~/.cache}/fc_jax/cifar-10-batches-py``."""
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache).expanduser() / "fc_jax" / CIFAR10_FOLDER
 
 
-class _Refused(pickle.UnpicklingError):
-    """A pickle asked for a global outside the allow-list."""
+def _named(data_dir) -> tuple[Path, str] | None:
+    if data_dir is not None:
+        return _batches(Path(data_dir)), "argument"
+    if env := os.environ.get("FC_JAX_DATA_DIR"):
+        return _batches(Path(env)), "FC_JAX_DATA_DIR"
+    return None
 
 
-def _latin1_encode(text, encoding="latin1"):
-    # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(str, 'latin1').
-    if encoding not in ("latin1", "latin-1"):
-        raise _Refused(f"_codecs.encode with encoding {encoding!r}")
-    return codecs.encode(text, "latin1")
-
-
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _latin1_encode,
-    ("codecs", "encode"): _latin1_encode,
-}
-
-
-class _BatchUnpickler(pickle.Unpickler):
-    """Unpickler that only builds numpy arrays; any other global is refused."""
-
-    def find_class(self, module, name):
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise _Refused(f"{module}.{name}") from None
-
-
-def read_cifar10_batch(
-    path: os.PathLike | str, rows: int | None = 10000
-) -> tuple[np.ndarray, np.ndarray]:
-    """Parse and check one python-pickle batch file with the restricted unpickler.
+def cifar10_dir(data_dir: os.PathLike | str | None = None) -> Path:
+    """Resolve the CIFAR-10 batches folder the user names (it need not exist yet).
 
     Args:
-      path: e.g. ``.../cifar-10-batches-py/data_batch_1``.
-      rows: the number of images the file must hold (10000 in the real data); None: any.
+      data_dir: a folder that either is the batches folder (it is named ``cifar-10-batches-py``
+        or holds ``data_batch_1``) or contains ``cifar-10-batches-py/``. If None:
+        ``$FC_JAX_DATA_DIR`` (by the same rule) when that variable is set, else ``cache_dir()``.
 
     Returns:
-      (data (rows, 3072) uint8, channel-planar R|G|B rows of 32x32; labels (rows,) int64).
-
-    Raises:
-      DataError: the file is missing, truncated, corrupt, refused, or has the wrong content.
+      The path of the folder that holds (or will hold) ``data_batch_1..5`` and ``test_batch``.
     """
-    path = Path(path)
+    named = _named(data_dir)
+    return named[0] if named else cache_dir()
 
-    def bad(what: str) -> DataError:
-        return DataError(f"CIFAR-10 file {path} {what}. " + fix_hint(path.parent))
 
-    try:
-        with open(path, "rb") as f:
-            obj = _BatchUnpickler(f, encoding="bytes").load()
-            trailing = f.read(1)
-    except FileNotFoundError:
-        raise bad("is missing") from None
-    except _Refused as exc:
-        raise bad(
-            f"is not a CIFAR-10 batch: it references {exc}, which was refused "
-            "(only numpy array globals are allowed; never unpickle untrusted files)"
-        ) from None
-    except Exception as exc:
-        raise bad(f"is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
-    if trailing:
-        raise bad("has data after the end of the pickle (corrupt)")
-    if not isinstance(obj, dict):
-        raise bad(f"holds a {type(obj).__name__}, expected a dict")
-    obj = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
-    if missing := {"data", "labels"} - obj.keys():
-        raise bad(f"lacks the keys {sorted(missing)} (it has {sorted(map(str, obj))})")
-    data, labels = obj["data"], np.asarray(obj["labels"])
-    want = f"({rows if rows else 'N'}, 3072)"
-    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
-        raise bad(f"has data of shape {np.shape(data)}, expected {want}")
-    if rows is not None and data.shape[0] != rows:
-        raise bad(f"has {data.shape[0]} rows of data, expected {want}")
-    if data.dtype != np.uint8:
-        ok = data.dtype.kind in "iu" and (data.size == 0 or (data.min() >= 0 and data.max() <= 255))
-        if not ok:
-            raise bad(f"has data of dtype {data.dtype} that is not uint8 pixels in 0..255")
-        data = data.astype(np.uint8)
-    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(data):
-        raise bad(
-            f"has labels of shape {labels.shape} dtype {labels.dtype}, expected "
-            f"{len(data)} integers"
-        )
-    if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise bad(f"has labels in {labels.min()}..{labels.max()}, expected 0..9")
-    return data, labels.astype(np.int64)
+def _resolve(data_dir) -> tuple[Path, str]:
+    """(folder, source): the named folder when complete (or when the cache is not), else the cache."""
+    named = _named(data_dir)
+    if named is None:
+        return cache_dir(), "cache"
+    if not _missing(named[0]) or _missing(cache_dir()):
+        return named
+    return cache_dir(), "cache"
+
+
+def provenance(data_dir: os.PathLike | str | None = None) -> dict:
+    """Where ``ensure_cifar10(data_dir)`` reads CIFAR-10 from, for a run to record and resume.
+
+    Returns:
+      {"folder": absolute path of the batches folder, "source": "argument" (``data_dir``),
+      "FC_JAX_DATA_DIR" or "cache", "complete": whether all six files are there now}.
+      Passing "folder" back as ``data_dir`` reads the same files.
+    """
+    folder, source = _resolve(data_dir)
+    return {"folder": str(folder.absolute()), "source": source, "complete": not _missing(folder)}
 
 
 def _missing(folder: Path) -> list[str]:
@@ -298,24 +228,39 @@ def ensure_cifar10(
     md5: str = CIFAR10_MD5,
     progress: bool = True,
 ) -> Path:
-    """Return a complete CIFAR-10 batches folder, downloading it when it is missing.
+    """Return a complete CIFAR-10 batches folder, downloading into the user cache if needed.
+
+    A folder the user names (``data_dir`` or ``$FC_JAX_DATA_DIR``) is never written to: when it
+    is incomplete, a complete ``cache_dir()`` is used instead, else (``download``) CIFAR-10 is
+    downloaded into the cache; either is said in one line on stderr. ``provenance(data_dir)``
+    reports the same choice.
 
     Args:
       data_dir: as in ``cifar10_dir``; None means ``$FC_JAX_DATA_DIR`` or the user cache.
-      download: download into the resolved folder's parent when the folder does not exist.
+      download: allow downloading into the cache when no complete folder is found.
       url, md5, progress: passed to ``download_cifar10``.
 
     Returns:
       The folder holding ``data_batch_1..5`` and ``test_batch``.
 
     Raises:
-      DataError: files are missing and ``download`` is False, the folder exists but is
-        incomplete (it is never modified), or the download failed.
+      DataError: files are missing and ``download`` is False or the cache folder exists but is
+        incomplete (no folder is ever modified), or the download failed.
     """
-    folder = cifar10_dir(data_dir)
-    missing = _missing(folder)
-    if not missing:
+    folder, source = _resolve(data_dir)
+    named = _named(data_dir)
+    if not _missing(folder):
+        if named and source == "cache":
+            print(f"fc_jax: {named[0]} lacks CIFAR-10 files; using {folder}", file=sys.stderr)
         return folder
-    if folder.exists() or not download:
-        raise DataError(f"CIFAR-10 files {missing} are missing from {folder}. " + fix_hint(folder))
-    return download_cifar10(folder.parent, url, md5, progress)
+    cache = cache_dir()
+    if not download or cache.exists():
+        raise DataError(
+            f"CIFAR-10 files {_missing(folder)} are missing from {folder}. " + fix_hint(folder)
+        )
+    if named:
+        print(
+            f"fc_jax: {folder} lacks CIFAR-10 files and is left untouched; downloading into {cache}",
+            file=sys.stderr,
+        )
+    return download_cifar10(cache.parent, url, md5, progress)

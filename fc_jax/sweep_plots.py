@@ -4,18 +4,20 @@ Contract: every function reads a `fc_jax.sweep.SweepResult` and touches neither 
 `result_records` gives one JSON-ready dict per trial (every hyperparameter, seed, best validation
 accuracy and epoch, divergence, full history; NaN becomes None); `format_table` ranks the trials by
 best validation accuracy; `write_results(result, out_dir)` writes `results.csv` and `results.json`;
-`plot_sweep(result, path)` draws validation accuracy over the two main swept hyperparameters: a
-heatmap when their values form a grid, a scatter otherwise (random search). matplotlib is imported
-only when a plot is made, through `Figure` and the Agg canvas (no global backend switch).
+`plot_sweep(result, path)` draws validation accuracy over every swept hyperparameter (one panel
+per pair when three or more were swept: a heatmap when their values form a grid, a scatter
+otherwise), written atomically. matplotlib is imported only when a plot is made, through `Figure`
+and the Agg canvas (no global backend switch).
 """
 
 import csv
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
+
+from fc_jax.files import atomic_open
 
 __all__ = ["swept_names", "result_records", "format_table", "write_results", "plot_sweep"]
 
@@ -111,56 +113,92 @@ def write_results(result, out_dir: os.PathLike | str, extra: dict | None = None)
 
 
 def _axis(ax, which: str, values) -> None:
+    """A log axis when every value is positive and they span a decade; linear otherwise."""
     v = np.asarray(values, float)
-    if np.all(v > 0) and v.max() / v.min() >= 10:
+    v = v[np.isfinite(v)]
+    if v.size and np.all(v > 0) and v.max() / v.min() >= 10:
         getattr(ax, f"set_{which}scale")("log")
 
 
+def _panel(ax, cols: dict, acc: np.ndarray, xname: str, yname: str | None, norm, labels: bool):
+    """Best val acc over (xname, yname): a heatmap (best over the other swept values) when every
+    pair of their values was tried, else a scatter; diverged trials as 'diverged' / black crosses.
+    With yname None: accuracy against xname. Returns the mappable for the colorbar."""
+    x = np.asarray(cols[xname], float)
+    y = np.asarray(cols[yname], float) if yname else acc
+    ok = ~np.isnan(acc)
+    levels = [sorted(set(x.tolist())), sorted(set(y.tolist()))] if yname else None
+    if yname and len(levels[0]) * len(levels[1]) == len(set(zip(x, y, strict=True))) > 1:
+        grid = np.full((len(levels[1]), len(levels[0])), np.nan)
+        for k in np.flatnonzero(ok):
+            i, j = levels[1].index(y[k]), levels[0].index(x[k])
+            grid[i, j] = np.fmax(grid[i, j], acc[k])
+        im = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto", norm=norm)
+        if labels and grid.size <= 64:
+            mid = (norm.vmin + norm.vmax) / 2
+            for (i, j), v in np.ndenumerate(grid):
+                text, color = ("diverged", "k") if np.isnan(v) else (f"{v:.3f}", "wk"[int(v > mid)])
+                ax.text(j, i, text, ha="center", va="center", color=color, fontsize=7)
+        ax.set_xticks(range(len(levels[0])), [f"{v:.3g}" for v in levels[0]], fontsize=7)
+        ax.set_yticks(range(len(levels[1])), [f"{v:.3g}" for v in levels[1]], fontsize=7)
+    else:
+        im = ax.scatter(x[ok], y[ok], c=acc[ok], cmap="viridis", norm=norm, s=30)
+        if (~ok).any():
+            y_bad = y[~ok] if yname else np.full((~ok).sum(), norm.vmin)
+            ax.scatter(x[~ok], y_bad, c="k", marker="x", label="diverged")
+            ax.legend(loc="best", fontsize=7)
+        _axis(ax, "x", x)
+        if yname:
+            _axis(ax, "y", y)
+    ax.set_xlabel(xname)
+    ax.set_ylabel(yname or "best val acc")
+    return im
+
+
 def plot_sweep(result, path: os.PathLike | str, names: list[str] | None = None) -> Path:
-    """Validation accuracy over the two main swept hyperparameters (`names`, default the first two
-    of `swept_names`): a heatmap (best over any other swept values) when every pair of their values
-    was tried, else a scatter coloured by accuracy (diverged trials as black crosses)."""
+    """Validation accuracy over every swept hyperparameter (`names`, default `swept_names`).
+
+    One name: accuracy against it. Two: one panel, a heatmap (best over any other swept values)
+    when every pair of their values was tried, else a scatter coloured by accuracy. Three or more:
+    a corner grid with one such panel per pair of names, each the best over the others, so no axis
+    is dropped. Diverged trials are marked, log axes are used only for positive values spanning a
+    decade, and a sweep where every trial diverged still draws. Written atomically.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    names = list(names or swept_names(result) or ["learning_rate"])[:2]
+    names = list(names or swept_names(result) or ["learning_rate"])
     K = len(result.trials)
-    acc = np.where(result.best_epoch > 0, result.best_val_acc, np.nan)
-    cols = [[_value(result, n, k) for k in range(K)] for n in names]
-    fig = Figure(figsize=(6.5, 5))
+    acc = np.where(
+        np.asarray(result.best_epoch) > 0, np.asarray(result.best_val_acc, float), np.nan
+    )
+    cols = {n: [_value(result, n, k) for k in range(K)] for n in names}
+    finite = acc[np.isfinite(acc)]
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    norm = Normalize(lo - 0.005 if lo == hi else lo, hi + 0.005 if lo == hi else hi)
+    n = len(names)
+    side = 1 if n <= 2 else n - 1
+    size = (6.5, 5) if side == 1 else (3.2 * side + 1.2, 3 * side + 0.6)
+    fig = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    levels = [sorted(set(c)) for c in cols]
-    pairs = {tuple(c[k] for c in cols) for k in range(K)}
-    if len(names) == 2 and len(pairs) == math.prod(map(len, levels)) and len(pairs) > 1:
-        grid = np.full([len(levels[1]), len(levels[0])], np.nan)
-        for k in range(K):
-            i, j = levels[1].index(cols[1][k]), levels[0].index(cols[0][k])
-            if not np.isnan(acc[k]):
-                grid[i, j] = np.fmax(grid[i, j], acc[k])
-        im = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
-        mid = np.nanmean([np.nanmin(grid), np.nanmax(grid)]) if np.isfinite(grid).any() else 0
-        for (i, j), v in np.ndenumerate(grid):
-            text, color = ("diverged", "k") if np.isnan(v) else (f"{v:.3f}", "wk"[int(v > mid)])
-            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=8)
-        ax.set_xticks(range(len(levels[0])), [f"{v:.3g}" for v in levels[0]])
-        ax.set_yticks(range(len(levels[1])), [f"{v:.3g}" for v in levels[1]])
-    else:
-        x = cols[0]
-        y = cols[1] if len(names) == 2 else acc
-        ok = ~np.isnan(acc)
-        im = ax.scatter(np.asarray(x)[ok], np.asarray(y)[ok], c=acc[ok], cmap="viridis", s=40)
-        if (~ok).any():
-            ax.scatter(np.asarray(x)[~ok], np.asarray(y)[~ok], c="k", marker="x", label="diverged")
-            ax.legend(loc="best")
-        _axis(ax, "x", x)
-        if len(names) == 2:
-            _axis(ax, "y", y)
-    ax.set_xlabel(names[0])
-    ax.set_ylabel(names[1] if len(names) == 2 else "best val acc")
-    fig.colorbar(im, ax=ax, label="best val acc")
-    ax.set_title(f"{K} trials, {result.update_rule}, hidden {list(result.config.hidden_dims)}")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    return path
+    axes = np.asarray(fig.subplots(side, side, squeeze=False))
+    if n <= 2:
+        im = _panel(axes[0, 0], cols, acc, names[0], names[1] if n == 2 else None, norm, True)
+    else:  # lower triangle: row r pairs names[r + 1] (y) with names[c] (x), c <= r
+        for r in range(side):
+            for c in range(side):
+                if c > r:
+                    axes[r, c].set_axis_off()
+                    continue
+                im = _panel(axes[r, c], cols, acc, names[c], names[r + 1], norm, n == 3)
+    fig.colorbar(im, ax=axes.ravel().tolist(), label="best val acc")
+    best = "every trial diverged" if not finite.size else f"best {hi:.4f}"
+    note = "" if n <= 2 else "; each panel: best over the other hyperparameters"
+    fig.suptitle(
+        f"{K} trials, {result.update_rule}, hidden {list(result.config.hidden_dims)}: {best}{note}",
+        fontsize=9,
+    )
+    with atomic_open(path) as f:
+        fig.savefig(f, format="png", dpi=80)
+    return Path(path)

@@ -9,7 +9,15 @@ Usage:
 import argparse
 import sys
 
-from fc_jax.data import CIFAR10_MD5, CIFAR10_URL, DataError, ensure_cifar10, load_cifar10
+from fc_jax.data import (
+    CIFAR10_MD5,
+    CIFAR10_URL,
+    DataError,
+    cifar10_dir,
+    download_cifar10,
+    ensure_cifar10,
+    load_cifar10,
+)
 
 
 def main(argv=None) -> int:
@@ -21,9 +29,10 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        folder = ensure_cifar10(
-            args.data_dir, not args.check, url=args.url, md5=args.md5, progress=not args.quiet
-        )
+        target = cifar10_dir(args.data_dir)  # this script downloads where it is told
+        if not args.check and not target.exists():
+            download_cifar10(target.parent, args.url, args.md5, progress=not args.quiet)
+        folder = ensure_cifar10(args.data_dir, download=False)
         Xtr, ytr, Xte, yte = load_cifar10(folder, dtype="uint8")
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

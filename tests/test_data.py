@@ -28,6 +28,12 @@ REAL = Path(os.environ.get("FC_JAX_DATA_DIR") or SHARED) / "cifar-10-batches-py"
 FILES = download.CIFAR10_FILES
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Every test gets an empty user cache: nothing here may touch ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
 # ---------------------------------------------------------------- fake batches, real format
 def _s(b: bytes) -> bytes:  # a Python 2 str: SHORT_BINSTRING or BINSTRING
     return (b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + struct.pack("<i", len(b))) + b
@@ -396,6 +402,129 @@ def test_loaders_do_not_import_jax():
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not [m for m in names if m.split(".")[0] == "jax"], module.__name__
+
+
+def test_env_var_may_name_the_batches_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("FC_JAX_DATA_DIR", str(tmp_path / "x" / "cifar-10-batches-py"))
+    assert data.cifar10_dir() == tmp_path / "x" / "cifar-10-batches-py"
+    write_cifar(tmp_path / "mine", n=1)  # another name, but it holds data_batch_1
+    monkeypatch.setenv("FC_JAX_DATA_DIR", str(tmp_path / "mine"))
+    assert data.cifar10_dir() == tmp_path / "mine"
+    assert data.provenance() == {
+        "folder": str(tmp_path / "mine"),
+        "source": "FC_JAX_DATA_DIR",
+        "complete": True,
+    }
+
+
+def _listing(folder: Path) -> dict:
+    """Every path under folder with its size and mtime: any write shows."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in [folder, *folder.rglob("*")]}
+
+
+def test_a_named_folder_is_never_written_downloads_go_to_the_cache(tmp_path, monkeypatch, capsys):
+    _, _, files = make_archive(tmp_path)
+    archive = (tmp_path / "cifar-10-python.tar.gz").read_bytes()
+    cache = tmp_path / "xdg-cache" / "fc_jax" / "cifar-10-batches-py"
+    named = tmp_path / "shared" / "cifar-10-batches-py"
+    write_cifar(named, n=3)
+    (named / "test_batch").unlink()  # incomplete: must be left exactly as it is
+    before = _listing(tmp_path / "shared")
+    fetched = []
+
+    def fake_fetch(url, dest, md5, progress):  # no network, ever
+        assert Path(dest).parent == cache.parent, dest
+        assert _listing(tmp_path / "shared") == before  # nothing, not even a temporary file
+        fetched.append(url)
+        Path(dest).write_bytes(archive)
+
+    monkeypatch.setattr(download, "_fetch", fake_fetch)
+    monkeypatch.setenv("FC_JAX_DATA_DIR", str(named.parent))
+    assert data.provenance() == {
+        "folder": str(named),
+        "source": "FC_JAX_DATA_DIR",
+        "complete": False,
+    }
+    assert data.ensure_cifar10(progress=False) == cache
+    assert "left untouched; downloading into" in capsys.readouterr().err
+    assert (
+        fetched == [download.CIFAR10_URL]
+        and (cache / "test_batch").read_bytes() == files["test_batch"]
+    )
+    assert _listing(tmp_path / "shared") == before
+    assert data.provenance() == {"folder": str(cache), "source": "cache", "complete": True}
+    # Now the cache is complete: it is used without downloading, for the variable or an argument.
+    assert data.ensure_cifar10() == cache
+    assert data.ensure_cifar10(named, download=False) == cache
+    assert f"{named} lacks CIFAR-10 files; using {cache}" in capsys.readouterr().err
+    assert data.provenance(named)["source"] == "cache" and len(fetched) == 1
+    # A complete named folder wins over the cache and is read, not written.
+    (named / "test_batch").write_bytes(files["test_batch"])
+    before = _listing(tmp_path / "shared")
+    assert data.ensure_cifar10() == named and data.provenance(named)["source"] == "argument"
+    data.load_cifar10(named, rows_per_file=3)
+    assert _listing(tmp_path / "shared") == before and len(fetched) == 1
+
+
+def test_no_cache_and_no_download_names_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "_fetch", lambda *a: pytest.fail("must not download"))
+    with pytest.raises(DataError, match=r"^CIFAR-10 files \[.*\] are missing from .*elsewhere"):
+        data.ensure_cifar10(tmp_path / "elsewhere", download=False)
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "xdg-cache").exists()
+
+
+# ---------------------------------------------------------------- the official content
+def test_fake_batches_are_not_verified_unless_asked(tmp_path):
+    write_cifar(tmp_path, n=4)
+    data.read_cifar10_batch(tmp_path / "data_batch_1", rows=4)  # not the official layout
+    with pytest.raises(
+        DataError,
+        match=r"data_batch_1 is corrupt: its md5 [0-9a-f]{32} is not the official c99cafc1",
+    ):
+        data.read_cifar10_batch(tmp_path / "data_batch_1", rows=4, verify=True)
+    (tmp_path / "data_batch_1").rename(tmp_path / "mine")
+    with pytest.raises(DataError, match="mine has no official checksum"):
+        data.read_cifar10_batch(tmp_path / "mine", rows=4, verify=True)
+
+
+@pytest.fixture
+def real_files():
+    if not (REAL / "test_batch").is_file():
+        pytest.skip(f"real CIFAR-10 not found at {REAL} (set FC_JAX_DATA_DIR)")
+    return REAL
+
+
+def test_16_flipped_pixel_bytes_in_a_copy_are_refused(real_files, tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in FILES:
+        (folder / name).symlink_to(real_files / name)
+    (folder / "data_batch_3").unlink()
+    raw = bytearray((real_files / "data_batch_3").read_bytes())
+    pixels, _ = data.read_cifar10_batch(real_files / "data_batch_3", verify=True)
+    start = raw.find(pixels[:2].tobytes())
+    assert start > 0
+    for i in range(start + 5000, start + 5016):
+        raw[i] ^= 0x01  # still valid pixels: only the checksum can tell
+    (folder / "data_batch_3").write_bytes(raw)
+    with pytest.raises(DataError) as err:
+        data.load_cifar10(folder, dtype=np.uint8)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{folder / 'data_batch_3'} is corrupt: its md5 ")
+    assert "is not the official 54ebc095f3ab1f0389bbae665268c751" in msg
+    assert f"delete {folder} to download it again" in msg
+    flipped, _ = data.read_cifar10_batch(folder / "data_batch_3", verify=False)  # documented escape
+    assert (flipped != pixels).sum() == 16
+
+
+def test_the_real_files_are_verified(real_files, monkeypatch):
+    from fc_jax import batches
+
+    data.read_cifar10_batch(real_files / "test_batch", verify=True)
+    monkeypatch.setitem(batches.CIFAR10_CONTENT_MD5, "test_batch", "0" * 32)
+    with pytest.raises(DataError, match="test_batch is corrupt"):
+        data.read_cifar10_batch(real_files / "test_batch")  # verify=None: the official layout
 
 
 # ---------------------------------------------------------------- digits

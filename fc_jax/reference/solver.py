@@ -6,8 +6,11 @@ and `model.loss(X, y=None)` (scores when y is None, else `(loss, grads)`). `trai
 in `fc_jax.reference.optim`), records `loss_history`, `train_acc_history`, `val_acc_history`,
 and finally swaps the parameters with the best validation accuracy into `model.params`.
 
-Random draws follow the course exactly, from NumPy's global RNG: each step draws
-`np.random.choice(num_train, batch_size)` (with replacement), and each accuracy check on more than
+Random draws follow the course exactly, from NumPy's global RNG: with `sampling="replace"` (the
+default, the course's) each step draws `np.random.choice(num_train, batch_size)` (with
+replacement); with `sampling="permutation"` (fc_jax's default recipe) the first step of each epoch
+draws `np.random.permutation(num_train)` and the epoch's steps walk it in consecutive batches (the
+remainder of `num_train // batch_size` batches is left out). Each accuracy check on more than
 `num_samples` examples draws `np.random.choice(N, num_samples)`. The fc_jax facade reproduces
 this order. Unlike the course, `checkpoint_name` is accepted but nothing is ever written.
 
@@ -31,6 +34,8 @@ class Solver:
       optim_config: dict of hyperparameters copied to each parameter's config (default {}).
       lr_decay: the learning rate is multiplied by this after every epoch (default 1.0).
       batch_size: minibatch size (default 100).
+      sampling: "replace" (default, the course's: each batch drawn with replacement) or
+        "permutation" (each epoch walks one fresh permutation of the training set in batches).
       num_epochs: number of epochs (default 10).
       num_train_samples: training examples used for each train-accuracy check (default 1000).
       num_val_samples: validation examples used for each check (default None: all).
@@ -53,6 +58,7 @@ class Solver:
         self.optim_config = kwargs.pop("optim_config", {})
         self.lr_decay = kwargs.pop("lr_decay", 1.0)
         self.batch_size = kwargs.pop("batch_size", 100)
+        self.sampling = kwargs.pop("sampling", "replace")
         self.num_epochs = kwargs.pop("num_epochs", 10)
         self.num_train_samples = kwargs.pop("num_train_samples", 1000)
         self.num_val_samples = kwargs.pop("num_val_samples", None)
@@ -66,6 +72,10 @@ class Solver:
             raise ValueError(
                 f'Invalid update_rule "{self.update_rule}"; expected one of {optim.__all__}'
             )
+        if self.sampling not in ("replace", "permutation"):
+            raise ValueError(
+                f'Invalid sampling "{self.sampling}"; expected "replace" or "permutation"'
+            )
         self.update_rule = getattr(optim, self.update_rule)
         self._reset()
 
@@ -77,13 +87,25 @@ class Solver:
         self.loss_history = []
         self.train_acc_history = []
         self.val_acc_history = []
+        self._steps_taken = 0  # for sampling="permutation": where in the epoch's order we are
+        self._order = None
         # Each parameter gets its own copy of optim_config (its optimizer state lives there).
         self.optim_configs = {p: dict(self.optim_config) for p in self.model.params}
 
-    def _step(self):
-        """One gradient update on a minibatch drawn with replacement; called by train()."""
+    def _batch_mask(self):
+        """The next minibatch's indices, as `sampling` says."""
         num_train = self.X_train.shape[0]
-        batch_mask = np.random.choice(num_train, self.batch_size)
+        if self.sampling == "replace":
+            return np.random.choice(num_train, self.batch_size)
+        i = self._steps_taken % max(num_train // self.batch_size, 1)
+        self._steps_taken += 1
+        if i == 0:
+            self._order = np.random.permutation(num_train)
+        return self._order[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def _step(self):
+        """One gradient update on the next minibatch (see `sampling`); called by train()."""
+        batch_mask = self._batch_mask()
         X_batch = self.X_train[batch_mask]
         y_batch = self.y_train[batch_mask]
 
