@@ -26,3 +26,10 @@ def x64():
 @pytest.fixture
 def rng():
     return np.random.default_rng(231)
+
+
+def pytest_configure(config):
+    """Every test's user cache is a fresh temporary folder: no test writes to ~/.cache."""
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="fc_jax-test-cache-")
