@@ -236,10 +236,18 @@ def from_spec(spec: dict) -> list[dict]:
 def load_spec(path: os.PathLike | str) -> list[dict]:
     """Trials from a JSON spec file (see `from_spec`); ValueError names the file on bad JSON."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             spec = json.load(f)
     except json.JSONDecodeError as exc:
         raise ValueError(f"sweep spec {path} is not valid JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"sweep spec {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except FileNotFoundError:
+        raise ValueError(f"sweep spec {path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"sweep spec {path} is a folder; give a JSON file") from None
+    except OSError as exc:
+        raise ValueError(f"sweep spec {path} cannot be read ({exc.strerror})") from None
     try:
         return from_spec(spec)
     except ValueError as exc:

@@ -11,13 +11,14 @@ and the Agg canvas (no global backend switch).
 """
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from fc_jax.files import atomic_open
+from fc_jax.files import atomic_open, atomic_write_text
 
 __all__ = ["swept_names", "result_records", "format_table", "write_results", "plot_sweep"]
 
@@ -54,7 +55,9 @@ def result_records(result) -> list[dict]:
             "best_epoch": int(result.best_epoch[k]),
             "diverged": bool(result.diverged[k]),
             "diverged_iteration": int(result.diverged_iteration[k]),
-            "history": {name: clean(v[k]) for name, v in result.history.items()},
+            "epochs": int(result.epochs[k]),
+            "stopped": bool(result.stopped[k]),
+            "history": {name: clean(v) for name, v in result.histories[k].items()},
         }
         for k in range(len(result.trials))
     ]
@@ -63,13 +66,14 @@ def result_records(result) -> list[dict]:
 def format_table(result, top: int | None = None) -> str:
     """The trials ranked by best validation accuracy, one line each (the swept values shown)."""
     names = swept_names(result) or ["learning_rate"]
-    head = ["rank", "trial", *names, "best_val_acc", "epoch", "diverged"]
+    head = ["rank", "trial", *names, "best_val_acc", "epoch", "trained", "diverged"]
     rows = []
     for rank, k in enumerate(_order(result)[:top], start=1):
         vals = [f"{_value(result, n, k):.4g}" for n in names]
         acc = f"{result.best_val_acc[k]:.4f}" if result.best_epoch[k] else "-"
         div = f"at it {result.diverged_iteration[k]}" if result.diverged[k] else "no"
-        rows.append([str(rank), str(k), *vals, acc, str(result.best_epoch[k]), div])
+        trained = f"{result.epochs[k]}" + (" (stopped)" if result.stopped[k] else "")
+        rows.append([str(rank), str(k), *vals, acc, str(result.best_epoch[k]), trained, div])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
     return "\n".join([fmt(head), *map(fmt, rows)])
@@ -87,15 +91,16 @@ def write_results(result, out_dir: os.PathLike | str, extra: dict | None = None)
       {"csv": path, "json": path}.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     records = result_records(result)
     cols = ["rank", *(c for c in records[0] if c != "history"), "final_val_acc"]
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for rank, k in enumerate(_order(result), start=1):
-            r = {c: v for c, v in records[k].items() if c != "history"}
-            w.writerow({"rank": rank, **r, "final_val_acc": records[k]["history"]["val_acc"][-1]})
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=cols)
+    w.writeheader()
+    for rank, k in enumerate(_order(result), start=1):
+        r = {c: v for c, v in records[k].items() if c != "history"}
+        last = (records[k]["history"]["val_acc"] or [None])[-1]
+        w.writerow({"rank": rank, **r, "final_val_acc": last})
+    atomic_write_text(out / "results.csv", text.getvalue())
     cfg = result.config
     summary = {
         **(extra or {}),
@@ -106,9 +111,12 @@ def write_results(result, out_dir: os.PathLike | str, extra: dict | None = None)
         "compile_seconds": result.compile_seconds,
         "run_seconds": result.run_seconds,
         "devices": result.devices,
+        "schedule": getattr(result, "schedule", "full"),
+        "rungs": list(getattr(result, "rungs", ())),
+        "lane_epochs": int(np.sum(result.epochs)),
         "trials": records,
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=1))
     return {"csv": out / "results.csv", "json": out / "results.json"}
 
 
@@ -155,6 +163,24 @@ def _panel(ax, cols: dict, acc: np.ndarray, xname: str, yname: str | None, norm,
     return im
 
 
+def _plot_rungs(ax, result, rungs) -> None:
+    """Validation accuracy per epoch of every trial; the halving rungs as vertical lines."""
+    for k, h in enumerate(result.histories):
+        v = np.asarray(h["val_acc"], float)
+        if v.size:
+            style = dict(lw=1.8, alpha=0.9) if len(v) == max(rungs) else dict(lw=0.8, alpha=0.5)
+            ax.plot(np.arange(1, len(v) + 1), v, marker="o", markersize=2, **style)
+    for r in rungs[:-1]:
+        ax.axvline(r, color="k", ls="--", lw=0.8)
+        alive = int(np.sum(np.asarray(result.epochs) > r))
+        ax.text(r, 1.0, f" rung {r}: {alive} go on", va="top", fontsize=7,
+                transform=ax.get_xaxis_transform())  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val acc")
+    ax.set_title(f"successive halving: {len(result.trials)} trials, rungs at {list(rungs)} epochs "
+                 f"({int(np.sum(result.epochs))} lane-epochs)", fontsize=9)  # fmt: skip
+
+
 def plot_sweep(result, path: os.PathLike | str, names: list[str] | None = None) -> Path:
     """Validation accuracy over every swept hyperparameter (`names`, default `swept_names`).
 
@@ -180,9 +206,14 @@ def plot_sweep(result, path: os.PathLike | str, names: list[str] | None = None) 
     n = len(names)
     side = 1 if n <= 2 else n - 1
     size = (6.5, 5) if side == 1 else (3.2 * side + 1.2, 3 * side + 0.6)
-    fig = Figure(figsize=size, layout="constrained")
+    rungs = tuple(getattr(result, "rungs", ()) or ())
+    fig = Figure(figsize=(size[0], size[1] + (3.2 if rungs else 0)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = np.asarray(fig.subplots(side, side, squeeze=False))
+    top = fig
+    if rungs:  # successive halving: each trial's validation curve, the rungs as dashed lines
+        top, bottom = fig.subfigures(2, 1, height_ratios=[size[1], 3.2])
+        _plot_rungs(bottom.subplots(), result, rungs)
+    axes = np.asarray(top.subplots(side, side, squeeze=False))
     if n <= 2:
         im = _panel(axes[0, 0], cols, acc, names[0], names[1] if n == 2 else None, norm, True)
     else:  # lower triangle: row r pairs names[r + 1] (y) with names[c] (x), c <= r
@@ -192,10 +223,10 @@ def plot_sweep(result, path: os.PathLike | str, names: list[str] | None = None) 
                     axes[r, c].set_axis_off()
                     continue
                 im = _panel(axes[r, c], cols, acc, names[c], names[r + 1], norm, n == 3)
-    fig.colorbar(im, ax=axes.ravel().tolist(), label="best val acc")
+    top.colorbar(im, ax=axes.ravel().tolist(), label="best val acc")
     best = "every trial diverged" if not finite.size else f"best {hi:.4f}"
     note = "" if n <= 2 else "; each panel: best over the other hyperparameters"
-    fig.suptitle(
+    top.suptitle(
         f"{K} trials, {result.update_rule}, hidden {list(result.config.hidden_dims)}: {best}{note}",
         fontsize=9,
     )

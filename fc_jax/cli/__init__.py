@@ -19,14 +19,21 @@ once in `fc_jax.cli.flags`. Recipes, resume merging and data fingerprints are li
 
 import sys
 
-from fc_jax.cli import evaluate, flags, gradcheck, sweep, train
-from fc_jax.recipes import DEFAULTS, RULES
-
 __all__ = ["main", "build_parser", "DEFAULTS", "RULES"]
 
 
-def build_parser() -> flags.Parser:
+def __getattr__(name):  # DEFAULTS and RULES without importing numpy at `import fc_jax.cli`
+    if name in ("DEFAULTS", "RULES"):
+        from fc_jax import recipes
+
+        return getattr(recipes, name)
+    raise AttributeError(f"module 'fc_jax.cli' has no attribute {name!r}")
+
+
+def build_parser():
     """The `fc-jax` parser; each subcommand sets `func(args) -> exit code`."""
+    from fc_jax.cli import evaluate, flags, gradcheck, sweep, train
+
     p = flags.Parser(prog="fc-jax", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=flags.Parser)
     for module in (train, sweep, evaluate, gradcheck):
@@ -36,21 +43,22 @@ def build_parser() -> flags.Parser:
 
 def main(argv=None) -> int:
     """Run the command line `argv` (default `sys.argv[1:]`); returns the exit code."""
-    from fc_jax.files import WriteError
+    try:  # Ctrl-C from here on, start-up (imports) included, is one line and exit code 130
+        from fc_jax.cli.flags import UsageError
+        from fc_jax.files import WriteError
 
-    try:
         try:
             args = build_parser().parse_args(argv)
         except SystemExit as exc:  # --help (0)
             return exc.code if isinstance(exc.code, int) else 2
-        except flags.UsageError as exc:
+        except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except WriteError as exc:
+    except WriteError as exc:  # noqa: F821 (imported inside the try)
         print(f"error: {exc}", file=sys.stderr)
         return 4
     except ValueError as exc:  # DataError, CheckpointError, FolderBusyError are ValueErrors

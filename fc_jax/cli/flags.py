@@ -132,14 +132,17 @@ def given(args, names) -> dict:
 def check_out_dir(path, flag: str = "--out") -> Path:
     """`path` as an output folder, refused with a ValueError if it cannot be one; creates nothing."""
     out = Path(path).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{flag} {out} is an existing file; give a folder")
     for part in out.parts:
         if len(os.fsencode(part)) > 255:
             raise ValueError(f"{flag} {str(out)[:60]}...: the name {part[:40]!r}... is longer than "
                              "255 bytes")  # fmt: skip
-    if len(os.fsencode(str(out.resolve()))) > 4000:
+    if len(os.fsencode(str(out.absolute()))) > 4000:
         raise ValueError(f"{flag} {str(out)[:60]}...: the path is too long")
+    try:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{flag} {out} is an existing file; give a folder")
+    except OSError as exc:
+        raise ValueError(f"{flag} {out}: {exc.strerror}") from None
     for parent in out.resolve().parents:
         if parent.exists():
             if not parent.is_dir():

@@ -121,7 +121,7 @@ def run(args) -> int:
             return 0
         except KeyboardInterrupt:
             hint = "" if args.backend == "numpy" else f"; continue with: fc-jax train --resume {out}"
-            print(f"\ninterrupted{hint}", file=sys.stderr)
+            print(f"interrupted{hint}", file=sys.stderr)
             return 130
 
 

@@ -1,0 +1,265 @@
+"""The fault suite's scenarios as tests: nothing lost, one writer per folder, one line per mistake.
+
+Each test drives `fc-jax` as a user would (in-process through `cli.main`, or as a real process
+when a signal, a resource limit or a second process is part of the scenario) on the bundled digits,
+and checks what the user sees (exit code, ONE stderr line, no traceback) and what is left on disk.
+The long kill-at-random-moments loop is `scripts/fault_loop.py`.
+"""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fc_jax import cli
+from fc_jax.checkpoint import load_run
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = "--dataset digits --num-training 300 --num-validation 100 --num-test 100 --batch-size 50"
+SMALL = SMALL.split() + ["--hidden-dims", "16", "--quiet"]
+
+
+def _main(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _spawn(*argv, env=None, preexec_fn=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "fc_jax", *map(str, argv)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=preexec_fn)  # fmt: skip
+
+
+def _wait_for(path: Path, timeout=120.0):
+    t0 = time.time()
+    while not path.exists():
+        assert time.time() - t0 < timeout, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _visible(folder: Path) -> set:
+    return {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+
+
+# ------------------------------------------------------------------ 1. nothing half-written
+@pytest.mark.slow
+def test_a_failing_write_names_the_file_and_keeps_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    assert subprocess.run([sys.executable, "-m", "fc_jax", "train", *SMALL, "--epochs", "1",
+                           "--out", out], cwd=REPO, capture_output=True).returncode == 0  # fmt: skip
+    before = (out / "checkpoint.npz").read_bytes()
+    limit = len(before) // 2  # the next checkpoint cannot be written: EFBIG
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = _spawn("train", "--resume", out, "--epochs", 3, preexec_fn=small_files)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 4
+    line = _one_line(err)
+    assert line == f"error: cannot write {out / 'checkpoint.npz'}: File too large (EFBIG)"
+    assert (out / "checkpoint.npz").read_bytes() == before  # the last good checkpoint, intact
+    assert load_run(out)[0].epoch == 1
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _main(capsys, "train", *SMALL, "--epochs", 1, "--out", out)[0] == 0
+    stale = out / ".checkpoint.npz.k1ll3d_x.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert _main(capsys, "train", "--resume", out, "--epochs", 2)[0] == 0
+    assert not stale.exists() and load_run(out)[0].epoch == 2
+
+
+# ------------------------------------------------------------------ 2. one writer per folder
+@pytest.mark.slow
+def test_a_second_writer_is_refused_and_kill_9_leaves_no_stale_lock(tmp_path, capsys):
+    out = tmp_path / "run"
+    first = _spawn("train", "--dataset", "digits", "--epochs", 500, "--hidden-dims", 16,
+                   "--quiet", "--out", out)  # fmt: skip
+    try:
+        _wait_for(out / "checkpoint.npz")
+        code, _, err = _main(capsys, "train", "--dataset", "digits", "--epochs", 1, "--out", out)
+        assert code == 2
+        line = _one_line(err)
+        assert f"{out} holds a checkpoint already" in line or "in use by another" in line
+        code, _, err = _main(capsys, "train", "--resume", out, "--epochs", 501)
+        assert code == 2
+        assert f"{out} is in use by another fc-jax process (pid {first.pid}" in _one_line(err)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    assert (out / ".lock").exists()  # the file stays; the kernel released the lock
+    epoch = load_run(out)[0].epoch
+    code, _, err = _main(capsys, "train", "--resume", out, "--epochs", epoch + 1)
+    assert code == 0, err
+
+
+# -------------------------------------------------------------- 3. checkpoints and resuming
+def test_resume_accepts_the_checkpoint_file_and_says_when_complete(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _main(capsys, "train", *SMALL, "--epochs", 2, "--out", out)[0] == 0
+    code, stdout, err = _main(capsys, "train", "--resume", out / "checkpoint.npz", "--epochs", 3)
+    assert code == 0, err and json.loads(stdout.splitlines()[-1])["epochs"] == 3
+    code, _, err = _main(capsys, "train", "--resume", out, "--epochs", 2)
+    assert code == 2
+    assert "has trained 3 epochs already; --epochs 2 is below that" in _one_line(err)
+    code, stdout, err = _main(capsys, "train", "--resume", out)
+    assert code == 0 and "is complete (3 epochs); nothing to train" in err
+    assert json.loads(stdout.splitlines()[-1])["epochs"] == 3
+
+
+def test_an_edited_learning_rate_in_the_meta_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _main(capsys, "train", *SMALL, "--epochs", 1, "--out", out)[0] == 0
+    path = out / "checkpoint.npz"
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["hparams"]["learning_rate"] = 1.0
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    code, _, err = _main(capsys, "train", "--resume", out, "--epochs", 2)
+    assert code == 2
+    assert _one_line(err) == (f"error: corrupt checkpoint {path}: its sha256 checksum does not "
+                              "match its contents")  # fmt: skip
+
+
+# --------------------------------------------------- 4. every bad input: one line, nothing made
+def _long_name(tmp_path):
+    return tmp_path / ("x" * 300)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--out", "{file}"], "is an existing file; give a folder"),
+        (["--out", "{file}/sub"], "which is a file"),
+        (["--out", "{long}"], "is longer than 255 bytes"),
+        (["--seed", "-1"], "--seed: expected an integer in [0, 4294967295], got '-1'"),
+        (["--seed", str(2**32)], "expected an integer in [0, 4294967295]"),
+        (["--batch-size", "400", "--num-training", "300"], "--batch-size 400 is larger than the training set (300"),
+        (["--hidden-dims", "100,100"], "separate the widths with spaces, e.g. --hidden-dims 100 100"),
+        (["--keep-prob", "0"], "keep_prob"),
+        (["--epochs", "two"], "expected an integer >= 1, got 'two'"),
+        (["--lerning-rate", "1"], "unrecognized arguments: --lerning-rate"),
+    ],
+)  # fmt: skip
+def test_bad_train_input_is_one_line_and_creates_nothing(tmp_path, capsys, argv, message):
+    (tmp_path / "file").write_text("not a folder")
+    sub = {"{file}": str(tmp_path / "file"), "{long}": str(_long_name(tmp_path))}
+    argv = [sub.get(a.split("/")[0], a.split("/")[0]) + a[len(a.split("/")[0]):] for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, stdout, err = _main(capsys, "train", "--dataset", "digits", *argv)
+    assert code == 2
+    assert message in _one_line(err) and not stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "binary", "bad-json"])
+def test_bad_spec_files_are_named(tmp_path, capsys, kind):
+    spec = tmp_path / "space.json"
+    if kind == "folder":
+        spec.mkdir()
+    elif kind == "binary":
+        spec.write_bytes(b"\xff\xfe{\x00")
+    elif kind == "bad-json":
+        spec.write_text("{grid")
+    code, _, err = _main(capsys, "sweep", "--dataset", "digits", "--spec", spec,
+                         "--out", tmp_path / "out")  # fmt: skip
+    assert code == 2
+    assert str(spec) in _one_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_ctrl_c_exits_130_with_one_line(tmp_path, command):
+    out = tmp_path / "run"
+    extra = ["--learning-rate", "1e-3", "1e-2"] if command == "sweep" else []
+    proc = _spawn(command, "--dataset", "digits", "--epochs", 500, "--hidden-dims", 16, "--quiet",
+                  *extra, "--out", out)  # fmt: skip
+    _wait_for(out / "checkpoint.npz")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert _one_line(err) == f"interrupted; continue with: fc-jax {command} --resume {out}"
+    # and at start-up, before anything is created
+    proc = _spawn("train", "--dataset", "digits", "--out", tmp_path / "early")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+
+
+# ------------------------------------------------------ 5. honest messages when training fails
+def test_divergence_in_the_first_epoch_says_no_checkpoint_exists(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _main(capsys, "train", *SMALL, "--update-rule", "sgd", "--learning-rate", 1e8,
+                         "--weight-scale", 1, "--epochs", 3, "--out", out)  # fmt: skip
+    assert code == 3
+    line = _one_line(err)
+    assert "non-finite at epoch 1" in line and "no checkpoint exists yet" in line
+    assert not (out / "checkpoint.npz").exists()
+
+
+def test_a_sweep_where_everything_diverges_still_writes_its_results(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code, stdout, err = _main(capsys, "sweep", *SMALL, "--update-rule", "sgd", "--learning-rate",
+                              1e8, 1e9, "--weight-scale", 1, "--epochs", 2, "--out", out)  # fmt: skip
+    assert code == 3
+    assert "every one of the 2 configurations diverged" in _one_line(err)
+    assert {"results.csv", "results.json", "sweep.png", "checkpoint.npz"} <= _visible(out)
+    summary = json.loads((out / "results.json").read_text())
+    assert all(t["diverged"] for t in summary["trials"])
+    assert json.loads(stdout.splitlines()[-1])["diverged"] == 2
+
+
+# ------------------------------------------------- 7. a trained model is something to use
+def test_eval_reports_the_test_accuracy_and_predicts_raw_images(tmp_path, capsys):
+    from fc_jax.data import get_dataset
+
+    out = tmp_path / "run"
+    code, stdout, _ = _main(capsys, "train", *SMALL, "--epochs", 3, "--out", out)
+    test_acc = json.loads(stdout.splitlines()[-1])["test_acc"]
+    code, stdout, err = _main(capsys, "eval", out)
+    assert code == 0, err
+    assert json.loads(stdout.splitlines()[-1])["test_acc"] == pytest.approx(test_acc, abs=1e-6)
+    raw = get_dataset("digits", None, 300, 100, 100, subtract_mean=False, dtype=np.float64)
+    X, y = np.rint(raw["X_test"] * 16).astype(np.uint8), raw["y_test"]  # 0..16 pixels, as stored
+    np.save(tmp_path / "x.npy", X)
+    code, _, err = _main(capsys, "eval", out, "--inputs", tmp_path / "x.npy", "--output",
+                         tmp_path / "pred.npy")  # fmt: skip
+    assert code == 0, err
+    pred = np.load(tmp_path / "pred.npy")
+    assert pred.shape == (100,) and np.mean(pred == y) == pytest.approx(test_acc, abs=1e-6)
+    code, _, err = _main(capsys, "eval", tmp_path / "nowhere")
+    assert code == 2 and "no such run folder" in _one_line(err)
+
+
+@pytest.mark.slow
+def test_numpy_backend_runs_a_permutation_recipe(tmp_path, capsys):
+    code, stdout, err = _main(capsys, "train", *SMALL, "--backend", "numpy", "--sampling",
+                              "permutation", "--epochs", 2, "--out", tmp_path / "np")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(stdout.splitlines()[-1])["device"] == "numpy (host CPU)"
