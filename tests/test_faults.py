@@ -8,7 +8,6 @@ The long kill-at-random-moments loop is `scripts/fault_loop.py`.
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -39,18 +38,17 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
-def _spawn(*argv, env=None, preexec_fn=None):
+def _spawn(*argv, env=None):
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "fc_jax", *map(str, argv)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=preexec_fn)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
-def _wait_for(path: Path, timeout=120.0):
+def _wait_for(path: Path, timeout=120.0, poll=0.05):
     t0 = time.time()
     while not path.exists():
         assert time.time() - t0 < timeout, f"{path} never appeared"
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 def _visible(folder: Path) -> set:
@@ -66,11 +64,16 @@ def test_a_failing_write_names_the_file_and_keeps_the_checkpoint(tmp_path):
     before = (out / "checkpoint.npz").read_bytes()
     limit = len(before) // 2  # the next checkpoint cannot be written: EFBIG
 
-    def small_files():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    proc = _spawn("train", "--resume", out, "--epochs", 3, preexec_fn=small_files)
+    small_files = (  # in the child itself: a preexec_fn would fork this multithreaded process
+        "import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+        "sys.argv[0] = 'fc-jax'; runpy.run_module('fc_jax', run_name='__main__')"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", small_files, "train", "--resume", str(out), "--epochs", "3", "--quiet"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 4
     line = _one_line(err)
@@ -97,16 +100,18 @@ def test_a_second_writer_is_refused_and_kill_9_leaves_no_stale_lock(tmp_path, ca
                    "--quiet", "--out", out)  # fmt: skip
     try:
         _wait_for(out / "checkpoint.npz")
-        code, _, err = _main(capsys, "train", "--dataset", "digits", "--epochs", 1, "--out", out)
+        code, _, err = _main(capsys, "train", "--dataset", "digits", "--epochs", 1, "--quiet",
+                             "--out", out)  # fmt: skip
         assert code == 2
         line = _one_line(err)
         assert f"{out} holds a checkpoint already" in line or "in use by another" in line
-        code, _, err = _main(capsys, "train", "--resume", out, "--epochs", 501)
+        code, _, err = _main(capsys, "train", "--resume", out, "--epochs", 501, "--quiet")
         assert code == 2
-        assert f"{out} is in use by another fc-jax process (pid {first.pid}" in _one_line(err)
+        line = _one_line(err)
+        assert f"{out} is in use by another fc-jax process (pid {first.pid}: fc-jax train" in line
     finally:
         first.send_signal(signal.SIGKILL)
-        first.wait(timeout=60)
+        first.communicate(timeout=60)
     assert (out / ".lock").exists()  # the file stays; the kernel released the lock
     epoch = load_run(out)[0].epoch
     code, _, err = _main(capsys, "train", "--resume", out, "--epochs", epoch + 1)
@@ -263,3 +268,33 @@ def test_numpy_backend_runs_a_permutation_recipe(tmp_path, capsys):
                               "permutation", "--epochs", 2, "--out", tmp_path / "np")  # fmt: skip
     assert code == 0, err
     assert json.loads(stdout.splitlines()[-1])["device"] == "numpy (host CPU)"
+
+
+# ------------------------------------------------------------ sweeps resume after kill -9
+def _records(folder: Path) -> list:
+    trials = json.loads((folder / "results.json").read_text())["trials"]
+    for t in trials:
+        t["history"].pop("epoch_seconds")
+    return trials
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["full", "halving"])
+def test_a_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path, capsys, schedule):
+    argv = ["sweep", *SMALL, "--learning-rate", "1e-3", "3e-3", "1e-2", "--weight-scale", "0.05",
+            "0.1", "0.2", "--keep-prob", "1", "0.8", "--epochs", "27", "--max-lanes", "4",
+            "--schedule", schedule]  # fmt: skip
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert _main(capsys, *argv, "--out", straight)[0] == 0
+    proc = _spawn(*argv, "--out", killed)
+    _wait_for(killed / "checkpoint.npz", poll=0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert "results.json" not in _visible(killed)  # it really stopped part way
+    code, _, err = _main(capsys, "sweep", "--resume", killed)
+    assert code == 0, err
+    assert _records(killed) == _records(straight)
+    for name in sorted(_visible(straight / "models")):
+        a, b = np.load(straight / "models" / name), np.load(killed / "models" / name)
+        assert all(a[k].tobytes() == b[k].tobytes() for k in a.files if k != "meta")

@@ -34,7 +34,8 @@ ROOT = Path(fc_jax.__file__).resolve().parents[1]  # the children import this sa
 EXIT_NO_COLLECTIVES = 77  # as in mp_child.py
 NO_COLLECTIVES = "no cross-process CPU collectives:"
 TIMEOUT_S = 180  # for the two processes together; about 25 s on 2 idle cores
-FILES = ["results.csv", "results.json", "sweep.png"]  # what `fc-jax sweep --out DIR` writes
+# what `fc-jax sweep --out DIR` writes (and the lock file only the writing process takes)
+FILES = [".lock", "checkpoint.npz", "models", "results.csv", "results.json", "sweep.png"]
 
 
 def _free_port() -> int:

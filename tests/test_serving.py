@@ -97,7 +97,7 @@ def test_a_run_checkpoint_is_not_a_model(tmp_path):
     ts = train.init_train_state(jax.random.key(1), config, get_optimizer("sgd"), 0.1)
     meta = {"config": config, "update_rule": "sgd", "hparams": make_hparams("sgd")}
     save_run(tmp_path, fit.Run(ts, 1, {}, ts.params, ts.model_state, 0.5), meta)
-    with pytest.raises(CheckpointError, match="holds a 'run', not a model"):
+    with pytest.raises(CheckpointError, match="holds a 'lanes', not a model"):
         load_model(tmp_path / "checkpoint.npz")
 
 

@@ -187,7 +187,7 @@ def test_diverging_lane_is_frozen_and_isolated(x64):
     assert all(np.isfinite(v[1]).all() for v in with_bad.final_state.params.values())
     assert with_bad.best != 1
     records = sweep_plots.result_records(with_bad)
-    assert records[1]["diverged"] and records[1]["history"]["val_acc"] == [None, None]
+    assert records[1]["diverged"] and records[1]["history"]["val_acc"] == [None]  # it stopped
     json.dumps(records, allow_nan=False)  # NaN became None
 
 
