@@ -38,8 +38,8 @@ from fc_jax.archive import (
 )
 from fc_jax.files import atomic_savez
 from fc_jax.fit import Run, lanes_of, run_of, x64_scope
-from fc_jax.runs import Lanes
 from fc_jax.optim import get_optimizer
+from fc_jax.runs import Lanes
 from fc_jax.train import TrainState
 
 __all__ = [

@@ -177,7 +177,9 @@ class FolderBusyError(ValueError):
 
 def _command_line() -> str:
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    name = "fc-jax" if name in ("__main__.py", "fc-jax") else name  # python -m fc_jax, or the script
+    name = (
+        "fc-jax" if name in ("__main__.py", "fc-jax") else name
+    )  # python -m fc_jax, or the script
     argv = [name, *sys.argv[1:]]
     line = _one_line(" ".join(argv))
     return line if len(line) <= 120 else line[:117] + "..."

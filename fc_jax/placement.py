@@ -124,4 +124,3 @@ def make_lane_fns(
 def replicate_tree(tree, sharding: NamedSharding):
     """Place every leaf of a host pytree replicated with `sharding`."""
     return jax.tree.map(lambda a: _put(a, sharding), tree)
-

@@ -105,7 +105,9 @@ def check_settings(s: dict) -> None:
     if s["update_rule"] not in RULES:
         raise ValueError(f"unknown update_rule {s['update_rule']!r}; expected one of {RULES}")
     if s["normalization"] not in ("none", "batchnorm", "layernorm"):
-        raise ValueError(f"normalization must be none, batchnorm or layernorm, got {s['normalization']!r}")
+        raise ValueError(
+            f"normalization must be none, batchnorm or layernorm, got {s['normalization']!r}"
+        )
     if s["dtype"] not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64, got {s['dtype']!r}")
     if s["sampling"] not in ("replace", "permutation"):

@@ -38,6 +38,16 @@ from fc_jax import models, placement, train
 from fc_jax.data import check_finite, check_labels
 from fc_jax.hparams import HParams
 from fc_jax.optim import get_optimizer
+from fc_jax.schedule import (
+    Halving,
+    Schedule,
+    check_schedule,
+    chunks_of,
+    epoch_indices,
+    epoch_learning_rate,
+    rung_budgets,
+    train_subsample,
+)
 
 __all__ = [
     "Halving",
@@ -71,26 +81,6 @@ class DivergedError(RuntimeError):
         self.epoch, self.step, self.iteration = epoch, step, iteration
 
 
-class Halving(NamedTuple):
-    """Successive halving: rung budgets min_epochs, min_epochs * eta, ... up to num_epochs."""
-
-    eta: int = 3  # keep the best 1/eta at each rung
-    min_epochs: int = 1  # the first rung's budget
-
-
-class Schedule(NamedTuple):
-    """What every lane of a run shares (the arguments `fit` and `run_sweep` take)."""
-
-    num_epochs: int = 10
-    batch_size: int = 100
-    seed: int = 0  # of the shared minibatches and of the train-accuracy subsample
-    replace: bool = True  # minibatches with replacement (the course) or per-epoch permutations
-    independent_batches: bool = False  # each lane draws its minibatches from its own seed
-    chunks_per_epoch: int = 1  # compiled calls per epoch (a progress bar's resolution)
-    num_train_samples: int | None = 1000  # train-accuracy subsample (None: all)
-    halving: Halving | None = None  # None: every lane trains num_epochs
-
-
 class Lanes(NamedTuple):
     """A resumable snapshot of K lanes at an epoch boundary; numpy arrays with a leading K axis."""
 
@@ -119,25 +109,6 @@ def x64_scope(config: models.NetConfig):
     return jax.enable_x64(True) if config.dtype == "float64" else contextlib.nullcontext()
 
 
-def epoch_learning_rate(lr0: float, lr_decay: float, epoch: int) -> float:
-    """The course's decayed learning rate after `epoch` epochs: `lr *= lr_decay`, repeated (float64)."""
-    lr = float(lr0)
-    for _ in range(epoch):
-        lr *= float(lr_decay)
-    return lr
-
-
-def rung_budgets(num_epochs: int, halving: Halving | None) -> list[int]:
-    """The epoch budgets of the rungs: [num_epochs] without halving, else min_epochs * eta**i."""
-    if halving is None:
-        return [num_epochs]
-    out, b = [], halving.min_epochs
-    while b < num_epochs:
-        out.append(b)
-        b *= halving.eta
-    return [*out, num_epochs]
-
-
 def check_data(config: models.NetConfig, data: dict, dtype) -> tuple[np.ndarray, ...]:
     """Validate a course-style data dict; returns host arrays (X_train, y_train, X_val, y_val).
 
@@ -163,34 +134,6 @@ def check_data(config: models.NetConfig, data: dict, dtype) -> tuple[np.ndarray,
             )
         out += [X, y.astype(np.int32)]
     return tuple(out)
-
-
-def check_schedule(s: Schedule, num_train: int) -> None:
-    """ValueError naming the first bad schedule entry (before anything compiles)."""
-
-    def integer(name, v, lo):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-    integer("num_epochs", s.num_epochs, 1)
-    integer("batch_size", s.batch_size, 1)
-    integer("chunks_per_epoch", s.chunks_per_epoch, 1)
-    if isinstance(s.seed, bool) or not isinstance(s.seed, int | np.integer) or not 0 <= s.seed < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {s.seed!r}")
-    if s.num_train_samples is not None:
-        integer("num_train_samples", s.num_train_samples, 1)
-    if s.batch_size > num_train:
-        raise ValueError(
-            f"batch_size {s.batch_size} is larger than the training set ({num_train} examples)"
-        )
-    if s.halving is not None:
-        integer("eta", s.halving.eta, 2)
-        integer("min_epochs", s.halving.min_epochs, 1)
-
-
-def _chunks(steps: int, requested: int) -> int:
-    """The largest divisor of `steps` not above `requested`, so every chunk has one shape."""
-    return max(d for d in range(1, min(steps, max(requested, 1)) + 1) if steps % d == 0)
 
 
 def _rows(tree, rows):
@@ -250,7 +193,7 @@ def train_lanes(
     seeds,
     *,
     update_rule: str = "adam",
-    schedule: Schedule = Schedule(),
+    schedule: Schedule | None = None,
     width: int | None = None,
     devices: list | None = None,
     resume: Lanes | None = None,
@@ -267,7 +210,7 @@ def train_lanes(
       hparams: `HParams` of (K,) arrays, lane k's values in row k (learning_rate is the initial rate).
       seeds: (K,) integer seeds of the lanes' initialization and dropout.
       update_rule: "sgd", "sgd_momentum", "rmsprop" or "adam".
-      schedule: the shared `Schedule`.
+      schedule: the shared `Schedule` (default: `Schedule()`).
       width: lanes run at once (default: all; rounded up to a multiple of the devices).
       devices: devices to shard the lane axis over (default: `jax.devices()[:1]`).
       resume: `Lanes` to continue from (as loaded from a checkpoint).
@@ -277,6 +220,7 @@ def train_lanes(
       progress: called as `progress(epoch, done, total)` while an epoch runs.
     """
     optimizer = get_optimizer(update_rule)
+    schedule = Schedule() if schedule is None else schedule
     if on_diverge not in ("stop", "raise"):
         raise ValueError(f"on_diverge must be 'stop' or 'raise', got {on_diverge!r}")
     seeds = np.asarray(seeds, np.int64)
@@ -289,7 +233,7 @@ def train_lanes(
         n = len(host[0])
         check_schedule(schedule, n)
         steps = max(n // schedule.batch_size, 1)
-        chunks = _chunks(steps, schedule.chunks_per_epoch)
+        chunks = chunks_of(steps, schedule.chunks_per_epoch)
         mesh = Mesh(np.array(devices), ("trials",))
         fns = placement.make_lane_fns(config, optimizer, mesh, schedule.independent_batches)
         first = rung_budgets(schedule.num_epochs, schedule.halving)[0]
@@ -298,12 +242,10 @@ def train_lanes(
             raise ValueError(f"resume holds {lanes.num_lanes} lanes; this run has {K}")
         if schedule.halving is None:  # a resumed run may be asked for more epochs
             lanes = lanes._replace(budget=np.full(K, schedule.num_epochs, np.int64))
-        dev = fns.put_data(host)
-        n_sub = schedule.num_train_samples
-        n_sub = n_sub if n_sub and n_sub < n else n
         ndev = len(devices)
         W = -(-min(K, width or K) // ndev) * ndev
-        compiled: dict = {}
+        ctx = _Context(fns, {}, W, hp, seeds, schedule, host, fns.put_data(host), steps, chunks,
+                       progress)  # fmt: skip
         while True:
             todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
             if not len(todo):
@@ -314,27 +256,24 @@ def train_lanes(
                 continue
             e = int(lanes.epoch[todo].min())
             todo = todo[lanes.epoch[todo] == e]
-            lanes = _one_epoch(
-                fns, compiled, lanes, todo, e, W, hp, seeds, schedule, host, dev, steps, chunks,
-                n_sub, progress,
-            )  # fmt: skip
+            lanes = _one_epoch(ctx, lanes, todo, e)
             bad = todo[lanes.diverged[todo]]
             if on_diverge == "raise" and len(bad):
                 losses = np.asarray(lanes.history[bad[0]]["loss"][-steps:])
                 step = int(np.flatnonzero(~np.isfinite(losses))[0])
                 raise DivergedError(e + 1, step + 1, e * steps + step + 1)
             if log is not None:
-                log(_epoch_line(lanes, todo, e, schedule.num_epochs))
+                log(_epoch_line(lanes, todo, e, schedule.num_epochs, steps))
             if on_epoch_end is not None:
                 on_epoch_end(lanes)
 
 
-def _epoch_line(lanes: Lanes, todo, e: int, num_epochs: int) -> str:
+def _epoch_line(lanes: Lanes, todo, e: int, num_epochs: int, steps: int) -> str:
     h = lanes.history
-    if lanes.num_lanes == 1:
+    if lanes.num_lanes == 1:  # the course's Solver line
         h = h[0]
         return (
-            f"(Epoch {e + 1} / {num_epochs}) loss: {np.mean(h['loss'][-len(h['loss']) // (e + 1):]):.4f}; "
+            f"(Epoch {e + 1} / {num_epochs}) loss: {np.mean(h['loss'][-steps:]):.4f}; "
             f"train acc: {h['train_acc'][-1]:.4f}; val acc: {h['val_acc'][-1]:.4f}; "
             f"{h['epoch_seconds'][-1]:.2f} s"
         )
@@ -348,13 +287,28 @@ def _epoch_line(lanes: Lanes, todo, e: int, num_epochs: int) -> str:
     )
 
 
-def _one_epoch(fns, compiled, lanes, todo, e, W, hp, seeds, schedule, host, dev, steps, chunks,
-               n_sub, progress) -> Lanes:  # fmt: skip
+class _Context(NamedTuple):
+    """What every epoch of one `train_lanes` call uses."""
+
+    fns: placement.LaneFns
+    compiled: dict  # executables by width (and evaluation input shape), compiled ahead of time
+    W: int  # lanes run at once
+    hp: HParams  # (K,) numpy
+    seeds: np.ndarray  # (K,)
+    schedule: Schedule
+    host: tuple  # X_train, y_train, X_val, y_val (numpy)
+    dev: tuple  # the same on the devices, replicated
+    steps: int
+    chunks: int
+    progress: Callable | None
+
+
+def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
     """Train the lanes `todo` (all at epoch `e`) for one epoch, in groups of W; host bookkeeping."""
+    fns, compiled, W, hp, seeds, schedule, host, dev, steps, chunks, progress = ctx
     Xtr, ytr = host[0], host[1]
     n = len(Xtr)
-    rng_sub = np.random.default_rng([schedule.seed, e])
-    sub = rng_sub.choice(n, n_sub, replace=False) if n_sub < n else slice(None)
+    sub = train_subsample(schedule, e, n)
     sub_data = fns.put_replicated((Xtr[sub], ytr[sub]))
     lr = np.asarray(
         [epoch_learning_rate(a, d, e) for a, d in zip(hp.learning_rate, hp.lr_decay)],
@@ -370,7 +324,7 @@ def _one_epoch(fns, compiled, lanes, todo, e, W, hp, seeds, schedule, host, dev,
     for rows in groups:
         m = len(rows)
         padded = np.concatenate([rows, np.full(W - m, rows[-1])]) if m < W else rows
-        idx = _indices(schedule, seeds[padded], e, n, steps)
+        idx = epoch_indices(schedule, seeds[padded], e, n, steps)
         idx_chunks = np.split(idx, chunks, axis=int(schedule.independent_batches))
         ts_g = fns.put_lanes(_rows(ts, padded))
         hp_g = fns.put_lanes(_rows(hp_e, padded))
@@ -381,7 +335,9 @@ def _one_epoch(fns, compiled, lanes, todo, e, W, hp, seeds, schedule, host, dev,
             for X, y in (sub_data, dev[2:]):
                 key = ("evaluate", W, X.shape)
                 if key not in compiled:
-                    compiled[key] = fns.evaluate.lower(ts_g.params, ts_g.model_state, X, y).compile()
+                    compiled[key] = fns.evaluate.lower(
+                        ts_g.params, ts_g.model_state, X, y
+                    ).compile()
             compile_s += time.perf_counter() - t0
             t0 = time.perf_counter()
         losses = []
@@ -392,8 +348,10 @@ def _one_epoch(fns, compiled, lanes, todo, e, W, hp, seeds, schedule, host, dev,
             if progress is not None:
                 loss.block_until_ready()
                 progress(e + 1, done, total)
-        acc = lambda X, y: fns.to_host(compiled[("evaluate", W, X.shape)](ts_g.params, ts_g.model_state, X, y))[:m]
-        train_acc, val_acc = acc(*sub_data), acc(*dev[2:])
+        train_acc, val_acc = (
+            fns.to_host(compiled[("evaluate", W, X.shape)](ts_g.params, ts_g.model_state, X, y))[:m]
+            for X, y in (sub_data, dev[2:])
+        )
         loss = np.concatenate([fns.to_host(l) for l in losses], axis=1)[:m]
         new = _rows(fns.state_to_host(ts_g), slice(0, m))
         seconds = time.perf_counter() - t0
@@ -420,17 +378,3 @@ def _one_epoch(fns, compiled, lanes, todo, e, W, hp, seeds, schedule, host, dev,
     epoch[todo] += 1
     return Lanes(ts, epoch, lanes.budget, history, best[0], best[1], best_val, best_epoch,
                  compile_s, run_s)  # fmt: skip
-
-
-def _indices(schedule: Schedule, seeds, e: int, n: int, steps: int) -> np.ndarray:
-    """Epoch `e`'s minibatch indices: (steps, batch) shared, or (W, steps, batch) per lane seed."""
-
-    def draw(seed):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(seed)), 1), e)
-        return np.asarray(
-            train.sample_indices(key, n, steps, schedule.batch_size, schedule.replace)
-        )
-
-    if schedule.independent_batches:
-        return np.stack([draw(s) for s in seeds])
-    return draw(schedule.seed)

@@ -241,7 +241,9 @@ def load_spec(path: os.PathLike | str) -> list[dict]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"sweep spec {path} is not valid JSON: {exc}") from exc
     except UnicodeDecodeError as exc:
-        raise ValueError(f"sweep spec {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ValueError(
+            f"sweep spec {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except FileNotFoundError:
         raise ValueError(f"sweep spec {path}: no such file") from None
     except IsADirectoryError:

@@ -36,7 +36,9 @@ class SweepResult(NamedTuple):
     update_rule: str
     trials: list  # K dicts of hyperparameters, each with its seed
     hparams: Any  # the stacked HParams, numpy (K,) fields
-    history: dict  # loss (K, E * steps); train_acc, val_acc, lr (K, E); nan where a lane did not train
+    history: (
+        dict  # loss (K, E * steps); train_acc, val_acc, lr (K, E); nan where a lane did not train
+    )
     histories: list  # K dicts of lists, each as long as that lane trained
     best_val_acc: np.ndarray  # (K,) best val accuracy before divergence (-1: none)
     best_epoch: np.ndarray  # (K,) 1-based epoch of best_val_acc (0: none)
@@ -92,7 +94,9 @@ def lane_group_size(config: models.NetConfig, update_rule: str, K: int, devices:
 def result_of(lanes: Lanes, config, update_rule, trials, hparams, schedule: Schedule, devices):
     """A `SweepResult` from the run loop's final `Lanes`."""
     K, E = lanes.num_lanes, schedule.num_epochs
-    steps = max((len(h["loss"]) // len(h["val_acc"]) for h in lanes.history if h["val_acc"]), default=0)
+    steps = max(
+        (len(h["loss"]) // len(h["val_acc"]) for h in lanes.history if h["val_acc"]), default=0
+    )
     history = {k: np.full((K, E), np.nan) for k in ("train_acc", "val_acc", "lr")}
     history["loss"] = np.full((K, E * steps), np.nan)
     first_bad = np.zeros(K, np.int64)

@@ -165,7 +165,7 @@ def _panel(ax, cols: dict, acc: np.ndarray, xname: str, yname: str | None, norm,
 
 def _plot_rungs(ax, result, rungs) -> None:
     """Validation accuracy per epoch of every trial; the halving rungs as vertical lines."""
-    for k, h in enumerate(result.histories):
+    for h in result.histories:
         v = np.asarray(h["val_acc"], float)
         if v.size:
             style = dict(lw=1.8, alpha=0.9) if len(v) == max(rungs) else dict(lw=0.8, alpha=0.5)

@@ -85,7 +85,9 @@ def main() -> int:
         )
         bad += not same
         print(f"round {r:3d} {c:5s}: {'identical' if same else 'MISMATCH'}; {', '.join(notes)}")
-    print(f"{a.rounds - bad} of {a.rounds} rounds ended bit-identical to the uninterrupted run ({root})")
+    print(
+        f"{a.rounds - bad} of {a.rounds} rounds ended bit-identical to the uninterrupted run ({root})"
+    )
     return 1 if bad else 0
 
 

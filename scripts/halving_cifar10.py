@@ -39,7 +39,9 @@ def main() -> None:
                               lane_epochs=res.lane_epochs, wall_s=round(time.perf_counter() - t0, 1),
                               run_s=round(res.run_seconds, 1), compile_s=round(res.compile_seconds, 1))  # fmt: skip
     full, half = rows["full"], rows["halving"]
-    print(f"| schedule | best val acc | best trial | lane-epochs | wall s (compile s) |\n|---|---|---|---|---|")
+    print(
+        "| schedule | best val acc | best trial | lane-epochs | wall s (compile s) |\n|---|---|---|---|---|"
+    )
     for name, r in rows.items():
         print(f"| {name} | {r['best_val_acc']:.4f} | {r['best_trial']} | {r['lane_epochs']} | "
               f"{r['wall_s']} ({r['compile_s']}) |")  # fmt: skip

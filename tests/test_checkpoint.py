@@ -127,7 +127,9 @@ def test_file_is_a_plain_npz_without_pickles(tmp_path):
         arrays
     )
     assert {"ts/key", "ts/step", "ts/diverged", "best_params/gamma2", "meta"} <= set(arrays)
-    np.testing.assert_array_equal(arrays["params/W1"][0], np.asarray(run.ts.params["W1"]))  # lane axis
+    np.testing.assert_array_equal(
+        arrays["params/W1"][0], np.asarray(run.ts.params["W1"])
+    )  # lane axis
     meta = json.loads(arrays["meta"].tobytes().decode())
     assert meta["format_version"] == checkpoint.FORMAT_VERSION
     assert meta["config"]["hidden_dims"] == [6, 5] and len(meta["sha256"]) == 64
@@ -258,7 +260,8 @@ def test_meta_config_inconsistent_with_arrays(saved):
     )
     # refused at the npy headers, before any array is read (the checksum would refuse it too)
     _expect_error(
-        folder, r"array 'best_model_state/running_mean2' is float32\[1, 5\], expected float32\[1, 9\]"
+        folder,
+        r"array 'best_model_state/running_mean2' is float32\[1, 5\], expected float32\[1, 9\]",
     )
 
 

@@ -171,7 +171,7 @@ def _long_name(tmp_path):
 def test_bad_train_input_is_one_line_and_creates_nothing(tmp_path, capsys, argv, message):
     (tmp_path / "file").write_text("not a folder")
     sub = {"{file}": str(tmp_path / "file"), "{long}": str(_long_name(tmp_path))}
-    argv = [sub.get(a.split("/")[0], a.split("/")[0]) + a[len(a.split("/")[0]):] for a in argv]
+    argv = [sub.get(a.split("/")[0], a.split("/")[0]) + a[len(a.split("/")[0]) :] for a in argv]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "out")]
     before = sorted(p.name for p in tmp_path.iterdir())

@@ -509,7 +509,9 @@ def test_dropout_structure_with_keep_prob_one_is_the_net_without_dropout():
     cn = models.NetConfig(hidden_dims=(7, 6), input_dim=12, num_classes=4)
     pd = models.init_params(jax.random.key(0), cd)
     X, y = jax.random.normal(jax.random.key(2), (5, 12)), jnp.arange(5, dtype=jnp.int32) % 4
-    grad = jax.value_and_grad(lambda p, c, hp, k: models.loss_fn(p, {}, X, y, hp, config=c, key=k)[0])
+    grad = jax.value_and_grad(
+        lambda p, c, hp, k: models.loss_fn(p, {}, X, y, hp, config=c, key=k)[0]
+    )
     one = make_hparams(keep_prob=1.0)
     l_d, g_d = grad(pd, cd, one, jax.random.key(1))
     l_n, g_n = grad(pd, cn, one, None)

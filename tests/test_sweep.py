@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from fc_jax import cli, fit, models, placement, runs, space, sweep, sweep_plots, train
+from fc_jax import cli, fit, models, placement, space, sweep, sweep_plots, train
 from fc_jax.cli import sweep as sweep_cli
 from fc_jax.data import synthetic
 from fc_jax.hparams import HParams, make_hparams
@@ -527,7 +527,9 @@ def test_one_lane_sweep_is_fit_bit_for_bit(x64):
     hp = make_hparams("rmsprop", jnp.float64, **trial)
     run = fit.fit(cfg, _data(n=60), update_rule="rmsprop", hparams=hp, **kw)
     for name in run.ts.params:
-        assert res.final_state.params[name][0].tobytes() == np.asarray(run.ts.params[name]).tobytes()
+        assert (
+            res.final_state.params[name][0].tobytes() == np.asarray(run.ts.params[name]).tobytes()
+        )
         assert res.best_params[name][0].tobytes() == np.asarray(run.best_params[name]).tobytes()
     assert res.histories[0]["loss"] == run.history["loss"]
     assert res.histories[0]["val_acc"] == run.history["val_acc"]
@@ -541,7 +543,9 @@ def test_keep_prob_one_in_a_sweep_means_no_dropout(x64):
     kw = dict(num_epochs=2, batch_size=10, seed=2)
     res = sweep.run_sweep(cfg, _data(), trials, **kw)
     plain = models.NetConfig((5,), input_dim=D, num_classes=C, dtype="float64")
-    run = fit.fit(plain, _data(), hparams=make_hparams("adam", jnp.float64, learning_rate=2e-2), **kw)
+    run = fit.fit(
+        plain, _data(), hparams=make_hparams("adam", jnp.float64, learning_rate=2e-2), **kw
+    )
     for name in run.ts.params:
         np.testing.assert_allclose(res.final_state.params[name][0], run.ts.params[name], rtol=1e-10)
     assert not np.allclose(res.final_state.params["W1"][1], run.ts.params["W1"])
@@ -590,7 +594,10 @@ def test_sweep_resumes_exactly_from_any_epoch(x64, schedule):
         assert drop(resumed.histories) == drop(straight.histories)
         for name in straight.best_params:
             assert resumed.best_params[name].tobytes() == straight.best_params[name].tobytes()
-            assert resumed.final_state.params[name].tobytes() == straight.final_state.params[name].tobytes()
+            assert (
+                resumed.final_state.params[name].tobytes()
+                == straight.final_state.params[name].tobytes()
+            )
         assert resumed.best_val_acc.tolist() == straight.best_val_acc.tolist()
 
 

@@ -116,7 +116,11 @@ def add_schedule(p) -> None:
     a("--batch-size", type=positive_int, help=_default("batch_size"))
     a("--sampling", choices=("replace", "permutation"),
       help=f"minibatches with replacement or not ({_default('sampling')})")  # fmt: skip
-    a("--seed", type=seed, help=f"seed of initialization, minibatches and dropout ({_default('seed')})")
+    a(
+        "--seed",
+        type=seed,
+        help=f"seed of initialization, minibatches and dropout ({_default('seed')})",
+    )
 
 
 def add_output(p, default: str) -> None:

@@ -52,9 +52,18 @@ def add_parser(sub) -> None:
         if n != "seed":
             a(f"--{_FLAG[n]}-range", type=float, nargs=2, metavar=("LO", "HI"),
               help=f"with --random: {n} log-uniform in [LO, HI] (default: not random)")  # fmt: skip
-    a("--random", type=flags.positive_int, metavar="N", help="random search: N trials (default: a grid)")
+    a(
+        "--random",
+        type=flags.positive_int,
+        metavar="N",
+        help="random search: N trials (default: a grid)",
+    )
     a("--random-seed", type=flags.seed, default=0, help="seed of the random search (default: 0)")
-    a("--spec", metavar="FILE", help='JSON space: {"grid": {...}} or {"random": {...}} (default: none)')
+    a(
+        "--spec",
+        metavar="FILE",
+        help='JSON space: {"grid": {...}} or {"random": {...}} (default: none)',
+    )
     a("--schedule", choices=("full", "halving"), default="full",
       help="full: every configuration trains --epochs; halving: successive halving (default: full)")  # fmt: skip
     a("--eta", type=flags.positive_int, default=3, help="halving: keep the best 1/eta (default: 3)")
@@ -82,7 +91,9 @@ def _trials(args, s: dict) -> list[dict]:
     ranges = {n: arg(n, "_range") for n in SWEPT if n != "seed" and arg(n, "_range") is not None}
     if args.spec is not None:
         if lists or ranges or args.random is not None:
-            raise ValueError("--spec FILE replaces the hyperparameter flags and --random; drop them")
+            raise ValueError(
+                "--spec FILE replaces the hyperparameter flags and --random; drop them"
+            )
         trials = space.load_spec(args.spec)
     elif args.random is not None:
         if not ranges:
@@ -101,7 +112,9 @@ def _trials(args, s: dict) -> list[dict]:
                              "--random N with ranges, or --spec FILE")  # fmt: skip
         trials = space.grid(lists)
     fill = recipes.hparams_of(s)
-    return space.check_trials([{**{n: v for n, v in fill.items() if n not in t}, **t} for t in trials])
+    return space.check_trials(
+        [{**{n: v for n, v in fill.items() if n not in t}, **t} for t in trials]
+    )
 
 
 def _prepare(args):
@@ -114,7 +127,9 @@ def _prepare(args):
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
         out = flags.check_out_dir(args.out or f"runs/sweep-{s['dataset']}-{stamp}")
         if (out / "checkpoint.npz").exists():
-            raise ValueError(f"{out} holds a checkpoint already: use --resume {out} or another --out")
+            raise ValueError(
+                f"{out} holds a checkpoint already: use --resume {out} or another --out"
+            )
         return s, trials, opts, out, None, None
     from fc_jax.checkpoint import load_lanes
 
@@ -126,7 +141,9 @@ def _prepare(args):
         raise ValueError(f"--resume continues the saved space; drop {' '.join(extra)}")
     lanes, meta = load_lanes(out)
     if "sweep" not in meta:
-        raise ValueError(f"{out}/checkpoint.npz was not written by fc-jax sweep; use fc-jax train --resume")
+        raise ValueError(
+            f"{out}/checkpoint.npz was not written by fc-jax sweep; use fc-jax train --resume"
+        )
     given = {k: v for k, v in flags.given(args, _NET).items() if k != "data_dir"}
     s = recipes.merge_resume(meta["settings"], given)
     return s, meta["sweep"]["trials"], meta["sweep"]["options"], out, lanes, meta
@@ -215,7 +232,9 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
         plot_sweep(result, out / "sweep.png")
         line.update(results=str(paths["json"]))
     if code == 0 and args.retrain_best:
-        note(f"retraining trial {result.best} {best} for {args.retrain_best} epochs into {out / 'retrain'}")
+        note(
+            f"retraining trial {result.best} {best} for {args.retrain_best} epochs into {out / 'retrain'}"
+        )
         retrain = _retrain(s, data, best, args.retrain_best, out / "retrain", say, lead)
         if isinstance(retrain, int):
             return retrain

@@ -50,7 +50,9 @@ def _prepare(args):
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
         out = flags.check_out_dir(args.out or f"runs/{s['dataset']}-{stamp}")
         if (out / "checkpoint.npz").exists():
-            raise ValueError(f"{out} holds a checkpoint already: use --resume {out} or another --out")
+            raise ValueError(
+                f"{out} holds a checkpoint already: use --resume {out} or another --out"
+            )
         return s, out, None, None
     from fc_jax.checkpoint import load_run
 
@@ -112,15 +114,21 @@ def run(args) -> int:
             if args.backend == "numpy":
                 res = _train_numpy(config, s, data)
             else:
-                res = _train_jax(config, s, data, run_, meta, out, fingerprint, data_dir, args.quiet)
+                res = _train_jax(
+                    config, s, data, run_, meta, out, fingerprint, data_dir, args.quiet
+                )
                 if isinstance(res, int):
                     return res
             line = _finish(s, out, res, data)
-            print(f"test acc (best params, val acc {res['best_val_acc']:.4f}): {res['test_acc']:.4f}")
+            print(
+                f"test acc (best params, val acc {res['best_val_acc']:.4f}): {res['test_acc']:.4f}"
+            )
             print(json.dumps(line), flush=True)
             return 0
         except KeyboardInterrupt:
-            hint = "" if args.backend == "numpy" else f"; continue with: fc-jax train --resume {out}"
+            hint = (
+                "" if args.backend == "numpy" else f"; continue with: fc-jax train --resume {out}"
+            )
             print(f"interrupted{hint}", file=sys.stderr)
             return 130
 

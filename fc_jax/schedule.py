@@ -1,0 +1,127 @@
+"""The schedule every lane of a run shares: epochs, minibatches, subsamples, learning rates, rungs.
+
+Contract: a `Schedule` (a NamedTuple of plain values, saved with a checkpoint) says how a run
+proceeds; the functions here turn it into what the run loop (`fc_jax.runs`) feeds the engine, as
+pure functions of (schedule, seed, epoch), so a resumed run draws exactly what an uninterrupted one
+would: `epoch_indices` (epoch e's minibatches, `fold_in(fold_in(key(seed), 1), e)`, shared or per
+lane), `train_subsample` (the rows train accuracy is measured on, `default_rng([seed, e])`, as the
+course measures it), `epoch_learning_rate` (the course's `lr *= lr_decay` per epoch) and
+`rung_budgets` (successive halving's epoch budgets). `check_schedule` validates one before anything
+compiles.
+"""
+
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from fc_jax import train
+
+__all__ = [
+    "Halving",
+    "Schedule",
+    "check_schedule",
+    "epoch_indices",
+    "train_subsample",
+    "epoch_learning_rate",
+    "rung_budgets",
+    "chunks_of",
+]
+
+
+class Halving(NamedTuple):
+    """Successive halving: rung budgets min_epochs, min_epochs * eta, ... up to num_epochs."""
+
+    eta: int = 3  # keep the best 1/eta at each rung
+    min_epochs: int = 1  # the first rung's budget
+
+
+class Schedule(NamedTuple):
+    """What every lane of a run shares (the arguments `fit` and `run_sweep` take)."""
+
+    num_epochs: int = 10
+    batch_size: int = 100
+    seed: int = 0  # of the shared minibatches and of the train-accuracy subsample
+    replace: bool = True  # minibatches with replacement (the course) or per-epoch permutations
+    independent_batches: bool = False  # each lane draws its minibatches from its own seed
+    chunks_per_epoch: int = 1  # compiled calls per epoch (a progress bar's resolution)
+    num_train_samples: int | None = 1000  # train-accuracy subsample (None: all)
+    halving: Halving | None = None  # None: every lane trains num_epochs
+
+
+def epoch_learning_rate(lr0: float, lr_decay: float, epoch: int) -> float:
+    """The course's decayed learning rate after `epoch` epochs: `lr *= lr_decay`, repeated (float64)."""
+    lr = float(lr0)
+    for _ in range(epoch):
+        lr *= float(lr_decay)
+    return lr
+
+
+def rung_budgets(num_epochs: int, halving: Halving | None) -> list[int]:
+    """The epoch budgets of the rungs: [num_epochs] without halving, else min_epochs * eta**i."""
+    if halving is None:
+        return [num_epochs]
+    out, b = [], halving.min_epochs
+    while b < num_epochs:
+        out.append(b)
+        b *= halving.eta
+    return [*out, num_epochs]
+
+
+def check_schedule(s: Schedule, num_train: int) -> None:
+    """ValueError naming the first bad schedule entry (before anything compiles)."""
+
+    def integer(name, v, lo):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+    integer("num_epochs", s.num_epochs, 1)
+    integer("batch_size", s.batch_size, 1)
+    integer("chunks_per_epoch", s.chunks_per_epoch, 1)
+    if (
+        isinstance(s.seed, bool)
+        or not isinstance(s.seed, int | np.integer)
+        or not 0 <= s.seed < 2**32
+    ):
+        raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {s.seed!r}")
+    if s.num_train_samples is not None:
+        integer("num_train_samples", s.num_train_samples, 1)
+    if s.batch_size > num_train:
+        raise ValueError(
+            f"batch_size {s.batch_size} is larger than the training set ({num_train} examples)"
+        )
+    if s.halving is not None:
+        integer("eta", s.halving.eta, 2)
+        integer("min_epochs", s.halving.min_epochs, 1)
+
+
+def _chunks(steps: int, requested: int) -> int:
+    """The largest divisor of `steps` not above `requested`, so every chunk has one shape."""
+    return max(d for d in range(1, min(steps, max(requested, 1)) + 1) if steps % d == 0)
+
+
+def chunks_of(steps: int, requested: int) -> int:
+    """The largest divisor of `steps` not above `requested`, so every chunk has one shape."""
+    return max(d for d in range(1, min(steps, max(requested, 1)) + 1) if steps % d == 0)
+
+
+def train_subsample(schedule: Schedule, e: int, n: int):
+    """The rows of epoch `e`'s train-accuracy subsample (all rows when it is not smaller)."""
+    k = schedule.num_train_samples
+    if not k or k >= n:
+        return slice(None)
+    return np.random.default_rng([schedule.seed, e]).choice(n, k, replace=False)
+
+
+def epoch_indices(schedule: Schedule, seeds, e: int, n: int, steps: int) -> np.ndarray:
+    """Epoch `e`'s minibatch indices: (steps, batch) shared, or (W, steps, batch) per lane seed."""
+
+    def draw(seed):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(seed)), 1), e)
+        return np.asarray(
+            train.sample_indices(key, n, steps, schedule.batch_size, schedule.replace)
+        )
+
+    if schedule.independent_batches:
+        return np.stack([draw(s) for s in seeds])
+    return draw(schedule.seed)
