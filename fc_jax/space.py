@@ -45,19 +45,7 @@ __all__ = [
     "trial_seeds",
 ]
 
-SWEEPABLE = (
-    "learning_rate",
-    "lr_decay",
-    "reg",
-    "weight_scale",
-    "keep_prob",
-    "momentum",
-    "decay_rate",
-    "beta1",
-    "beta2",
-    "epsilon",
-    "seed",
-)
+SWEEPABLE = (*HParams._fields, "seed")  # the hyperparameter vocabulary (fc_jax.hparams) + seeds
 MAX_SEED = 2**31 - 1
 
 

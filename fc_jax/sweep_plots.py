@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from fc_jax.files import atomic_open, atomic_write_text
+from fc_jax.hparams import HParams
 
 __all__ = ["swept_names", "result_records", "format_table", "write_results", "plot_sweep"]
 
-_FIELDS = ("learning_rate", "lr_decay", "reg", "weight_scale", "keep_prob", "momentum")
-_FIELDS += ("decay_rate", "beta1", "beta2", "epsilon")
+_FIELDS = HParams._fields  # the hyperparameter vocabulary, defined once in fc_jax.hparams
 
 
 def _value(result, name: str, k: int):

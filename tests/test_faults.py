@@ -298,3 +298,25 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path, capsy
     for name in sorted(_visible(straight / "models")):
         a, b = np.load(straight / "models" / name), np.load(killed / "models" / name)
         assert all(a[k].tobytes() == b[k].tobytes() for k in a.files if k != "meta")
+
+
+# ------------------------------------------- 6. --resume remembers where the data came from
+DATA = Path(os.environ.get("FC_JAX_DATA_DIR") or REPO.parent / "shared" / "data")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (DATA / "cifar-10-batches-py" / "data_batch_1").exists() and not os.environ.get("CI"),
+    reason=f"CIFAR-10 is not in {DATA} (CI always has it)",
+)
+def test_resume_remembers_the_data_folder_given_by_the_environment(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FC_JAX_DATA_DIR", str(DATA))
+    out = tmp_path / "run"
+    sizes = "--num-training 200 --num-validation 50 --num-test 50 --batch-size 50".split()
+    argv = ["train", *sizes, "--hidden-dims", 8, "--epochs", 1, "--quiet", "--out", out]
+    assert _main(capsys, *argv)[0] == 0
+    monkeypatch.delenv("FC_JAX_DATA_DIR")  # a new shell: the variable is gone
+    code, stdout, err = _main(capsys, "train", "--resume", out, "--epochs", 2, "--quiet")
+    assert code == 0, err
+    assert json.loads(stdout.splitlines()[-1])["epochs"] == 2
+    assert load_run(out)[1]["data_dir"] == str((DATA / "cifar-10-batches-py").resolve())

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fc_jax import recipes
+from fc_jax import recipes, space
 from fc_jax.cli import flags
 from fc_jax.hparams import HParams
 
 __all__ = ["add_parser", "run", "SWEPT"]
 
-SWEPT = (*HParams._fields, "seed")  # every sweepable name: the HParams vocabulary plus lane seeds
+SWEPT = space.SWEEPABLE  # every sweepable name: the HParams vocabulary plus lane seeds
 _FLAG = {n: ("seeds" if n == "seed" else n.replace("_", "-")) for n in SWEPT}
 _NET = ("dataset", "hidden_dims", "normalization", "update_rule", "dtype", "epochs", "batch_size",
         "sampling", "seed", "num_training", "num_validation", "num_test")  # fmt: skip
