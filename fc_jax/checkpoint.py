@@ -1,18 +1,21 @@
-"""Checkpoints of a training run, on top of the checked archives of `fc_jax.archive`.
+"""Checkpoints of the run loop, on top of the checked archives of `fc_jax.archive`.
 
-Contract: `save_run(out_dir, run, meta)` writes `out_dir/checkpoint.npz` atomically and
-`load_run(out_dir)` returns `(run, meta)` with every array bit-identical, in its saved dtype,
-inside the exact tree structure `fc_jax.fit.fit` resumes from (the optimizer's NamedTuple state is
-rebuilt from `get_optimizer(update_rule).init` as a template). Arrays: `params/W1`,
-`model_state/running_mean1`, `opt_state/m/W1`, `ts/key` (the raw key data), `ts/step`,
-`ts/diverged`, `best_params/...`, `best_model_state/...`; meta: `kind: "run"`, the `NetConfig`
-fields, the update rule, the hyperparameter values, the caller's fit arguments (seed, batch size,
-...), epoch, history and best validation accuracy. The expected names, shapes and dtypes follow
-from the meta's architecture, so `fc_jax.archive.read_checkpoint` checks every header against them
-before reading: every problem (missing file, truncated or corrupt archive, bad JSON, checksum
-mismatch, wrong format version, another architecture than the one asked for) is one line of
-`CheckpointError`. `flatten_tree` / `tree_spec` / `restore_tree` map pytrees to named arrays and
-back; `export_params(path, params)` writes the params with their cs231n keys for `np.load`.
+Contract: ONE format for a training run and a sweep. `save_lanes(out_dir, lanes, meta)` writes the
+K lanes of a `fc_jax.runs.Lanes` to `out_dir/checkpoint.npz` atomically and `load_lanes(out_dir)`
+returns `(lanes, meta)` with every array bit-identical, ready for the run loop's `resume=`. A
+training run is one lane: `save_run` / `load_run` are the K = 1 view (`fc_jax.fit.Run`), through
+the same code. Arrays, each with a leading lane axis: `params/W1`, `model_state/running_mean1`,
+`opt_state/m/W1` (the optimizer's NamedTuple state is rebuilt from `get_optimizer(rule).init` as a
+template), `ts/key` (raw key data), `ts/step`, `ts/diverged`, `best_params/...`,
+`best_model_state/...`, `lanes/epoch`, `lanes/budget`, `lanes/best_val_acc`, `lanes/best_epoch`;
+meta: `kind: "lanes"`, `num_lanes`, the `NetConfig` fields, the update rule, the key
+implementation, each lane's history, timings, plus the caller's entries (settings, schedule,
+trials, hyperparameters). The expected names, shapes and dtypes follow from the meta, so
+`fc_jax.archive.read_checkpoint` checks every header against them before reading: every problem
+(missing file, truncated or corrupt archive, bad JSON, checksum mismatch over arrays and meta, wrong
+format version, another architecture than the one asked for) is one line of `CheckpointError`.
+`flatten_tree` / `tree_spec` / `restore_tree` map pytrees to named arrays and back;
+`export_params(path, params)` writes the params with their cs231n keys for `np.load`.
 """
 
 import dataclasses
