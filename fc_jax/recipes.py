@@ -11,6 +11,7 @@ on. The command line (`fc_jax.cli`) is a thin layer over these; notebooks and te
 
 import hashlib
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "hparams_of",
     "merge_resume",
     "data_fingerprint",
+    "load_data",
     "MAX_SEED",
 ]
 
@@ -168,3 +170,42 @@ def data_fingerprint(data: dict) -> str:
         h.update(f"{k}{a.shape}{a.dtype}".encode())
         h.update(np.ascontiguousarray(a[:: max(1, len(a) // 1000)]).tobytes())
     return h.hexdigest()
+
+
+def load_data(s: dict, data_dir: str | None = None, saved: dict | None = None):
+    """The data of settings `s`, checked: (data dict, resolved data folder or None, fingerprint).
+
+    Args:
+      s: settings (dataset, sizes, dtype, batch_size).
+      data_dir: the folder the user named (`--data-dir`), or None.
+      saved: a checkpoint's meta when resuming: its `data_dir` is read again (so a run started
+        with FC_JAX_DATA_DIR resumes without it) and its `data_fingerprint` must match.
+
+    Raises:
+      ValueError: a batch size larger than the training set, or other data than the checkpoint's.
+      fc_jax.data.DataError: missing or corrupt data files.
+    """
+    from fc_jax import data as data_mod
+
+    folder = None
+    if s["dataset"] == "cifar10":
+        if data_dir is not None:
+            folder = str(Path(data_dir).expanduser().resolve())
+        elif saved is not None and saved.get("data_dir"):
+            folder = saved["data_dir"]
+        else:
+            from fc_jax.download import cifar10_dir
+
+            folder = str(cifar10_dir(None).resolve())
+    explicit = data_dir is not None or saved is not None  # else: the default, which may download
+    sizes = s["num_training"], s["num_validation"], s["num_test"]
+    data = data_mod.get_dataset(s["dataset"], folder if explicit else None, *sizes,
+                                dtype=np.dtype(s["dtype"]))  # fmt: skip
+    if s["batch_size"] > len(data["X_train"]):
+        raise ValueError(f"--batch-size {s['batch_size']} is larger than the training set "
+                         f"({len(data['X_train'])} examples)")  # fmt: skip
+    fingerprint = data_fingerprint(data)
+    if saved is not None and saved.get("data_fingerprint") != fingerprint:
+        raise ValueError(f"these data differ from those the run was trained on ({saved.get('data_dir')}); "
+                         "check --data-dir or FC_JAX_DATA_DIR")  # fmt: skip
+    return data, folder, fingerprint

@@ -22,8 +22,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from fc_jax import recipes, space
 from fc_jax.cli import flags
 from fc_jax.hparams import HParams
@@ -152,26 +150,12 @@ def _prepare(args):
 def run(args) -> int:
     import jax
 
-    from fc_jax import data as data_mod
     from fc_jax.placement import is_lead
 
     s, trials, opts, out, lanes, meta = _prepare(args)
     config = recipes.config_of(s, dropout=any(t["keep_prob"] < 1 for t in trials))
-    from fc_jax.cli.train import _data_dir
-
-    data_dir = _data_dir(args, s, meta)
+    data, data_dir, fingerprint = recipes.load_data(s, args.data_dir, meta)
     s["data_dir"] = data_dir
-    explicit = args.data_dir is not None or meta is not None
-    sizes = (s["num_training"], s["num_validation"], s["num_test"])
-    data = data_mod.get_dataset(s["dataset"], data_dir if explicit else None, *sizes,
-                                dtype=np.dtype(s["dtype"]))  # fmt: skip
-    if s["batch_size"] > len(data["X_train"]):
-        raise ValueError(f"--batch-size {s['batch_size']} is larger than the training set "
-                         f"({len(data['X_train'])} examples)")  # fmt: skip
-    fingerprint = recipes.data_fingerprint(data)
-    if meta is not None and meta.get("data_fingerprint") != fingerprint:
-        raise ValueError(f"these data differ from those {out} was trained on "
-                         f"({meta.get('data_dir')}; check --data-dir or FC_JAX_DATA_DIR)")  # fmt: skip
     lead = is_lead()
     note = (lambda m: None) if args.quiet or not lead else (lambda m: print(m, file=sys.stderr))
     say = (lambda line: print(line, flush=True)) if lead else (lambda line: None)

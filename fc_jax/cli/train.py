@@ -71,38 +71,11 @@ def _prepare(args):
     return s, out, run, meta
 
 
-def _data_dir(args, s, meta):
-    """The CIFAR-10 folder to read: the flag, else the one the run was trained on, else resolved."""
-    if s["dataset"] != "cifar10":
-        return None
-    if args.data_dir is not None:
-        return str(Path(args.data_dir).expanduser().resolve())
-    if meta is not None and meta.get("data_dir"):
-        return meta["data_dir"]
-    from fc_jax.download import cifar10_dir
-
-    return str(cifar10_dir(None).resolve())
-
-
 def run(args) -> int:
-    from fc_jax import data as data_mod
-
     s, out, run_, meta = _prepare(args)
     config = recipes.config_of(s)
-    data_dir = _data_dir(args, s, meta)
+    data, data_dir, fingerprint = recipes.load_data(s, args.data_dir, meta)
     s["data_dir"] = data_dir
-    sizes = s["num_training"], s["num_validation"], s["num_test"]
-    explicit = args.data_dir is not None or meta is not None
-    data = data_mod.get_dataset(s["dataset"], data_dir if explicit else None, *sizes,
-                                dtype=np.dtype(s["dtype"]))  # fmt: skip
-    if s["batch_size"] > len(data["X_train"]):
-        raise ValueError(f"--batch-size {s['batch_size']} is larger than the training set "
-                         f"({len(data['X_train'])} examples)")  # fmt: skip
-    fingerprint = recipes.data_fingerprint(data)
-    if meta is not None and meta.get("data_fingerprint") != fingerprint:
-        hint = f"it was trained on {meta.get('data_dir')}" if meta.get("data_dir") else ""
-        raise ValueError(f"these data differ from those {out} was trained on ({hint}; "
-                         "check --data-dir or FC_JAX_DATA_DIR)")  # fmt: skip
     if not args.quiet:
         n = [len(data[f"X_{k}"]) for k in ("train", "val", "test")]
         print(f"{s['dataset']}: {n[0]} train, {n[1]} val, {n[2]} test -> {out}", file=sys.stderr)
