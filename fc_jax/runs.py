@@ -309,7 +309,8 @@ def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
     Xtr, ytr = host[0], host[1]
     n = len(Xtr)
     sub = train_subsample(schedule, e, n)
-    sub_data = fns.put_replicated((Xtr[sub], ytr[sub]))
+    full = isinstance(sub, slice)  # all rows: the training data already on the devices
+    sub_data = dev[:2] if full else fns.put_replicated((Xtr[sub], ytr[sub]))
     lr = np.asarray(
         [epoch_learning_rate(a, d, e) for a, d in zip(hp.learning_rate, hp.lr_decay)],
         hp.learning_rate.dtype,

@@ -8,9 +8,9 @@ The net and the other settings are `fc_jax.recipes.DEFAULTS["cifar10"]`; `fc-jax
 import argparse
 import json
 
-from fc_jax.recipes import DEFAULTS
 from fc_jax.data import get_dataset
 from fc_jax.models import NetConfig
+from fc_jax.recipes import DEFAULTS
 from fc_jax.space import grid
 from fc_jax.sweep import run_sweep
 from fc_jax.sweep_plots import format_table

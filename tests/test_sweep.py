@@ -602,13 +602,11 @@ def test_sweep_resumes_exactly_from_any_epoch(x64, schedule):
 
 
 def test_lane_group_size_model():
+    """One lane at a time on a CPU (wider groups measured slower), every lane on an accelerator."""
     cfg = models.NetConfig((100, 100, 100, 100), input_dim=3072)
-    cpu = jax.devices("cpu")[:1]
-    w = sweep.lane_group_size(cfg, "adam", 16, cpu)
-    lane_bytes = 5 * models.param_count(cfg) * 4
-    assert 1 <= w <= 16 and w == min(16, max(1, sweep._cache_bytes() // lane_bytes))
+    assert sweep.lane_group_size(cfg, "adam", 16, jax.devices("cpu")[:1]) == 1
 
     class Gpu:
         platform = "gpu"
 
-    assert sweep.lane_group_size(cfg, "adam", 16, [Gpu()]) == 16  # an accelerator runs them all
+    assert sweep.lane_group_size(cfg, "adam", 16, [Gpu()]) == 16
