@@ -453,9 +453,17 @@ def test_cli_sweep_end_to_end_on_digits(tmp_path, capsys):
         "sweep --dataset digits --hidden-dims 16 --learning-rate 1e-3 1e-2 --weight-scale 0.05 0.1"
     )
     argv = [*argv.split(), "--epochs", "2", "--num-training", "300", "--out", str(out)]
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--retrain-best", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     final = json.loads(lines[-1])
+    assert [ln for ln in lines if ln.startswith("{")] == [lines[-1]]  # one JSON line
+    # every trial's best params and the retrained winner are models `fc-jax eval` reads
+    assert sorted(p.name for p in (out / "models").iterdir()) == [f"trial-{k}.npz" for k in range(4)]
+    assert cli.main(["eval", str(out / "retrain")]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["test_acc"] == pytest.approx(final["test_acc"], abs=1e-6)
+    assert cli.main(["eval", str(out / "models" / f"trial-{final['best_trial']}.npz")]) == 0
+    capsys.readouterr()
     assert sum(line.startswith("(epoch") for line in lines) == 2  # progress per epoch
     with open(out / "results.csv") as f:
         rows = list(__import__("csv").DictReader(f))

@@ -125,7 +125,8 @@ def add_schedule(p) -> None:
 
 def add_output(p, default: str) -> None:
     p.add_argument("--out", help=f"output folder (default: {default})")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no notes on stderr")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no notes on stderr (default: shown)")  # fmt: skip
 
 
 def given(args, names) -> dict:

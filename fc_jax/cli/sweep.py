@@ -74,7 +74,7 @@ def add_parser(sub) -> None:
     a("--retrain-best", type=flags.positive_int, metavar="EPOCHS",
       help="train the winner for EPOCHS more into OUT/retrain (default: no)")  # fmt: skip
     a("--top", type=flags.positive_int, default=20, help="rows of the printed table (default: 20)")
-    a("--resume", metavar="DIR", help="continue the sweep saved in DIR")
+    a("--resume", metavar="DIR", help="continue the sweep saved in DIR (default: a new sweep)")
     flags.add_output(p, "runs/sweep-<dataset>-<timestamp>")
     p.set_defaults(func=run)
 

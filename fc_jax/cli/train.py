@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     flags.add_hparams(t)
     flags.add_schedule(t)
     t.add_argument("--resume", metavar="DIR",
-                   help="continue the run saved in DIR (or DIR/checkpoint.npz), writing into DIR")  # fmt: skip
+                   help="continue the run saved in DIR (or DIR/checkpoint.npz), writing into DIR "
+                        "(default: a new run)")  # fmt: skip
     t.add_argument("--backend", choices=("jax", "numpy"), default="jax",
                    help="numpy: the reference Solver, the course's speed, no checkpoints "
                         "(default: jax)")  # fmt: skip
