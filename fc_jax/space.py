@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 SWEEPABLE = (*HParams._fields, "seed")  # the hyperparameter vocabulary (fc_jax.hparams) + seeds
-MAX_SEED = 2**31 - 1
+MAX_SEED = 2**32 - 1  # seeds are uint32 (jax.random.key), as `fc-jax train --seed`
 
 
 class LogUniform(NamedTuple):
@@ -124,7 +124,7 @@ def check_trials(trials: list[dict]) -> list[dict]:
 
     Raises:
       ValueError: no trials, a trial that is not a dict, an unknown name, a non-number, a value
-        out of range (via `validate_hparams`), or a seed that is not an integer in [0, 2**31).
+        out of range (via `validate_hparams`), or a seed that is not an integer in [0, 2**32).
     """
     if isinstance(trials, dict) or not isinstance(trials, list | tuple) or not trials:
         raise ValueError(f"a sweep needs a non-empty list of trials (dicts); got {trials!r}")
@@ -245,8 +245,8 @@ def load_spec(path: os.PathLike | str) -> list[dict]:
 
 
 def trial_seeds(trials: list[dict], default: int = 0) -> np.ndarray:
-    """The (K,) int32 seeds of the trials (`default` where a trial has none)."""
-    return np.asarray([t.get("seed", default) for t in check_trials(trials)], np.int32)
+    """The (K,) int64 seeds of the trials (`default` where a trial has none)."""
+    return np.asarray([t.get("seed", default) for t in check_trials(trials)], np.int64)
 
 
 def stack_hparams(trials: list[dict], update_rule: str, dtype=jnp.float32, **defaults) -> HParams:
