@@ -51,6 +51,9 @@ OPTIONS = {
         "xla_cpu_experimental_onednn_fusion_type": T + "INDIVIDUAL_DOT",
     },
     "eigen single-threaded": {"xla_cpu_multi_thread_eigen": False},
+    "legacy loop emitters (no fusion emitters)": {"xla_cpu_use_fusion_emitters": False},
+    "fast math": {"xla_cpu_enable_fast_math": True},
+    "prefer 512-bit vectors": {"xla_cpu_prefer_vector_width": 512},
     "concurrency-optimized scheduler": {"xla_cpu_enable_concurrency_optimized_scheduler": True},
 }
 
