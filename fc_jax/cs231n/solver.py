@@ -297,14 +297,14 @@ class Solver:
     def _draw(self, steps: int, hidden: tuple, dtype):
         """A run's minibatch indices (steps, batch) and dropout masks, in the course's RNG order."""
         model, bs = self.model, self.batch_size
+        if not model.use_dropout:  # one call draws the same stream as `steps` calls of (bs,)
+            return np.random.choice(self.X_train.shape[0], (steps, bs)).astype(np.int32), None
         idx = np.empty((steps, bs), np.int32)
-        masks = (
-            tuple(np.empty((steps, bs, h), dtype) for h in hidden) if model.use_dropout else None
-        )
+        masks = tuple(np.empty((steps, bs, h), dtype) for h in hidden)
         p = _keep_prob(model)
         for s in range(steps):
             idx[s] = np.random.choice(self.X_train.shape[0], bs)
-            for m, h in zip(masks or (), hidden, strict=False):
+            for m, h in zip(masks, hidden, strict=True):
                 if "seed" in model.dropout_param:
                     np.random.seed(model.dropout_param["seed"])
                 m[s] = (np.random.rand(bs, h) < p) / p
