@@ -187,7 +187,9 @@ def profile(ts0, X, y, idx, hp):
         if shape.startswith("f32[]") or "reduce" in name or shape == "f32[100]{0}":
             return "reductions (L2 sums, bias grads, loss)"
         if op == "dot" or "ynn_fusion" in name:
-            return "input-layer GEMMs" if "3072" in shape + args else "hidden/output-layer GEMMs"
+            operands = [defs.get(o, ("",))[0] for o in re.findall(r"%([\w.-]+)", args)]
+            wide = any("3072" in sh for sh in [shape, *operands])
+            return "input-layer GEMMs" if wide else "hidden/output-layer GEMMs"
         if "select_fusion" in name:
             return "optimizer update (adam)"
         if op == "copy" or "copy" in name:
