@@ -18,9 +18,10 @@ net's test-mode forward does). The draws of a run of iterations are stacked into
 `(steps, batch)` indices and `(steps, batch, H_i)` masks and handed to one jitted `lax.scan`. Each
 epoch is two scans, of 1 and `iterations_per_epoch - 1` steps (so the first-iteration check falls
 between them): at most two compiled shapes. Loss lines are printed from the stacked losses. The
-loop is pipelined: a run of iterations and its accuracy check (scored on the device, from data copied
-there once per Solver) are dispatched before the previous run's results are read, so the host's draws
-and bookkeeping overlap the device; every line, history entry and RNG draw keeps the course's order.
+loop is pipelined: a run of iterations and its accuracy check (scored on the device, from the data
+copied there once per `train()`) are dispatched before the previous run's results are read, so the
+host's draws and bookkeeping overlap the device; every line, history entry and RNG draw keeps the
+course's order.
 After `train()` the final batchnorm statistics are in `model.bn_params` and the optimizer state in
 `optim_configs[p]` under the course's keys (`velocity`, `cache`, `m`, `v`, `t`), so a second
 `train()` continues where the first stopped. Checkpoints are `'%s_epoch_%d.npz'` archives (params,
@@ -258,19 +259,14 @@ class Solver:
         return lambda: np.float64(int(correct)) / N
 
     def _device_data(self, dtype):
-        """The train and val sets as (N, D) device arrays of `dtype`, copied once per Solver.
+        """The train and val sets as (N, D) device arrays of `dtype`, copied once per `train()`.
 
-        On CPU a 64-byte-aligned float array of the right dtype is not copied at all.
+        On CPU a C-contiguous, 64-byte-aligned array of the right dtype is used without a copy.
         """
-        key = (id(self.X_train), id(self.X_val), np.dtype(dtype).name)
-        if getattr(self, "_device_cache", (None,))[0] != key:
-            self._device_cache = None  # free the old copy before making the new one
-            arrays = tuple(
-                (jnp.asarray(X.reshape(len(X), -1), dtype), jnp.asarray(y, jnp.int32))
-                for X, y in ((self.X_train, self.y_train), (self.X_val, self.y_val))
-            )
-            self._device_cache = (key, arrays)
-        return self._device_cache[1]
+        return tuple(
+            (jnp.asarray(X.reshape(len(X), -1), dtype), jnp.asarray(y, jnp.int32))
+            for X, y in ((self.X_train, self.y_train), (self.X_val, self.y_val))
+        )
 
     # ------------------------------------------------------------------------------- training
     def _hparams(self, dtype) -> HParams:
