@@ -30,6 +30,7 @@ __all__ = [
     "affine_forward",
     "affine_backward",
     "affine",
+    "TransposedWeight",
     "AffineTCache",
     "affine_t_forward",
     "affine_t_backward",
@@ -122,12 +123,30 @@ def _affine(x, w, b):
 _affine.defvjp(affine_forward, lambda cache, g: affine_backward(g, cache))
 
 
-def affine(x: Array, w: Array, b: Array) -> Array:
-    """Affine layer with the hand-written backward as its VJP. See `affine_forward`."""
+def affine(x: Array, w: "Array | TransposedWeight", b: Array) -> Array:
+    """Affine layer with the hand-written backward as its VJP. See `affine_forward`.
+
+    `w` may be a `TransposedWeight` (the training engine's storage of the input layer's weight);
+    the layer then runs `affine_t` on its (M, D) array.
+    """
+    if isinstance(w, TransposedWeight):
+        return _affine_t(x, w.t, b)
     return _affine(x, w, b)
 
 
 # ---------------------------------------------------------------- affine, transposed weight
+class TransposedWeight(NamedTuple):
+    """A (D, M) weight stored transposed: `t` holds its (M, D) transpose.
+
+    The training engine stores the input layer's weight this way inside an epoch (see
+    `fc_jax.train`): on CPU both of that layer's products are then plain GEMMs with no transpose
+    copy. `affine` and `affine_relu` accept it in place of `w`; a model, a loss and an optimizer
+    see only a pytree whose single leaf is the stored array. Public params never hold one.
+    """
+
+    t: Array  # (M, D) the weight, transposed
+
+
 class AffineTCache(NamedTuple):
     x: Array  # (N, d1, ..., dk) the input as given
     w_t: Array  # (M, D) the weight, transposed
@@ -220,8 +239,10 @@ def _affine_relu(x, w, b):
 _affine_relu.defvjp(affine_relu_forward, lambda cache, g: affine_relu_backward(g, cache))
 
 
-def affine_relu(x: Array, w: Array, b: Array) -> Array:
-    """Affine then ReLU, with the hand-written backward as its VJP."""
+def affine_relu(x: Array, w: "Array | TransposedWeight", b: Array) -> Array:
+    """Affine then ReLU, with the hand-written backward as its VJP (`w` as in `affine`)."""
+    if isinstance(w, TransposedWeight):
+        return relu(_affine_t(x, w.t, b))
     return _affine_relu(x, w, b)
 
 

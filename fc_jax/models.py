@@ -173,7 +173,6 @@ def forward(
     key: Key | None = None,
     train: bool = True,
     masks: tuple[Array, ...] | None = None,
-    transposed_w1: bool = False,
 ) -> tuple[Array, ModelState]:
     """Scores of the net and the updated batchnorm state.
 
@@ -186,8 +185,6 @@ def forward(
       train: train mode (batch statistics, dropout) or test mode (running statistics, no dropout).
       masks: optional explicit dropout masks, one per hidden layer (each (N, H_i), entries 0 or
         1 / keep_prob), used instead of drawing from `key` (the facade passes the course's numpy masks).
-      transposed_w1: `params["W1"]` is stored transposed, (H1, D): the engine's layout inside an
-        epoch (see `fc_jax.train`), where it makes both input-layer products fast GEMMs on CPU.
 
     Returns:
       scores: (N, C); new_state: state with updated running statistics (unchanged in test mode).
@@ -214,10 +211,7 @@ def forward(
     norm = config.normalization
     for i in range(1, config.num_layers):
         w, b = params[f"W{i}"], params[f"b{i}"]
-        if i == 1 and transposed_w1:
-            a = layers.affine_t(h, w, b)
-            h = layers.relu(a) if norm is None else h
-        elif norm is None:
+        if norm is None:
             h = layers.affine_relu(h, w, b)
         else:
             a = layers.affine(h, w, b)
@@ -242,8 +236,7 @@ def forward(
                 mask = layers.dropout_mask(keys[i - 1], hparams.keep_prob, h.shape, h.dtype)
             h = layers.dropout(h, mask)
     L = config.num_layers
-    last = layers.affine_t if L == 1 and transposed_w1 else layers.affine
-    return last(h, params[f"W{L}"], params[f"b{L}"]), new_state
+    return layers.affine(h, params[f"W{L}"], params[f"b{L}"]), new_state
 
 
 def loss_fn(
@@ -257,7 +250,6 @@ def loss_fn(
     key: Key | None = None,
     train: bool = True,
     masks: tuple[Array, ...] | None = None,
-    transposed_w1: bool = False,
 ) -> tuple[Array, tuple[ModelState, Array]]:
     """Data loss plus `0.5 * hparams.reg * sum(W_i ** 2)`, with `(new_state, scores)` as aux.
 
@@ -272,14 +264,12 @@ def loss_fn(
         key=key,
         train=train,
         masks=masks,
-        transposed_w1=transposed_w1,
     )
     data_loss = losses.softmax_loss(s, y) if config.loss == "softmax" else losses.svm_loss(s, y)
     loss = data_loss
-    for i in range(
-        1, config.num_layers + 1
-    ):  # the course's order of additions: bitwise-equal losses
-        loss = loss + losses.l2_penalty({f"W{i}": params[f"W{i}"]}, hparams.reg)
+    for i in range(1, config.num_layers + 1):  # the course's order: bitwise-equal losses
+        (w,) = jax.tree.leaves(params[f"W{i}"])  # the stored array (a sum of squares: any layout)
+        loss = loss + losses.l2_penalty({f"W{i}": w}, hparams.reg)
     return loss, (new_state, s)
 
 

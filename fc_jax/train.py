@@ -12,10 +12,12 @@ Contract:
   through `jax.value_and_grad(models.loss_fn)`, applies the update rule, and the per-step losses come
   back stacked. The dropout key of step t is `fold_in(ts.key, t)`, so a run is a pure function of
   (seed, indices) and resumes exactly. A step whose loss is not finite marks the run diverged; from then
-  on its parameters stop changing (in a sweep the other lanes go on untouched). Inside the scan the
-  input layer's weight `W1` (and its optimizer state) is held transposed, (H1, D), where both of its
-  products are plain GEMMs on CPU; the epoch converts on entry and exit, so callers always see the
-  course's (D, H1) layout.
+  on its parameters stop changing (in a sweep the other lanes go on untouched).
+* Layout: `make_epoch` decides once how the parameters are stored inside the scan (`_engine_layout`).
+  Today the input layer's weight is held transposed, as a `layers.TransposedWeight` of shape (H1, D),
+  where both of its products are plain GEMMs on CPU; every subtree of the optimizer state shaped like
+  the params is converted the same way. The epoch converts on entry and exit, so callers, checkpoints
+  and the model, loss and optimizer signatures only ever see the course's (D, H1) layout.
 * `make_step` is the same step jitted alone (the course-style loop, for benchmarks and tests), and
   `make_evaluate(config)` is a batched, jitted accuracy.
 
@@ -23,12 +25,13 @@ Hyperparameters are data (`HParams`), never closed over: a new learning rate doe
 """
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from fc_jax import models
+from fc_jax import layers, models
 from fc_jax.hparams import HParams
 from fc_jax.optim import Optimizer
 from fc_jax.types import Array, Key, ModelState, Params
@@ -106,12 +109,10 @@ def train_step(
     *,
     config: models.NetConfig,
     optimizer: Optimizer,
-    transposed_w1: bool = False,
 ) -> tuple[TrainState, Array]:
     """One step: loss, hand-written gradients, update. Not jitted (see `make_step`, `make_epoch`).
 
-    `transposed_w1` says `ts.params["W1"]` (and its optimizer state) are held as (H1, D), the
-    layout `make_epoch` uses inside the scan.
+    Works on whatever pytree `ts.params` is (the public dict, or the engine's layout inside an epoch).
 
     Returns:
       (new TrainState, the minibatch loss before the update).
@@ -128,7 +129,6 @@ def train_step(
         key=key,
         train=True,
         masks=masks,
-        transposed_w1=transposed_w1,
     )
     params, opt_state = optimizer.update(grads, ts.opt_state, ts.params, hparams)
     diverged = ts.diverged | ~jnp.isfinite(loss)
@@ -151,31 +151,65 @@ def make_step(config: models.NetConfig, optimizer: Optimizer):
     return jax.jit(functools.partial(train_step, config=config, optimizer=optimizer))
 
 
-def _transpose_w1(tree):
-    """Swap the axes of every `W1` leaf (params and the optimizer's per-parameter state)."""
+class _Layout(NamedTuple):
+    """How an epoch stores the parameters inside its scan: `inner = to_inner(public)` and back."""
 
-    def swap(path, leaf):
-        last = path[-1] if path else None
-        is_w1 = isinstance(last, jax.tree_util.DictKey) and last.key == "W1"
-        return jnp.swapaxes(leaf, -1, -2) if is_w1 else leaf
-
-    return jax.tree_util.tree_map_with_path(swap, tree)
+    to_inner: Callable[[Params], Any]
+    to_public: Callable[[Any], Params]
 
 
-def _epoch(ts, X, y, idx, hparams, masks=None, *, config, optimizer):
-    # Inside the scan the input layer's weight (and its optimizer state) is held transposed,
-    # (H1, D): on CPU both of its products are then plain GEMMs with no transpose copy, about 20%
-    # off a W1 epoch (benchmarks/RESULTS.md). The layout is converted once per call, not per step.
+def _engine_layout(config: models.NetConfig) -> _Layout:
+    """The layout of the parameters inside the scan, decided once per `make_epoch`.
+
+    The input layer's weight is held transposed (`layers.TransposedWeight`, (H1, D)): XLA:CPU then
+    runs both of its products as plain GEMMs, with no transpose copy of the (N, D) minibatch, about
+    10% off a W1 epoch (benchmarks/RESULTS.md). Everything else keeps the public layout.
+    """
+    del config  # one rule for every net today; the hook for a per-device or per-net choice
+
+    def to_inner(params):
+        return {**params, "W1": layers.TransposedWeight(jnp.swapaxes(params["W1"], -1, -2))}
+
+    def to_public(inner):
+        return {**inner, "W1": jnp.swapaxes(inner["W1"].t, -1, -2)}
+
+    return _Layout(to_inner, to_public)
+
+
+def _like_params(tree, params):
+    """Split `tree` (an optimizer state) into its subtrees shaped like `params` and the rest.
+
+    Returns (treedef, mask): `treedef.flatten_up_to(tree)` lists the parts and `mask[i]` says part i
+    has the tree structure of `params` (a per-parameter buffer: velocity, cache, m, v). The check is
+    on structure only, so it holds for any optimizer whose state mirrors the params.
+    """
+    structure = jax.tree.structure(params)
+    is_like = lambda t: jax.tree.structure(t) == structure  # noqa: E731
+    parts, treedef = jax.tree.flatten(tree, is_leaf=is_like)
+    return treedef, [is_like(p) for p in parts]
+
+
+def _convert(tree, treedef, mask, fn):
+    parts = treedef.flatten_up_to(tree)
+    return treedef.unflatten([fn(p) if m else p for p, m in zip(parts, mask, strict=True)])
+
+
+def _epoch(ts, X, y, idx, hparams, masks=None, *, config, optimizer, layout=None):
+    layout = layout or _engine_layout(config)
+
     def body(ts, xs):
         i, m = xs
-        return train_step(
-            ts, X[i], y[i], hparams, m, config=config, optimizer=optimizer, transposed_w1=True
-        )
+        return train_step(ts, X[i], y[i], hparams, m, config=config, optimizer=optimizer)
 
-    inner = ts._replace(params=_transpose_w1(ts.params), opt_state=_transpose_w1(ts.opt_state))
+    treedef, mask = _like_params(ts.opt_state, ts.params)
+    inner = ts._replace(
+        params=layout.to_inner(ts.params),
+        opt_state=_convert(ts.opt_state, treedef, mask, layout.to_inner),
+    )
     inner, losses = jax.lax.scan(body, inner, (idx, masks))
     out = inner._replace(
-        params=_transpose_w1(inner.params), opt_state=_transpose_w1(inner.opt_state)
+        params=layout.to_public(inner.params),
+        opt_state=_convert(inner.opt_state, treedef, mask, layout.to_public),
     )
     return out, losses
 
@@ -194,7 +228,8 @@ def make_epoch(config: models.NetConfig, optimizer: Optimizer):
     Returns:
       (new TrainState, losses of shape (steps,)).
     """
-    return jax.jit(functools.partial(_epoch, config=config, optimizer=optimizer))
+    layout = _engine_layout(config)
+    return jax.jit(functools.partial(_epoch, config=config, optimizer=optimizer, layout=layout))
 
 
 def accuracy(

@@ -304,3 +304,19 @@ def test_bad_inputs_name_the_argument():
             layers.dropout_mask(jax.random.key(0), p, (2, 2))
     with pytest.raises(ValueError, match="mask"):
         layers.dropout(x, jnp.ones((4, 5)))
+
+
+@pytest.mark.parametrize("fn", [layers.affine, layers.affine_relu])
+def test_transposed_weight_is_the_same_layer(fn, x64):
+    # The engine's storage of W1: same values, and the gradient comes back in the stored layout.
+    r = np.random.default_rng(0)
+    x, w, b = r.normal(size=(5, 2, 3)), r.normal(size=(6, 4)), r.normal(size=4)
+    g = r.normal(size=(5, 4))
+    out, vjp = jax.vjp(fn, x, w, b)
+    out_t, vjp_t = jax.vjp(fn, x, layers.TransposedWeight(w.T), b)
+    np.testing.assert_allclose(out_t, out, rtol=1e-14)
+    (dx, dw, db), (dx_t, dw_t, db_t) = vjp(g), vjp_t(g)
+    assert isinstance(dw_t, layers.TransposedWeight) and dw_t.t.shape == (4, 6)
+    np.testing.assert_allclose(dw_t.t.T, dw, rtol=1e-13)
+    np.testing.assert_allclose(dx_t, dx, rtol=1e-13)
+    np.testing.assert_allclose(db_t, db, rtol=1e-13)

@@ -1,5 +1,8 @@
 """The compiled engine (fc_jax.train) and the host loop (fc_jax.fit)."""
 
+import inspect
+from typing import Any, NamedTuple
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -42,6 +45,50 @@ def test_scan_epoch_equals_python_loop_of_steps(norm, keep, rule, x64):
     chex.assert_trees_all_close(ts_scan.opt_state, ts.opt_state, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(losses, np.array(loop_losses), rtol=1e-12)
     assert int(ts_scan.step) == 6 and not bool(ts_scan.diverged)
+
+
+class _TraceState(NamedTuple):
+    count: Any  # shape=(), int32
+    slots: Any  # {"trace": like params, "steps": like params}: a nested per-parameter state
+
+
+def _trace_optimizer() -> optim.Optimizer:
+    """A toy rule whose state nests per-parameter buffers in a dict: the layout must follow them."""
+
+    def init(params):
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
+        return _TraceState(jnp.zeros((), jnp.int32), {"trace": zeros(), "steps": zeros()})
+
+    def update(grads, state, params, hp):
+        trace = jax.tree.map(lambda t, g: 0.9 * t + g, state.slots["trace"], grads)
+        steps = jax.tree.map(lambda s: s + 1, state.slots["steps"])
+        new = jax.tree.map(lambda p, t: p - hp.learning_rate * t, params, trace)
+        return new, _TraceState(state.count + 1, {"trace": trace, "steps": steps})
+
+    return optim.Optimizer(init, update)
+
+
+def test_engine_layout_stays_inside_the_epoch(x64):
+    # The epoch's W1 layout is invisible outside it: model, loss and step take no layout flag, the
+    # TrainState comes back in the public (D, H1) layout, and every per-parameter buffer of any
+    # optimizer state (found by tree structure, not by key) is converted back too.
+    for fn in (models.forward, models.loss_fn, train.train_step):
+        assert "transposed_w1" not in inspect.signature(fn).parameters
+    cfg = models.NetConfig((9, 7), input_dim=D, num_classes=C, dtype="float64")
+    opt = _trace_optimizer()
+    hp = make_hparams("sgd", jnp.float64, learning_rate=0.05, reg=0.01)
+    d = _data()
+    X, y = jnp.asarray(d["X_train"], jnp.float64), jnp.asarray(d["y_train"])
+    ts0 = train.init_train_state(jax.random.key(0), cfg, opt, 0.1)
+    idx = train.sample_indices(jax.random.key(1), X.shape[0], 5, 16)
+    ts_scan, _ = train.make_epoch(cfg, opt)(ts0, X, y, idx, hp)
+    ts = ts0
+    for i in idx:
+        ts, _ = train.make_step(cfg, opt)(ts, X[i], y[i], hp)
+    chex.assert_trees_all_equal_shapes_and_dtypes(ts_scan, ts0)
+    chex.assert_trees_all_close(ts_scan.params, ts.params, rtol=1e-12, atol=1e-14)
+    chex.assert_trees_all_close(ts_scan.opt_state, ts.opt_state, rtol=1e-12, atol=1e-14)
+    assert int(ts_scan.opt_state.count) == 5
 
 
 def test_new_learning_rate_does_not_recompile():

@@ -17,7 +17,11 @@ accuracy check the subsample `np.random.choice(N, num_samples)`, and the re-seed
 net's test-mode forward does). The draws of a run of iterations are stacked into
 `(steps, batch)` indices and `(steps, batch, H_i)` masks and handed to one jitted `lax.scan`. Each
 epoch is two scans, of 1 and `iterations_per_epoch - 1` steps (so the first-iteration check falls
-between them): at most two compiled shapes. Loss lines are printed from the stacked losses.
+between them): at most two compiled shapes. Loss lines are printed from the stacked losses. The
+loop is pipelined: a run of iterations and its accuracy check (scored on the device, from the data
+copied there once per `train()`) are dispatched before the previous run's results are read, so the
+host's draws and bookkeeping overlap the device; every line, history entry and RNG draw keeps the
+course's order.
 After `train()` the final batchnorm statistics are in `model.bn_params` and the optimizer state in
 `optim_configs[p]` under the course's keys (`velocity`, `cache`, `m`, `v`, `t`), so a second
 `train()` continues where the first stopped. Checkpoints are `'%s_epoch_%d.npz'` archives (params,
@@ -89,6 +93,25 @@ def _build_predict(config: models.NetConfig, batch_size: int):
         return pred.reshape(-1)
 
     return predict
+
+
+def _build_count(config: models.NetConfig, batch_size: int, n: int, subsample: bool):
+    """`count(params, state, X, y, mask) -> number of correct predictions` among n examples.
+
+    X: (N, D) on the device; with `subsample`, rows `mask` (n of them) are scored, else all n rows.
+    The same zero-padded batches of `batch_size` as `_build_predict`.
+    """
+    nb = -(-n // batch_size)
+
+    def count(params, state, X, y, mask):
+        if subsample:
+            X, y = X[mask], y[mask]
+        Xp = jnp.concatenate([X, jnp.zeros((nb * batch_size - n, X.shape[1]), X.dtype)])
+        Xb = Xp.reshape(nb, batch_size, config.input_dim)
+        pred = jax.lax.map(lambda xb: models.predict(params, state, xb, config=config), Xb)
+        return jnp.sum((pred.reshape(-1)[:n] == y).astype(jnp.int32))
+
+    return count
 
 
 def _model_state(model, config: models.NetConfig) -> dict:
@@ -217,6 +240,34 @@ class Solver:
             np.random.seed(self.model.dropout_param["seed"])  # as the course's test-mode dropout
         return np.mean(pred == y)
 
+    def _accuracy_async(self, params, state, config, X, y, num_samples, batch_size=100):
+        """`_accuracy` on device arrays X (N, D), y, dispatched without waiting for the result.
+
+        Same RNG draws and facade side effects as `_accuracy`, in the same order; returns a
+        function that waits for the count and gives the accuracy (a float64, as `np.mean`).
+        """
+        N, mask = X.shape[0], None
+        if num_samples is not None and N > num_samples:
+            mask = np.random.choice(N, num_samples).astype(np.int32)
+            N = num_samples
+        key = ("solver.count", config, batch_size, N, mask is not None)
+        count = cached_jit(key, lambda: _build_count(config, batch_size, N, mask is not None))
+        correct = count(params, state, X, y, mask)
+        _set_mode(self.model, "test")
+        if self.model.use_dropout and "seed" in self.model.dropout_param and N:
+            np.random.seed(self.model.dropout_param["seed"])  # as the course's test-mode dropout
+        return lambda: np.float64(int(correct)) / N
+
+    def _device_data(self, dtype):
+        """The train and val sets as (N, D) device arrays of `dtype`, copied once per `train()`.
+
+        On CPU a C-contiguous, 64-byte-aligned array of the right dtype is used without a copy.
+        """
+        return tuple(
+            (jnp.asarray(X.reshape(len(X), -1), dtype), jnp.asarray(y, jnp.int32))
+            for X, y in ((self.X_train, self.y_train), (self.X_val, self.y_val))
+        )
+
     # ------------------------------------------------------------------------------- training
     def _hparams(self, dtype) -> HParams:
         cfg = next(iter(self.optim_configs.values()))
@@ -242,14 +293,14 @@ class Solver:
     def _draw(self, steps: int, hidden: tuple, dtype):
         """A run's minibatch indices (steps, batch) and dropout masks, in the course's RNG order."""
         model, bs = self.model, self.batch_size
+        if not model.use_dropout:  # one call draws the same stream as `steps` calls of (bs,)
+            return np.random.choice(self.X_train.shape[0], (steps, bs)).astype(np.int32), None
         idx = np.empty((steps, bs), np.int32)
-        masks = (
-            tuple(np.empty((steps, bs, h), dtype) for h in hidden) if model.use_dropout else None
-        )
+        masks = tuple(np.empty((steps, bs, h), dtype) for h in hidden)
         p = _keep_prob(model)
         for s in range(steps):
             idx[s] = np.random.choice(self.X_train.shape[0], bs)
-            for m, h in zip(masks or (), hidden, strict=False):
+            for m, h in zip(masks, hidden, strict=True):
                 if "seed" in model.dropout_param:
                     np.random.seed(model.dropout_param["seed"])
                 m[s] = (np.random.rand(bs, h) < p) / p
@@ -270,8 +321,7 @@ class Solver:
                 cfg.setdefault(k, v)
         with x64_scope(config):
             dtype = np.dtype(config.dtype)
-            X = jnp.asarray(self.X_train.reshape(num_train, -1), dtype)
-            y = jnp.asarray(self.y_train, jnp.int32)
+            (X, y), val = self._device_data(dtype)
             params = {k: jnp.asarray(v, dtype) for k, v in model.params.items()}
             ts = train.TrainState(
                 params,
@@ -284,39 +334,60 @@ class Solver:
             epoch_fn = cached_jit(
                 epoch_key(config, rule), lambda: train.make_epoch(config, optimizer)
             )
+            # Pipelined: each run of iterations (and its accuracy check) is dispatched before the
+            # previous one's results are read, so the host's draws, prints and bookkeeping overlap
+            # the device's work. All RNG draws still happen in the course's order; results are
+            # recorded and printed in order, one run behind.
             chunks = [1, iterations_per_epoch - 1] if iterations_per_epoch > 1 else [1]
-            t = 0
+            t, pending = 0, []
             for _ in range(self.num_epochs):
                 for steps in chunks:
                     idx, masks = self._draw(steps, config.hidden_dims, dtype)
                     ts, losses = epoch_fn(ts, X, y, idx, self._hparams(dtype), masks)
-                    for loss in np.asarray(losses):
-                        self.loss_history.append(loss)
-                        if self.verbose and t % self.print_every == 0:
-                            print(f"(Iteration {t + 1} / {num_iterations}) loss: {loss:f}")
-                        t += 1
+                    t0, t = t, t + steps
                     epoch_end = t % iterations_per_epoch == 0
                     if epoch_end:
                         self.epoch += 1
                         for cfg in self.optim_configs.values():
                             cfg["learning_rate"] *= self.lr_decay
+                    check = None
                     if t == 1 or t == num_iterations or epoch_end:
-                        self._check(ts, config)
+                        check = self._dispatch_check(ts, config, (X, y), val)
+                    for done in pending:
+                        self._record(*done, num_iterations)
+                    pending = [(t0, losses, check)]
+            for done in pending:
+                self._record(*done, num_iterations)
             self._write_back(ts)
 
-    def _check(self, ts, config):
-        """The course's accuracy check, checkpoint, Epoch line and best-params bookkeeping."""
+    def _dispatch_check(self, ts, config, train_set, val_set):
+        """Start the course's accuracy check on `ts` (its draws happen now); see `_record`."""
         args = (ts.params, ts.model_state, config)
-        train_acc = self._accuracy(*args, self.X_train, self.y_train, self.num_train_samples, 100)
-        val_acc = self._accuracy(*args, self.X_val, self.y_val, self.num_val_samples, 100)
+        train_acc = self._accuracy_async(*args, *train_set, self.num_train_samples, 100)
+        val_acc = self._accuracy_async(*args, *val_set, self.num_val_samples, 100)
+        return self.epoch, train_acc, val_acc, ts.params, ts.model_state
+
+    def _record(self, t0, losses, check, num_iterations):
+        """Loss history and lines of a run of iterations starting at t0, then its check if any."""
+        for t, loss in enumerate(np.asarray(losses), start=t0):
+            self.loss_history.append(loss)
+            if self.verbose and t % self.print_every == 0:
+                print(f"(Iteration {t + 1} / {num_iterations}) loss: {loss:f}")
+        if check is not None:
+            self._check(*check)
+
+    def _check(self, epoch, train_acc, val_acc, params, model_state):
+        """The course's accuracy check, checkpoint, Epoch line and best-params bookkeeping."""
+        train_acc, val_acc = train_acc(), val_acc()
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
-        current = {k: np.array(ts.params[k]) for k in self.model.params}
+        current = {k: np.array(params[k]) for k in self.model.params}
         if self.checkpoint_name is not None:
-            self._save_checkpoint(current, ts.model_state)
+            self._save_checkpoint(current, model_state, epoch)
         if self.verbose:
-            e, n = self.epoch, self.num_epochs
-            print(f"(Epoch {e} / {n}) train acc: {train_acc:f}; val_acc: {val_acc:f}")
+            print(
+                f"(Epoch {epoch} / {self.num_epochs}) train acc: {train_acc:f}; val_acc: {val_acc:f}"
+            )
         if val_acc > self.best_val_acc:
             self.best_val_acc = val_acc
             self.best_params = current
@@ -335,11 +406,11 @@ class Solver:
         # As the reference: keep the final params if the validation accuracy never rose above 0.
         self.model.params = self.best_params or final
 
-    def _save_checkpoint(self, params: dict, model_state: dict):
+    def _save_checkpoint(self, params: dict, model_state: dict, epoch: int):
         """The course's checkpoint as `<name>_epoch_<epoch>.npz`: arrays plus `meta` JSON."""
         meta = {k: getattr(self, k) for k in _CHECKPOINT_FIELDS}
-        meta.update(update_rule=self._rule, optim_config=self.optim_config)
-        filename = f"{self.checkpoint_name}_epoch_{self.epoch}.npz"
+        meta.update(epoch=epoch, update_rule=self._rule, optim_config=self.optim_config)
+        filename = f"{self.checkpoint_name}_epoch_{epoch}.npz"
         if self.verbose:
             print(f'Saving checkpoint to "{filename}"')
         text = json.dumps(meta, default=lambda o: np.asarray(o).tolist())  # numpy scalars, arrays
