@@ -1,5 +1,5 @@
 """`python -m fc_jax` runs the command-line interface."""
 
-from fc_jax.cli import main
+from fc_jax.cli import console
 
-raise SystemExit(main())
+console()

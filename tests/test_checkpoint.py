@@ -68,6 +68,7 @@ def dtype(request):
     return request.param
 
 
+@pytest.mark.slow
 def test_round_trip_is_bit_exact(tmp_path, dtype):
     config = _config(dtype)
     run, hp = _fit(config, 1)
@@ -90,6 +91,7 @@ def test_round_trip_is_bit_exact(tmp_path, dtype):
     assert meta["hparams"]["learning_rate"] == float(hp.learning_rate)
 
 
+@pytest.mark.slow
 def test_resuming_from_a_loaded_checkpoint_equals_an_uninterrupted_fit(tmp_path):
     config = _config()
     straight, _ = _fit(config, 2)
@@ -101,6 +103,7 @@ def test_resuming_from_a_loaded_checkpoint_equals_an_uninterrupted_fit(tmp_path)
 
 
 @pytest.mark.parametrize("rule", ["sgd", "sgd_momentum", "rmsprop", "adam"])
+@pytest.mark.slow
 def test_every_optimizer_state_round_trips(tmp_path, rule):
     config = _config(normalization=None, dropout=False)
     opt = get_optimizer(rule)

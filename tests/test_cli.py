@@ -54,6 +54,7 @@ def _npz(path):
         return {k: z[k] for k in z.files}
 
 
+@pytest.mark.slow
 def test_train_digits_end_to_end(tmp_path, capsys, monkeypatch):
     tty = _FakeTTY()
     monkeypatch.setattr(sys, "stderr", tty)
@@ -93,6 +94,7 @@ def test_train_digits_end_to_end(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.skipif(not HAVE_CIFAR, reason=f"CIFAR-10 is not in {DATA}")
+@pytest.mark.slow
 def test_train_cifar10_subset(tmp_path, capsys):
     out = tmp_path / "c"
     sizes = "--num-training 500 --num-validation 100 --num-test 100 --batch-size 50".split()
@@ -112,6 +114,7 @@ def test_train_cifar10_subset(tmp_path, capsys):
      "--sampling permutation"],
     ids=["plain", "dropout-batchnorm"],
 )  # fmt: skip
+@pytest.mark.slow
 def test_resume_is_bit_identical(tmp_path, capsys, extra):
     a, b = tmp_path / "straight", tmp_path / "resumed"
     args = [*SMALL_DIGITS, "--batch-size", 50, *extra.split(), "--quiet"]
@@ -142,6 +145,7 @@ def test_resume_is_bit_identical(tmp_path, capsys, extra):
     assert hist_a["loss"] == hist_b["loss"] and hist_a["val_acc"] == hist_b["val_acc"]
 
 
+@pytest.mark.slow
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stderr", _FakeTTY())
     # One step per epoch with a huge learning rate: finite for a few epochs, then inf/nan.
@@ -202,6 +206,7 @@ def test_numpy_backend_on_digits(tmp_path, capsys):
     assert _files(out) == FILES - {"checkpoint.npz"}
 
 
+@pytest.mark.slow
 def test_gradcheck_passes(capsys):
     assert cli.main(["gradcheck"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -226,6 +231,7 @@ def test_gradcheck_passes(capsys):
     assert all(e <= (1e-6 if k.startswith("net") else 1e-7) for k, e in res["gradcheck"].items())
 
 
+@pytest.mark.slow
 def test_gradcheck_catches_a_wrong_backward(capsys, monkeypatch):
     bad_relu = jax.custom_vjp(lambda x: jnp.maximum(x, 0))
     bad_relu.defvjp(lambda x: (jnp.maximum(x, 0), None), lambda _, g: (g,))  # forgets the mask

@@ -685,6 +685,7 @@ def real():
     return arrays
 
 
+@pytest.mark.slow
 def test_real_cifar10(real):
     Xtr, ytr, Xte, yte = real
     assert Xtr.shape == (50000, 3, 32, 32) and Xte.shape == (10000, 3, 32, 32)
@@ -699,6 +700,7 @@ def test_real_cifar10(real):
                                rtol=1e-12)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_real_course_split(real, monkeypatch):
     Xtr, ytr, Xte, yte = real
     as_uint8 = tuple(a.astype(np.uint8) if a.dtype == np.float32 else a for a in real)

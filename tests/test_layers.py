@@ -166,6 +166,7 @@ def test_backward_matches_reference(case):
         assert rel_error(g, rg) < 1e-10
 
 
+@pytest.mark.slow
 def test_backward_matches_autodiff_of_forward_rule(case):
     """The hand-written backward equals jax.vjp of the (plain jnp) forward rule and of a plain forward."""
     c, args, dout = case
@@ -200,6 +201,7 @@ def test_central_differences(case):
     check_grads(diff_fn, tuple(jnp.asarray(args[i]) for i in c.diff), order=1, modes=["rev"])
 
 
+@pytest.mark.slow
 def test_composition(case):
     """jit, vmap over a leading trial axis, grad of jit, and inside lax.scan agree with eager."""
     c, args, dout = case

@@ -132,6 +132,7 @@ def _assert_tree_rel(got, want, tol):
     "normalization,keep_prob,reg",
     list(itertools.product([None, "batchnorm", "layernorm"], [1.0, 0.6], [0.0, 0.7])),
 )
+@pytest.mark.slow
 def test_loss_and_grads_match_plain_model(x64, normalization, keep_prob, reg):
     config = _config(normalization, keep_prob)
     params, state = _params(config), _state(config)
@@ -473,6 +474,7 @@ def test_jit_value_and_grad_equals_eager_and_reg_does_not_retrace(x64, normaliza
 
 # ---------------------------------------------------------------- 8. dtypes
 @pytest.mark.parametrize("normalization", [None, "batchnorm", "layernorm"])
+@pytest.mark.slow
 def test_float32_in_float32_out(normalization):
     config = _config(normalization, 0.6, dtype="float32")
     params = models.init_params(jax.random.key(0), config, 0.1)

@@ -59,6 +59,7 @@ TRIALS = [
         ("layernorm", 1.0, "sgd", False),
     ],
 )
+@pytest.mark.slow
 def test_each_lane_equals_make_epoch_alone(x64, norm, keep, rule, independent):
     """Params after 2 epochs and every loss of each lane match `train.make_epoch` on that lane."""
     cfg = models.NetConfig(
@@ -113,6 +114,7 @@ def test_each_lane_equals_make_epoch_alone(x64, norm, keep, rule, independent):
 
 
 @pytest.mark.parametrize("independent", [False, True])
+@pytest.mark.slow
 def test_run_sweep_lane_equals_fit(x64, independent):
     """The host loop too: lane k of `run_sweep` ends where `fit` with its hparams and seed ends."""
     cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dropout=True, dtype="float64")
@@ -165,6 +167,7 @@ def _check_same(a, b, lanes_a, lanes_b, exact):
     check(a.best_val_acc[lanes_a], b.best_val_acc[lanes_b])
 
 
+@pytest.mark.slow
 def test_diverging_lane_is_frozen_and_isolated(x64):
     cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dtype="float64")
     data = _data()
@@ -191,6 +194,7 @@ def test_diverging_lane_is_frozen_and_isolated(x64):
     json.dumps(records, allow_nan=False)  # NaN became None
 
 
+@pytest.mark.slow
 def test_chunked_run_equals_unchunked(x64):
     cfg = models.NetConfig(
         (5,), input_dim=D, num_classes=C, normalization="batchnorm", dtype="float64"
@@ -233,6 +237,7 @@ _SHARDED = textwrap.dedent(
 
 
 @pytest.mark.parametrize("K, max_lanes", [(5, "None"), (10, "3")])
+@pytest.mark.slow
 def test_sharded_over_8_cpu_devices_equals_unsharded(x64, tmp_path, K, max_lanes):
     """K=5 pads to 8 lanes; K=10 with max_lanes=3 runs 2 chunks of 8 (the second padded)."""
     script = _SHARDED.replace("MAX_LANES", max_lanes).replace("[:K]", f"[:{K}]")
@@ -447,6 +452,7 @@ def test_cli_random_and_spec_spaces(tmp_path):
         sweep_cli._trials(parse("--spec", str(tmp_path / "s.json"), "--reg", "0.1"), s)
 
 
+@pytest.mark.slow
 def test_cli_sweep_end_to_end_on_digits(tmp_path, capsys):
     out = tmp_path / "run"
     argv = (
@@ -458,7 +464,9 @@ def test_cli_sweep_end_to_end_on_digits(tmp_path, capsys):
     final = json.loads(lines[-1])
     assert [ln for ln in lines if ln.startswith("{")] == [lines[-1]]  # one JSON line
     # every trial's best params and the retrained winner are models `fc-jax eval` reads
-    assert sorted(p.name for p in (out / "models").iterdir()) == [f"trial-{k}.npz" for k in range(4)]
+    assert sorted(p.name for p in (out / "models").iterdir()) == [
+        f"trial-{k}.npz" for k in range(4)
+    ]
     assert cli.main(["eval", str(out / "retrain")]) == 0
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert evaluated["test_acc"] == pytest.approx(final["test_acc"], abs=1e-6)
@@ -525,6 +533,7 @@ def test_table_files_and_plot(tmp_path, grid):
 
 
 # ------------------------------------------------------------------ one run loop, halving, resume
+@pytest.mark.slow
 def test_one_lane_sweep_is_fit_bit_for_bit(x64):
     """`fit` is the run loop with K = 1, so a one-lane sweep is not close to it: it is it."""
     cfg = models.NetConfig((5, 4), input_dim=D, num_classes=C, normalization="batchnorm",
@@ -544,6 +553,7 @@ def test_one_lane_sweep_is_fit_bit_for_bit(x64):
     assert res.best_val_acc[0] == run.best_val_acc
 
 
+@pytest.mark.slow
 def test_keep_prob_one_in_a_sweep_means_no_dropout(x64):
     """Mixed keep probabilities in one sweep: the lane at 1.0 is the net without dropout."""
     cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dropout=True, dtype="float64")
@@ -562,6 +572,7 @@ def test_keep_prob_one_in_a_sweep_means_no_dropout(x64):
 HALVING_TRIALS = [{"learning_rate": float(lr)} for lr in np.geomspace(1e-3, 3e-1, 9)]
 
 
+@pytest.mark.slow
 def test_successive_halving_keeps_the_best_and_continues_them(x64):
     cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dtype="float64")
     kw = dict(num_epochs=9, batch_size=10, seed=1, max_lanes=9)
@@ -588,6 +599,7 @@ def test_successive_halving_keeps_the_best_and_continues_them(x64):
 
 
 @pytest.mark.parametrize("schedule", ["full", "halving"])
+@pytest.mark.slow
 def test_sweep_resumes_exactly_from_any_epoch(x64, schedule):
     cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dropout=True, dtype="float64")
     trials = [{**t, "keep_prob": 0.8} for t in HALVING_TRIALS[::2]]

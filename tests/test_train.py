@@ -24,6 +24,7 @@ def _data(n=200, seed=0):
     "norm,keep,rule",
     [(None, 1.0, "adam"), ("batchnorm", 0.7, "sgd_momentum"), ("layernorm", 0.8, "rmsprop")],
 )
+@pytest.mark.slow
 def test_scan_epoch_equals_python_loop_of_steps(norm, keep, rule, x64):
     cfg = models.NetConfig(
         (9, 7), input_dim=D, num_classes=C, normalization=norm, dropout=keep < 1, dtype="float64"
@@ -131,6 +132,7 @@ def test_accuracy_matches_numpy_with_padding():
     assert acc == pytest.approx(np.mean(scores.argmax(1) == y), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_fit_same_seed_same_result_and_chunks_do_not_matter():
     cfg = models.NetConfig((16,), input_dim=D, num_classes=C, dropout=True)
     kw = dict(
@@ -150,6 +152,7 @@ def test_fit_same_seed_same_result_and_chunks_do_not_matter():
     assert a.history["lr"] == pytest.approx([1e-3, 1e-3])
 
 
+@pytest.mark.slow
 def test_fit_overfits_50_examples():
     X, y = data.synthetic(50, D, C, seed=5)
     rng = np.random.default_rng(0)
@@ -170,6 +173,7 @@ def test_fit_overfits_50_examples():
     assert run.history["train_acc"][-1] == 1.0
 
 
+@pytest.mark.slow
 def test_fit_resume_is_exact():
     cfg = models.NetConfig(
         (16,), input_dim=D, num_classes=C, normalization="batchnorm", dropout=True
@@ -191,6 +195,7 @@ def test_fit_resume_is_exact():
     )
 
 
+@pytest.mark.slow
 def test_divergence_names_epoch_and_step_and_keeps_last_good_epoch():
     cfg = models.NetConfig((16,), input_dim=D, num_classes=C)
     seen = []
@@ -221,6 +226,7 @@ def test_diverged_run_freezes_params():
     chex.assert_trees_all_equal(ts.params, ts0.params)
 
 
+@pytest.mark.slow
 def test_fit_float64():
     cfg = models.NetConfig((8,), input_dim=D, num_classes=C, dtype="float64")
     run = fit.fit(cfg, _data(), num_epochs=1, batch_size=20)

@@ -19,7 +19,7 @@ once in `fc_jax.cli.flags`. Recipes, resume merging and data fingerprints are li
 
 import sys
 
-__all__ = ["main", "build_parser", "DEFAULTS", "RULES"]
+__all__ = ["main", "console", "build_parser", "DEFAULTS", "RULES"]
 
 
 def __getattr__(name):  # DEFAULTS and RULES without importing numpy at `import fc_jax.cli`
@@ -64,3 +64,21 @@ def main(argv=None) -> int:
     except ValueError as exc:  # DataError, CheckpointError, FolderBusyError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def console() -> None:
+    """The `fc-jax` executable: `main()`, then exit with its code.
+
+    After Ctrl-C the process leaves at once (`os._exit(130)`, streams flushed) instead of running
+    the interpreter's shutdown, which can crash while XLA still executes the interrupted step.
+    Nothing is lost by skipping it: every file is written atomically and the folder lock is the
+    kernel's, released when the process ends.
+    """
+    import os
+
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    raise SystemExit(code)

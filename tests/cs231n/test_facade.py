@@ -310,6 +310,7 @@ def _assert_same(ours, ref):
 
 
 @pytest.mark.parametrize("case", FC_CASES)
+@pytest.mark.slow
 def test_fully_connected_net_matches_reference_and_numeric_gradients(case):
     kw = FC_CASES[case]
     # With N = 2, batchnorm's hidden units have variances near eps and the central differences of
@@ -447,6 +448,7 @@ def test_update_rule_defaults_are_written_into_config():
 
 
 # ---------------------------------------------------------------- dtypes, errors, compilation
+@pytest.mark.slow
 def test_float32_in_gives_float32_out():
     randn = _course_input()
     x, w, b = (a.astype(np.float32) for a in (randn(4, 6), randn(6, 3), randn(3)))

@@ -108,6 +108,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.slow
 def test_solver_matches_the_course_solver_exactly(capsys, case):
     net_kw, solver_kw = CASES[case]
     mine = _train(capsys, Solver, fc_net.FullyConnectedNet, net_kw, solver_kw)
@@ -223,6 +224,7 @@ def test_checkpoints_are_npz_with_json_meta(capsys, tmp_path):
         assert meta["loss_history"] == [float(v) for v in s.loss_history[: max(1, 4 * epoch)]]
 
 
+@pytest.mark.slow
 def test_float32_model_stays_float32_and_close_to_float64(capsys):
     kw = dict(update_rule="adam")
     solver, model, _, _ = _train(
@@ -249,6 +251,7 @@ def _cifar_dir():
     return data_dir
 
 
+@pytest.mark.slow
 def test_overfits_50_cifar10_images(capsys):
     """The course cell: a three-layer net reaches 100% train accuracy on 50 images in 20 epochs."""
     from fc_jax.data import get_dataset
