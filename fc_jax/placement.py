@@ -69,9 +69,6 @@ class LaneFns(NamedTuple):
     def put_replicated(self, arrays):
         return tuple(_put(a, self.rep) for a in arrays)
 
-    def put_data(self, host):
-        return self.put_replicated(host)
-
     def put_idx(self, idx):
         return _put(idx, self.lane if self.independent else self.rep)
 
@@ -119,8 +116,3 @@ def make_lane_fns(
         ),
         evaluate=jax.jit(acc, in_shardings=(lane, lane, rep, rep), out_shardings=lane),
     )
-
-
-def replicate_tree(tree, sharding: NamedSharding):
-    """Place every leaf of a host pytree replicated with `sharding`."""
-    return jax.tree.map(lambda a: _put(a, sharding), tree)

@@ -244,7 +244,7 @@ def train_lanes(
             lanes = lanes._replace(budget=np.full(K, schedule.num_epochs, np.int64))
         ndev = len(devices)
         W = -(-min(K, width or K) // ndev) * ndev
-        ctx = _Context(fns, {}, W, hp, seeds, schedule, host, fns.put_data(host), steps, chunks,
+        ctx = _Context(fns, {}, W, hp, seeds, schedule, host, fns.put_replicated(host), steps, chunks,
                        progress)  # fmt: skip
         while True:
             todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
