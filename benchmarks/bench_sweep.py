@@ -1,15 +1,17 @@
-"""Benchmark: a K-configuration sweep at the width it picks itself vs one lane at a time.
+"""Benchmark: a K-configuration sweep as `fc-jax sweep` runs it vs one configuration at a time.
 
 Default: 16 configurations (learning rate 1e-4, 3e-4, 1e-3, 3e-3 x weight scale 1e-2, 2e-2, 5e-2,
 1e-1) of a [100, 100, 100, 100] net with adam, no dropout, batch 100, one epoch (490 steps) on
 49000 x 3072 float32 inputs (random, or CIFAR-10 with --data cifar10), 1000 validation rows. Every
 contender is `fc_jax.sweep.run_sweep` (the run loop: minibatches, evaluation, host bookkeeping
-included), so the ratio is what a user of `fc-jax sweep` gets: `--max-lanes W` for each W in
---widths, and the default (`lane_group_size`: all lanes on an accelerator; on a CPU as many lanes
-as fit in the last-level cache). The single-model engine run K times (`train.make_epoch`, no run
-loop) is shown as a third reference. Each width runs once to warm up (compiling), then --repeats
-times, the widths taking turns, and its best time is kept (the machine's load drifts); compile time
-is reported apart. Prints a table and ONE JSON line.
+included): on ONE device with `--max-lanes W` for each W in --widths (W = 1 is one configuration
+at a time), and the default, `lane_group_size` over every device: all lanes at once on an
+accelerator, one lane per device on CPUs, where this script, like `fc-jax sweep`, makes one CPU
+device per core (`fc_jax.cli.cpu_devices_for_sweeps`; set JAX_NUM_CPU_DEVICES to choose). The
+single-model engine run K times (`train.make_epoch`, no run loop) is a third reference. Each
+contender runs once to warm up (compiling), then --repeats times, taking turns, and its best time
+is kept (the machine's load drifts); compile time is reported apart. Prints a table and ONE JSON
+line.
 
     python benchmarks/bench_sweep.py            # full size (use a quiet machine)
     python benchmarks/bench_sweep.py --small    # 40 steps, 4 configurations: a smoke test
@@ -17,14 +19,19 @@ is reported apart. Prints a table and ONE JSON line.
 
 import argparse
 import json
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from fc_jax.cli import cpu_devices_for_sweeps
 
-from fc_jax import models, space, sweep, train
-from fc_jax.optim import get_optimizer
+cpu_devices_for_sweeps(["sweep"])  # as `fc-jax sweep`: before jax is imported
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fc_jax import models, space, sweep, train  # noqa: E402
+from fc_jax.optim import get_optimizer  # noqa: E402
 
 GRID = {"learning_rate": [1e-4, 3e-4, 1e-3, 3e-3], "weight_scale": [1e-2, 2e-2, 5e-2, 1e-1]}
 
@@ -42,8 +49,11 @@ def _data(kind: str, rows: int):
 
 
 def _sweep(cfg, data, trials, width, batch):
+    """width W: `--max-lanes W` on one device; "default": every device, the default width."""
+    one = width != "default"
     res = sweep.run_sweep(cfg, data, trials, update_rule="adam", num_epochs=1, batch_size=batch,
-                          max_lanes=width, devices=jax.devices()[:1])  # fmt: skip
+                          max_lanes=width if one else None,
+                          devices=jax.devices()[:1] if one else None)  # fmt: skip
     return res.run_seconds, res.compile_seconds, res
 
 
@@ -85,39 +95,41 @@ def main(argv=None) -> None:
     cfg = models.NetConfig(tuple(a.hidden_dims), input_dim=3072)
     trials = space.grid(GRID)[: a.configs]
     K, data = len(trials), _data(a.data, a.rows)
-    auto = sweep.lane_group_size(cfg, "adam", K, jax.devices()[:1])
-    widths = sorted({*[min(w, K) for w in a.widths], auto})
-    rows = {w: (float("inf"), 0.0, None) for w in widths}
-    for rep in range(a.repeats + 1):  # the first round warms up; the widths take turns (noise)
-        for w in widths:
+    devices = jax.devices()
+    auto = sweep.lane_group_size(cfg, "adam", K, devices)
+    names = [*sorted({min(w, K) for w in a.widths} | {1}), "default"]
+    rows = {w: (float("inf"), 0.0, None) for w in names}
+    for rep in range(a.repeats + 1):  # the first round warms up; the contenders take turns (noise)
+        for w in names:
             run_s, compile_s, res = _sweep(cfg, data, trials, w, a.batch_size)
             if rep and run_s < rows[w][0]:
                 rows[w] = (run_s, compile_s, res)
     engine_s, engine_compile = _engine_k_times(cfg, data, trials, a.batch_size)
-    one = rows[1][0] if 1 in rows else None
-    device = jax.devices()[0]
-    print(f"device: {device.device_kind} ({jax.default_backend()}); {K} configurations, "
-          f"{a.rows // a.batch_size} steps each; automatic width {auto}")  # fmt: skip
-    print(f"{'max lanes':>10} {'run s':>8} {'compile s':>10} {'vs 1 lane':>10} {'best val':>9}")
+    one = rows[1][0]
+    print(f"device: {devices[0].device_kind} x {len(devices)} ({jax.default_backend()}), "
+          f"{jax.local_device_count()} local; {K} configurations, {a.rows // a.batch_size} steps "
+          f"each; default: {auto} lanes at once over {len(devices)} device(s)")  # fmt: skip
+    print(f"{'contender':>22} {'run s':>8} {'compile s':>10} {'vs 1 lane':>10} {'best val':>9}")
     for w, (run_s, compile_s, res) in rows.items():
-        mark = " (auto)" if w == auto else ""
-        ratio = f"{run_s / one:.3f}" if one else "-"
-        print(f"{w:>10} {run_s:>8.3f} {compile_s:>10.3f} {ratio:>10} "
-              f"{res.best_val_acc.max():>9.4f}{mark}")  # fmt: skip
-    print(f"{'engine xK':>10} {engine_s:>8.3f} {engine_compile:>10.3f} "
-          f"{engine_s / one if one else float('nan'):>10.3f}   (make_epoch alone, no run loop)")  # fmt: skip
+        name = f"default, {len(devices)} device(s)" if w == "default" else f"{w} lane(s), 1 device"
+        print(f"{name:>22} {run_s:>8.3f} {compile_s:>10.3f} {run_s / one:>10.3f} "
+              f"{res.best_val_acc.max():>9.4f}")  # fmt: skip
+    print(f"{'engine xK, 1 device':>22} {engine_s:>8.3f} {engine_compile:>10.3f} "
+          f"{engine_s / one:>10.3f}   (make_epoch alone, no run loop)")  # fmt: skip
     result = dict(
         bench="sweep",
-        device=str(device.device_kind),
+        device=str(devices[0].device_kind),
         backend=jax.default_backend(),
+        num_devices=len(devices),
         configs=K,
         steps=a.rows // a.batch_size,
         hidden_dims=a.hidden_dims,
-        auto_width=auto,
+        default_width=auto,
         run_s={str(w): round(r[0], 4) for w, r in rows.items()},
         compile_s={str(w): round(r[1], 4) for w, r in rows.items()},
         engine_k_times_s=round(engine_s, 4),
-        ratio_auto_over_one_lane=round(rows[auto][0] / one, 4) if one else None,
+        ratio_default_over_one_lane=round(rows["default"][0] / one, 4),
+        command=" ".join(sys.argv),
     )
     print(json.dumps(result), flush=True)
 

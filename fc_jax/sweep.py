@@ -9,10 +9,11 @@ by all lanes by default (the input layer of K nets is then one wide matmul), or 
 stopped trials stay in the result, their history ending where they stopped. A diverged lane stops
 without touching the others. `max_lanes` bounds the lanes run at once; without it,
 `lane_group_size` chooses: every lane at once on an accelerator (one H100 ran 16 lanes in 0.146x the
-time of 16 runs), one lane at a time on a CPU, where the single-model engine already keeps the
-cores' matmul units busy and every wider group measured slower (`benchmarks/bench_sweep.py`: 2, 4,
-8, 16 lanes took 1.08, 1.17, 1.18, 1.25x the time of one at a time on the 2-core CPU). The lane axis
-is sharded over `Mesh(devices, ("trials",))` (every device by default).
+time of 16 runs), one lane per device on CPUs: on one CPU device a wider group is no faster than one
+lane at a time (the engine's GEMMs already use every core), but lanes on separate CPU devices run
+concurrently, each on its own thread (`benchmarks/bench_sweep.py`; `fc-jax sweep` makes one CPU
+device per core, see `fc_jax.cli.cpu_devices_for_sweeps`). The lane axis is sharded over
+`Mesh(devices, ("trials",))` (every device by default).
 """
 
 from collections.abc import Callable
@@ -69,11 +70,11 @@ class SweepResult(NamedTuple):
 def lane_group_size(config: models.NetConfig, update_rule: str, K: int, devices: list) -> int:
     """How many lanes to run at once when `max_lanes` is not given (see the module docstring).
 
-    All K on an accelerator; 1 on CPUs. `config` and `update_rule` are part of the signature so a
-    finer model (e.g. per architecture) can replace this one without touching the callers.
+    All K on an accelerator; on CPUs one lane per device. `config` and `update_rule` are part of
+    the signature so a finer model (e.g. per architecture) can replace this one.
     """
     del config, update_rule
-    return K if any(d.platform != "cpu" for d in devices) else 1
+    return K if any(d.platform != "cpu" for d in devices) else min(K, len(devices))
 
 
 def result_of(lanes: Lanes, config, update_rule, trials, hparams, schedule: Schedule, devices):

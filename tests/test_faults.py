@@ -300,15 +300,18 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path, capsy
             "0.1", "0.2", "--keep-prob", "1", "0.8", "--epochs", "27", "--max-lanes", "4",
             "--schedule", schedule]  # fmt: skip
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert _main(capsys, *argv, "--out", straight)[0] == 0
+    # every run as its own `fc-jax` process: the same CPU devices (one per core) each time
+    proc = _spawn(*argv, "--out", straight)
+    assert proc.communicate(timeout=300)[1] == "" and proc.returncode == 0
     proc = _spawn(*argv, "--out", killed)
     _wait_for(killed / "checkpoint.npz", poll=0.005)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert "results.json" not in _visible(killed)  # it really stopped part way
-    code, _, err = _main(capsys, "sweep", "--resume", killed)
-    assert code == 0, err
+    proc = _spawn("sweep", "--resume", killed, "--quiet")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
     assert _records(killed) == _records(straight)
     for name in sorted(_visible(straight / "models")):
         a, b = np.load(straight / "models" / name), np.load(killed / "models" / name)

@@ -622,11 +622,38 @@ def test_sweep_resumes_exactly_from_any_epoch(x64, schedule):
 
 
 def test_lane_group_size_model():
-    """One lane at a time on a CPU (wider groups measured slower), every lane on an accelerator."""
+    """One lane per CPU device (a wider group on one device is no faster), all on an accelerator."""
     cfg = models.NetConfig((100, 100, 100, 100), input_dim=3072)
-    assert sweep.lane_group_size(cfg, "adam", 16, jax.devices("cpu")[:1]) == 1
+    cpu = jax.devices("cpu")[0]
+    assert sweep.lane_group_size(cfg, "adam", 16, [cpu]) == 1
+    assert sweep.lane_group_size(cfg, "adam", 16, [cpu, cpu]) == 2
+    assert sweep.lane_group_size(cfg, "adam", 1, [cpu, cpu]) == 1
 
     class Gpu:
         platform = "gpu"
 
     assert sweep.lane_group_size(cfg, "adam", 16, [Gpu()]) == 16
+
+
+_DEVICES = (
+    "import os, sys; from fc_jax.cli import cpu_devices_for_sweeps; "
+    "cpu_devices_for_sweeps(sys.argv[1:]); import jax; print(len(jax.devices()))"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "argv, xla_flags, expected",
+    [
+        (["sweep", "--epochs", "1"], "", min(os.cpu_count() or 1, 4)),
+        (["train"], "", 1),
+        (["sweep"], "--xla_force_host_platform_device_count=3", 3),  # the user's choice wins
+    ],
+)
+def test_fc_jax_sweep_makes_one_cpu_device_per_core(argv, xla_flags, expected):
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    env.update(XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _DEVICES, *argv], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split()[-1]) == expected

@@ -70,7 +70,7 @@ def add_parser(sub) -> None:
     a("--independent-batches", action="store_true",
       help="each configuration draws its own minibatches (default: shared)")  # fmt: skip
     a("--max-lanes", type=flags.positive_int,
-      help="most configurations trained at once (default: all on a GPU, one at a time on a CPU)")  # fmt: skip
+      help="most configurations trained at once (default: all on a GPU, one per device on CPUs)")  # fmt: skip
     a("--retrain-best", type=flags.positive_int, metavar="EPOCHS",
       help="train the winner for EPOCHS more into OUT/retrain (default: no)")  # fmt: skip
     a("--top", type=flags.positive_int, default=20, help="rows of the printed table (default: 20)")
