@@ -3,16 +3,21 @@
 Usage: python scripts/halving_cifar10.py [--trials 27] [--epochs 9] [--eta 3] [--hidden-dims 100 100]
 A random search (learning rate, weight scale, L2 strength, dropout keep probability) of a batchnorm
 net (the CIFAR-10 recipe otherwise), trained by `fc_jax.sweep.run_sweep` twice on the same trials:
-every configuration for --epochs, then successive halving. Prints a markdown table and one JSON line.
+every configuration for --epochs, then successive halving, each as `fc-jax sweep` would run it (one
+CPU device per core, the default lanes at once). Prints a markdown table and one JSON line.
 """
 
 import argparse
 import json
 import time
 
-from fc_jax import recipes, space
-from fc_jax.data import get_dataset
-from fc_jax.sweep import run_sweep
+from fc_jax.cli import cpu_devices_for_sweeps
+
+cpu_devices_for_sweeps(["sweep"])  # one CPU device per core, as `fc-jax sweep`
+
+from fc_jax import recipes, space  # noqa: E402
+from fc_jax.data import get_dataset  # noqa: E402
+from fc_jax.sweep import run_sweep  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +42,8 @@ def main() -> None:
         res = run_sweep(config, data, trials, schedule=schedule, eta=a.eta, **kw)
         rows[schedule] = dict(best_val_acc=float(res.best_val_acc.max()), best_trial=res.best,
                               lane_epochs=res.lane_epochs, wall_s=round(time.perf_counter() - t0, 1),
-                              run_s=round(res.run_seconds, 1), compile_s=round(res.compile_seconds, 1))  # fmt: skip
+                              run_s=round(res.run_seconds, 1), compile_s=round(res.compile_seconds, 1),
+                              devices=len(res.devices))  # fmt: skip
     full, half = rows["full"], rows["halving"]
     print(
         "| schedule | best val acc | best trial | lane-epochs | wall s (compile s) |\n|---|---|---|---|---|"
