@@ -44,8 +44,8 @@ def build_parser():
 def cpu_devices_for_sweeps(argv) -> None:
     """Before jax is imported, give `fc-jax sweep` one CPU device per core (at most 4).
 
-    On CPUs a sweep runs one lane per device, and two devices of a 2-core CPU ran 2 lanes in 0.74x
-    the time of one lane after the other (`benchmarks/bench_sweep.py`). The user's own setting
+    On CPUs a sweep runs one lane per device, and two devices of a 2-core CPU trained 16
+    configurations in 0.80x the time of one after the other (`benchmarks/bench_sweep.py`). The user's own setting
     (`JAX_NUM_CPU_DEVICES`, or a device count in `XLA_FLAGS`) wins; nothing changes once jax is
     imported (then the process already chose), nor for other commands, nor on accelerators (the
     CPU devices are not the default backend there).
