@@ -140,15 +140,18 @@ def _rows(tree, rows):
     return jax.tree.map(lambda a: a[rows], tree)
 
 
-def _set_rows(tree, rows, values):
-    """Copy of `tree` with `tree[rows] = values` (numpy leaves)."""
+def _copy(tree):
+    """A writable numpy copy of every leaf (the snapshot handed to `on_epoch_end` stays as it was)."""
+    return jax.tree.map(lambda a: np.array(a, copy=True), tree)
+
+
+def _assign_rows(tree, rows, values) -> None:
+    """`tree[rows] = values`, leaf by leaf, in place (numpy leaves)."""
 
     def put(a, v):
-        a = np.array(a, copy=True)
         a[rows] = v
-        return a
 
-    return jax.tree.map(put, tree, values)
+    jax.tree.map(put, tree, values)
 
 
 def init_lanes(fns: placement.LaneFns, hparams: HParams, seeds: np.ndarray, budget: int) -> Lanes:
@@ -318,8 +321,9 @@ def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
     hp_e = hp._replace(learning_rate=lr)
     groups = [todo[g : g + W] for g in range(0, len(todo), W)]
     total, done = len(groups) * chunks, 0
-    ts, history = lanes.ts, [dict(h) for h in lanes.history]
-    best = (lanes.best_params, lanes.best_model_state)
+    # one copy of the state per epoch, written row by row as the groups finish
+    ts, history = _copy(lanes.ts), [dict(h) for h in lanes.history]
+    best = _copy((lanes.best_params, lanes.best_model_state))
     best_val, best_epoch = lanes.best_val_acc.copy(), lanes.best_epoch.copy()
     compile_s, run_s = lanes.compile_seconds, lanes.run_seconds
     for rows in groups:
@@ -357,12 +361,12 @@ def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
         new = _rows(fns.state_to_host(ts_g), slice(0, m))
         seconds = time.perf_counter() - t0
         run_s += seconds
-        ts = _set_rows(ts, rows, new)
+        _assign_rows(ts, rows, new)
         diverged = np.asarray(new.diverged, bool)
         better = (val_acc > best_val[rows]) & ~diverged
         win = rows[better]
         if len(win):
-            best = _set_rows(best, win, _rows((new.params, new.model_state), better))
+            _assign_rows(best, win, _rows((new.params, new.model_state), better))
         best_val[win], best_epoch[win] = val_acc[better], e + 1
         for j, k in enumerate(rows):
             h = history[k] = {key: list(v) for key, v in history[k].items()}
