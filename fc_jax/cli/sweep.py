@@ -218,7 +218,9 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
         note(
             f"retraining trial {result.best} {best} for {args.retrain_best} epochs into {out / 'retrain'}"
         )
-        retrain = _retrain(s, data, best, args.retrain_best, out / "retrain", say, lead)
+        retrain = _retrain(
+            s, data, meta["data_fingerprint"], best, args.retrain_best, out / "retrain", lead
+        )
         if isinstance(retrain, int):
             return retrain
         line.update(test_acc=retrain["test_acc"], retrain_epochs=args.retrain_best)
@@ -243,24 +245,21 @@ def _save_models(result, mean_image, out: Path, s: dict) -> None:
                    pixel_scale=recipes.PIXEL_SCALE[s["dataset"]])  # fmt: skip
 
 
-def _retrain(s, data, trial, epochs, out: Path, say, lead):
+def _retrain(s, data, fingerprint, trial, epochs, out: Path, lead):
     """The winner trained `epochs` epochs by `fc-jax train`'s own code, written into `out`."""
-    import argparse
-
     from fc_jax.cli import train as train_cli
 
     s2 = {**s, **{k: v for k, v in trial.items() if k in HParams._fields}, "seed": int(trial["seed"]),
           "epochs": epochs}  # fmt: skip
     config = recipes.config_of(s2)
-    args = argparse.Namespace(quiet=True)
     flags.check_out_dir(out)
     if not lead:
         return {"test_acc": float("nan")}
     from fc_jax.files import lock_folder
 
     with lock_folder(out):
-        res = train_cli._train_jax(config, s2, data, None, None, out, recipes.data_fingerprint(data),
-                                   s.get("data_dir"), args.quiet)  # fmt: skip
+        res = train_cli._train_jax(config, s2, data, None, None, out, fingerprint,
+                                   s.get("data_dir"), quiet=True)  # fmt: skip
         if isinstance(res, int):
             return res
         train_cli._finish(s2, out, res, data)
