@@ -9,7 +9,7 @@ as `P("trials")` over `mesh`, with the data replicated:
 * `evaluate(params, model_state, X, y) -> (W,)` accuracies;
 * host <-> device: `init_host(seeds, weight_scale)` builds fresh lanes and returns them as numpy;
   `put_lanes(tree)` / `state_to_host(ts)` move a `TrainState` (its key as raw key data on the host);
-  `put_replicated`, `put_idx`, `to_host`.
+  `put_replicated`, `put_idx`; `to_host` (a module function) gathers any array.
 
 With several processes (`jax.distributed.initialize`), every process passes the same global host
 arrays; `jax.make_array_from_callback` fills each process's own devices, and `to_host` gathers
@@ -72,14 +72,11 @@ class LaneFns(NamedTuple):
     def put_idx(self, idx):
         return _put(idx, self.lane if self.independent else self.rep)
 
-    def to_host(self, x):
-        return to_host(x)
-
     def state_to_host(self, ts: train.TrainState) -> train.TrainState:
         return jax.tree.map(to_host, ts._replace(key=jax.random.key_data(ts.key)))
 
     def init_host(self, seeds, weight_scale) -> train.TrainState:
-        """Fresh lanes, built on the devices in groups of the mesh size, returned as numpy."""
+        """Fresh lanes, built on the devices at once (padded to the mesh size), returned as numpy."""
         n, ndev = len(seeds), self.lane.mesh.size
         W = -(-n // ndev) * ndev
         rows = np.minimum(np.arange(W), n - 1)

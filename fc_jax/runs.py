@@ -354,10 +354,12 @@ def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
                 loss.block_until_ready()
                 progress(e + 1, done, total)
         train_acc, val_acc = (
-            fns.to_host(compiled[("evaluate", W, X.shape)](ts_g.params, ts_g.model_state, X, y))[:m]
+            placement.to_host(
+                compiled[("evaluate", W, X.shape)](ts_g.params, ts_g.model_state, X, y)
+            )[:m]
             for X, y in (sub_data, dev[2:])
         )
-        loss = np.concatenate([fns.to_host(l) for l in losses], axis=1)[:m]
+        loss = np.concatenate([placement.to_host(l) for l in losses], axis=1)[:m]
         new = _rows(fns.state_to_host(ts_g), slice(0, m))
         seconds = time.perf_counter() - t0
         run_s += seconds
