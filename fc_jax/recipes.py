@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fc_jax.hparams import HParams, validate_hparams
+from fc_jax.space import MAX_SEED, check_seed
 
 __all__ = [
     "DEFAULTS",
@@ -38,7 +39,6 @@ RULES = ("sgd", "sgd_momentum", "rmsprop", "adam")
 HPARAM_NAMES = HParams._fields  # the hyperparameter vocabulary, defined once (fc_jax.hparams)
 INPUT_DIMS = {"cifar10": 3 * 32 * 32, "digits": 64}
 PIXEL_SCALE = {"cifar10": 1.0, "digits": 1 / 16}  # raw pixels -> the scale get_dataset uses
-MAX_SEED = 2**32 - 1
 
 _COMMON: dict[str, Any] = dict(
     keep_prob=1.0,  # dropout keep probability; 1 = the net has no dropout layers
@@ -96,9 +96,7 @@ def check_settings(s: dict) -> None:
         v = s[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
-    seed = s["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
+    check_seed(s["seed"])
     dims = s["hidden_dims"]
     if not isinstance(dims, list | tuple) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims

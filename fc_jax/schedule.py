@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from fc_jax import train
+from fc_jax.space import check_seed
 
 __all__ = [
     "Halving",
@@ -78,12 +79,7 @@ def check_schedule(s: Schedule, num_train: int) -> None:
     integer("num_epochs", s.num_epochs, 1)
     integer("batch_size", s.batch_size, 1)
     integer("chunks_per_epoch", s.chunks_per_epoch, 1)
-    if (
-        isinstance(s.seed, bool)
-        or not isinstance(s.seed, int | np.integer)
-        or not 0 <= s.seed < 2**32
-    ):
-        raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {s.seed!r}")
+    check_seed(s.seed)
     if s.num_train_samples is not None:
         integer("num_train_samples", s.num_train_samples, 1)
     if s.batch_size > num_train:
@@ -93,11 +89,6 @@ def check_schedule(s: Schedule, num_train: int) -> None:
     if s.halving is not None:
         integer("eta", s.halving.eta, 2)
         integer("min_epochs", s.halving.min_epochs, 1)
-
-
-def _chunks(steps: int, requested: int) -> int:
-    """The largest divisor of `steps` not above `requested`, so every chunk has one shape."""
-    return max(d for d in range(1, min(steps, max(requested, 1)) + 1) if steps % d == 0)
 
 
 def chunks_of(steps: int, requested: int) -> int:

@@ -30,6 +30,8 @@ from fc_jax.hparams import HParams, make_hparams, validate_hparams
 
 __all__ = [
     "SWEEPABLE",
+    "MAX_SEED",
+    "check_seed",
     "LogUniform",
     "Uniform",
     "Choice",
@@ -47,6 +49,16 @@ __all__ = [
 
 SWEEPABLE = (*HParams._fields, "seed")  # the hyperparameter vocabulary (fc_jax.hparams) + seeds
 MAX_SEED = 2**32 - 1  # seeds are uint32 (jax.random.key), as `fc-jax train --seed`
+
+
+def check_seed(value, name: str = "seed") -> None:
+    """ValueError unless `value` is an integer (not a bool) in [0, MAX_SEED]: the one seed check."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not 0 <= value <= MAX_SEED
+    ):
+        raise ValueError(f"{name} must be an integer in [0, {MAX_SEED}], got {value!r}")
 
 
 class LogUniform(NamedTuple):
@@ -135,9 +147,7 @@ def check_trials(trials: list[dict]) -> list[dict]:
         for name in t:
             _check_name(name)
         t = {k: _number(v, f"hyperparameter {k}") for k, v in t.items()}
-        seed = t.get("seed", 0)
-        if not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+        check_seed(t.get("seed", 0))
         validate_hparams({k: v for k, v in t.items() if k != "seed"})
         out.append(t)
     return out
