@@ -11,8 +11,9 @@ Contract:
   jitted: the data stay on the device, each step gathers its minibatch, runs the hand-written backward
   through `jax.value_and_grad(models.loss_fn)`, applies the update rule, and the per-step losses come
   back stacked. The dropout key of step t is `fold_in(ts.key, t)`, so a run is a pure function of
-  (seed, indices) and resumes exactly. A step whose loss is not finite marks the run diverged; from then
-  on its parameters stop changing (in a sweep the other lanes go on untouched).
+  (seed, indices) and resumes exactly. A step whose loss or gradient is not finite (`_finite`) marks
+  the run diverged; from then on its parameters stop changing (in a sweep the other lanes go on
+  untouched).
 * Layout: `make_epoch` decides once how the parameters are stored inside the scan (`_engine_layout`).
   Today the input layer's weight is held transposed, as a `layers.TransposedWeight` of shape (H1, D),
   where both of its products are plain GEMMs on CPU; every subtree of the optimizer state shaped like
@@ -54,7 +55,7 @@ class TrainState(NamedTuple):
     opt_state: Any  # the optimizer's NamedTuple state
     key: Key  # base key; step t's dropout key is fold_in(key, t)
     step: Array  # shape=(), int32: steps taken so far
-    diverged: Array  # shape=(), bool: a step's loss was not finite; params are frozen since
+    diverged: Array  # shape=(), bool: a step's loss or gradient was not finite; params frozen since
 
 
 def init_train_state(
@@ -100,6 +101,19 @@ def sample_indices(
     return jnp.concatenate(perms)[:total].reshape(steps, batch_size).astype(jnp.int32)
 
 
+def _finite(loss: Array, grads) -> Array:
+    """Whether the loss and the 1-D gradients (biases, gammas, betas) are all finite.
+
+    Each 1-D gradient is a batch sum of the backward signal at its layer, so a non-finite value
+    anywhere in the backward pass reaches one of them; the check reads a few hundred numbers. It
+    also makes every parameter update wait for the whole backward pass, which is what lets XLA
+    update each weight in place: with the loss alone, an update could run before the backward
+    product that still reads the old weight, so XLA copied every weight each step.
+    """
+    vectors = [g for g in jax.tree.leaves(grads) if g.ndim == 1]
+    return jnp.isfinite(loss) & jnp.isfinite(sum((jnp.sum(g) for g in vectors), jnp.zeros(())))
+
+
 def train_step(
     ts: TrainState,
     xb: Array,
@@ -130,14 +144,16 @@ def train_step(
         train=True,
         masks=masks,
     )
-    params, opt_state = optimizer.update(grads, ts.opt_state, ts.params, hparams)
-    diverged = ts.diverged | ~jnp.isfinite(loss)
+    diverged = ts.diverged | ~_finite(loss, grads)
+    # The rule itself skips the step (it computes the params from its guarded state, so XLA
+    # updates the buffers in place; see `fc_jax.optim`).
+    params, opt_state = optimizer.update(grads, ts.opt_state, ts.params, hparams, skip=diverged)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(diverged, o, n), new, old)
     return (
         TrainState(
-            params=keep(params, ts.params),
+            params=params,
             model_state=keep(model_state, ts.model_state),
-            opt_state=keep(opt_state, ts.opt_state),
+            opt_state=opt_state,
             key=ts.key,
             step=ts.step + 1,
             diverged=diverged,

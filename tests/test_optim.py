@@ -299,6 +299,49 @@ def test_vmap_over_stacked_hparams_equals_separate_updates(rule, rng):
         assert not np.allclose(trial(sweep_p)["W1"], stack(params)["W1"][0])
 
 
+# ---------------------------------------------------------------- (e2) skipping a step
+@pytest.mark.parametrize("rule", RULES)
+def test_skip_returns_params_and_state_unchanged_bit_for_bit(rule, rng):
+    # skip=True (a diverged run) keeps everything bit for bit, even with non-finite gradients;
+    # skip=False is the plain update; a rule without `skip`, wrapped in `skippable`, does the same.
+    opt = optim.get_optimizer(rule)
+    params = {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
+    _, state = _random_state(rule, params, rng)  # float32 (x64 is off), t = 5
+    grads = {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
+    bad = {k: g.at[0].set(jnp.nan) for k, g in grads.items()}
+    hp = make_hparams(rule, learning_rate=1e-2)
+    update = jax.jit(opt.update)
+    wrapped = jax.jit(optim.skippable(lambda g, s, p, h: opt.update(g, s, p, h)))
+    plain = update(grads, state, params, hp)
+    for fn in (update, wrapped):
+        kept = fn(bad, state, params, hp, jnp.asarray(True))
+        chex.assert_trees_all_equal(kept, (params, state))
+        stepped = fn(grads, state, params, hp, jnp.asarray(False))
+        # Another compiled graph: XLA may contract a multiply-add differently (1 ulp apart).
+        chex.assert_trees_all_close(stepped, plain, rtol=1e-6, atol=1e-7)
+    assert not np.array_equal(plain[0]["W1"], params["W1"])  # the step really moves
+
+
+@pytest.mark.parametrize("rule", ["sgd_momentum", "adam"])
+def test_skip_is_per_lane_under_vmap(rule, rng):
+    opt = optim.get_optimizer(rule)
+    stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
+    params = [{k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
+              for _ in range(2)]  # fmt: skip
+    grads = [{k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
+             for _ in range(2)]  # fmt: skip
+    hp = make_hparams(rule)
+    states = [opt.init(p) for p in params]
+    skip = jnp.asarray([True, False])
+    p, s = jax.vmap(opt.update, in_axes=(0, 0, 0, None, 0))(
+        stack(grads), stack(states), stack(params), hp, skip
+    )
+    lane = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+    chex.assert_trees_all_equal((lane(p, 0), lane(s, 0)), (params[0], states[0]))
+    expected = jax.jit(opt.update)(grads[1], states[1], params[1], hp)
+    chex.assert_trees_all_close((lane(p, 1), lane(s, 1)), expected, rtol=1e-6, atol=1e-7)
+
+
 # ---------------------------------------------------------------- (f) names and bad input
 def test_optimizer_names_match_the_course():
     assert sorted(optim.OPTIMIZERS) == sorted(RULES) == sorted(RULE_DEFAULTS)

@@ -1,6 +1,7 @@
 """The compiled engine (fc_jax.train) and the host loop (fc_jax.fit)."""
 
 import inspect
+import re
 from typing import Any, NamedTuple
 
 import chex
@@ -66,7 +67,7 @@ def _trace_optimizer() -> optim.Optimizer:
         new = jax.tree.map(lambda p, t: p - hp.learning_rate * t, params, trace)
         return new, _TraceState(state.count + 1, {"trace": trace, "steps": steps})
 
-    return optim.Optimizer(init, update)
+    return optim.Optimizer(init, optim.skippable(update))
 
 
 def test_engine_layout_stays_inside_the_epoch(x64):
@@ -224,6 +225,47 @@ def test_diverged_run_freezes_params():
     ts, losses = train.make_epoch(cfg, opt)(ts0, X_bad, y, idx, make_hparams("sgd"))
     assert bool(ts.diverged) and not np.isfinite(np.asarray(losses)).any()
     chex.assert_trees_all_equal(ts.params, ts0.params)
+
+
+def test_non_finite_gradient_counts_as_diverged():
+    # The divergence flag reads the loss and the 1-D gradients (batch sums of the backward signal).
+    grads = {"W1": jnp.ones((3, 2)), "b1": jnp.ones(2), "W2": jnp.ones((2, 2)), "b2": jnp.ones(2)}
+    assert bool(train._finite(jnp.asarray(1.0), grads))
+    assert not bool(train._finite(jnp.asarray(jnp.inf), grads))
+    for bad in (jnp.nan, jnp.inf, -jnp.inf):
+        assert not bool(
+            train._finite(jnp.asarray(1.0), {**grads, "b1": grads["b1"].at[1].set(bad)})
+        )
+
+
+def _loop_body_copies(hlo: str) -> tuple[int, list[str]]:
+    """(number of while-loop bodies found, shapes of the arrays copied inside them) of an HLO text."""
+    bodies = set(re.findall(r"body=(%[\w.\-]+)", hlo))
+    found, shapes = 0, []
+    for comp in re.findall(r"\n(%[^\n]*\{\n.*?\n\})", hlo, re.S):
+        if comp.split(" ", 1)[0] in bodies:
+            found += 1
+            shapes += re.findall(r"= (\w+\[[0-9,]*\])\{[0-9,]*\} copy\(", comp)
+    return found, shapes
+
+
+@pytest.mark.parametrize(
+    "rule,norm", [("adam", None), ("sgd_momentum", None), ("adam", "batchnorm"), ("sgd", None)]
+)
+def test_epoch_updates_every_weight_in_place(rule, norm):
+    # The update rules compute the new params from their guarded state, and the divergence flag
+    # waits for the backward pass: XLA then updates each weight and its optimizer buffers in
+    # place. Selecting after the update (or reading only the loss) made it copy them every step.
+    cfg = models.NetConfig((48, 40), input_dim=256, num_classes=10, normalization=norm,
+                           dropout=norm is not None)  # fmt: skip
+    opt = optim.get_optimizer(rule)
+    ts = train.init_train_state(jax.random.key(0), cfg, opt, 1e-2)
+    X, y = jnp.zeros((64, 256)), jnp.zeros((64,), jnp.int32)
+    idx = train.sample_indices(jax.random.key(1), 64, 3, 16)
+    hlo = train.make_epoch(cfg, opt).lower(ts, X, y, idx, make_hparams(rule)).compile().as_text()
+    found, copied = _loop_body_copies(hlo)
+    weights = {"f32[48,256]", "f32[256,48]", "f32[48,40]", "f32[40,10]"}  # W1 either way, W2, W3
+    assert found >= 1 and not weights & set(copied), copied
 
 
 @pytest.mark.slow
