@@ -17,6 +17,7 @@ import functools
 import glob
 import gzip
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -55,6 +56,11 @@ OPTIONS = {
     "fast math": {"xla_cpu_enable_fast_math": True},
     "prefer 512-bit vectors": {"xla_cpu_prefer_vector_width": 512},
     "concurrency-optimized scheduler": {"xla_cpu_enable_concurrency_optimized_scheduler": True},
+    "copy insertion region analysis": {"xla_cpu_copy_insertion_use_region_analysis": True},
+    "tiling propagation": {"xla_cpu_experimental_enable_tiling_propagation": True},
+    "flush denormals (ftz)": {"xla_cpu_ftz": True},
+    **{f"scheduler type {i}": {"xla_cpu_scheduler_type": i} for i in (1, 2, 3)},
+    **{f"opt preset {i}": {"xla_cpu_opt_preset": i} for i in (1, 2, 3)},
 }
 
 
@@ -62,8 +68,14 @@ def _identity(p):
     return p
 
 
-def _variant_epoch(to_inner, to_public, view, unroll=1, prefetch=False):
-    """An epoch like `train._epoch` (adam, no dropout) with the model fed `view(inner params)`."""
+def _variant_epoch(to_inner, to_public, view, unroll=1, prefetch=False, guard="engine"):
+    """An epoch like `train._epoch` (adam, no dropout) with the model fed `view(inner params)`.
+
+    guard: how a non-finite step is kept out. "engine" as `train.train_step` (the rule skips the
+    step itself, the flag reads the loss and the 1-D gradients); "rule skips, loss-only flag";
+    "select after, loss-only flag" (the engine before this change: old-or-new selected after the
+    update, the flag from the loss alone).
+    """
 
     def step(ts, xb, yb, hp):
         def loss(q, *a, **k):
@@ -71,15 +83,18 @@ def _variant_epoch(to_inner, to_public, view, unroll=1, prefetch=False):
 
         grad_fn = jax.value_and_grad(loss, has_aux=True)
         (value, (ms, _)), g = grad_fn(ts.params, ts.model_state, xb, yb, hp, config=CONFIG)
-        params, opt_state = OPT.update(g, ts.opt_state, ts.params, hp)
-        bad = ts.diverged | ~jnp.isfinite(value)
-        keep = lambda n, o: jax.tree.map(lambda a, b: jnp.where(bad, b, a), n, o)  # noqa: E731
+        if guard == "engine":
+            bad = ts.diverged | ~train._finite(value, g)
+        else:
+            bad = ts.diverged | ~jnp.isfinite(value)
+        if guard == "select after, loss-only flag":
+            params, opt_state = OPT.update(g, ts.opt_state, ts.params, hp)
+            keep = lambda n, o: jax.tree.map(lambda a, b: jnp.where(bad, b, a), n, o)  # noqa: E731
+            params, opt_state = keep(params, ts.params), keep(opt_state, ts.opt_state)
+        else:
+            params, opt_state = OPT.update(g, ts.opt_state, ts.params, hp, skip=bad)
         new = ts._replace(
-            params=keep(params, ts.params),
-            opt_state=keep(opt_state, ts.opt_state),
-            model_state=ms,
-            step=ts.step + 1,
-            diverged=bad,
+            params=params, opt_state=opt_state, model_state=ms, step=ts.step + 1, diverged=bad
         )
         return new, value
 
@@ -147,6 +162,10 @@ def variants(ts0):
     v["W1 stored transposed, model fed W1t.T (autodiff)"] = lambda: _variant_epoch(w1t, w1t, w1t)
     v["flat parameter buffer"] = lambda: _variant_epoch(*_flat_layout(ts0.params))
     tw = train._engine_layout(CONFIG)
+    for guard in ("select after, loss-only flag", "rule skips, loss-only flag"):
+        v[f"engine layout, {guard}"] = lambda guard=guard: _variant_epoch(
+            tw.to_inner, tw.to_public, _identity, guard=guard
+        )
     v["engine layout, scan unroll=2"] = lambda: _variant_epoch(
         tw.to_inner, tw.to_public, _identity, unroll=2
     )
@@ -202,7 +221,7 @@ def profile(ts0, X, y, idx, hp):
     print(f"profiled op time {total / n:.0f} us/step ({n} steps)")
     for k, t in by.most_common():
         print(f"  {t / n:7.1f} us/step {100 * t / total:5.1f}%  {k}")
-    for k, t in tot.most_common(12):
+    for k, t in tot.most_common(int(os.environ.get("AB_TOP", 12))):
         print(f"  {t / n:7.1f} us  {k:28s} {defs[k][0]:20s} {kind(k)}")
 
 
