@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fc_jax import models, optim, train
+from fc_jax import losses, models, optim, train
 from fc_jax.hparams import make_hparams
 
 CONFIG = models.NetConfig((100, 100, 100, 100))
@@ -68,18 +68,44 @@ def _identity(p):
     return p
 
 
-def _variant_epoch(to_inner, to_public, view, unroll=1, prefetch=False, guard="engine"):
+def _l2_unless_zero(params, reg):
+    """The L2 penalty with its sum skipped (`lax.cond`) when reg == 0; gradient reg * W as before."""
+
+    @jax.custom_vjp
+    def term(w, r):
+        return jax.lax.cond(
+            r == 0, lambda: jnp.zeros((), w.dtype), lambda: 0.5 * r * jnp.sum(w * w)
+        )
+
+    term.defvjp(lambda w, r: (term(w, r), (w, r)), lambda res, g: (g * res[1] * res[0], 0 * res[1]))
+    weights = [v for k, v in params.items() if k.startswith("W")]
+    return sum(term(w, jnp.asarray(reg, w.dtype)) for w in weights)
+
+
+def _l2_vdot(params, reg):
+    weights = [v for k, v in params.items() if k.startswith("W")]
+    return sum(0.5 * jnp.asarray(reg, w.dtype) * jnp.vdot(w.ravel(), w.ravel()) for w in weights)
+
+
+def _variant_epoch(
+    to_inner, to_public, view, unroll=1, prefetch=False, guard="engine", penalty=None
+):
     """An epoch like `train._epoch` (adam, no dropout) with the model fed `view(inner params)`.
 
     guard: how a non-finite step is kept out. "engine" as `train.train_step` (the rule skips the
     step itself, the flag reads the loss and the 1-D gradients); "rule skips, loss-only flag";
     "select after, loss-only flag" (the engine before this change: old-or-new selected after the
-    update, the flag from the loss alone).
+    update, the flag from the loss alone). penalty: replaces `losses.l2_penalty` while tracing.
     """
 
     def step(ts, xb, yb, hp):
         def loss(q, *a, **k):
-            return models.loss_fn(view(q), *a, **k)
+            saved = losses.l2_penalty
+            losses.l2_penalty = penalty or saved
+            try:
+                return models.loss_fn(view(q), *a, **k)
+            finally:
+                losses.l2_penalty = saved
 
         grad_fn = jax.value_and_grad(loss, has_aux=True)
         (value, (ms, _)), g = grad_fn(ts.params, ts.model_state, xb, yb, hp, config=CONFIG)
@@ -162,6 +188,11 @@ def variants(ts0):
     v["W1 stored transposed, model fed W1t.T (autodiff)"] = lambda: _variant_epoch(w1t, w1t, w1t)
     v["flat parameter buffer"] = lambda: _variant_epoch(*_flat_layout(ts0.params))
     tw = train._engine_layout(CONFIG)
+    for name, penalty in (("L2 sum skipped when reg == 0 (lax.cond)", _l2_unless_zero),
+                          ("L2 sum as vdot", _l2_vdot)):  # fmt: skip
+        v[f"engine layout, {name}"] = lambda penalty=penalty: _variant_epoch(
+            tw.to_inner, tw.to_public, _identity, penalty=penalty
+        )
     for guard in ("select after, loss-only flag", "rule skips, loss-only flag"):
         v[f"engine layout, {guard}"] = lambda guard=guard: _variant_epoch(
             tw.to_inner, tw.to_public, _identity, guard=guard
@@ -209,11 +240,15 @@ def profile(ts0, X, y, idx, hp):
             operands = [defs.get(o, ("",))[0] for o in re.findall(r"%([\w.-]+)", args)]
             wide = any("3072" in sh for sh in [shape, *operands])
             return "input-layer GEMMs" if wide else "hidden/output-layer GEMMs"
+        if "compare_select" in name:
+            return "other elementwise (relu, bias, loss)"
         if "select_fusion" in name:
             return "optimizer update (adam)"
+        if "transpose" in name:
+            return "activation transposes (for hidden dW GEMMs)"
         if op == "copy" or "copy" in name:
-            return "copies (loop-carried W1, m, v; layout)"
-        return "other elementwise"
+            return "copies (loop carry; W1 layout at entry/exit)"
+        return "other elementwise (relu, bias, loss)"
 
     n, total, by = 3 * idx.shape[0], sum(tot.values()), collections.Counter()
     for k, t in tot.items():
