@@ -256,7 +256,9 @@ def save_run(out_dir: os.PathLike | str, run: Run, meta: dict) -> Path:
       CheckpointError: as `save_lanes`, or the run has diverged (nothing on disk changes).
     """
     if bool(np.asarray(run.ts.diverged)):
-        raise CheckpointError("refusing to save a diverged run (its loss became non-finite)")
+        raise CheckpointError(
+            "refusing to save a diverged run (its loss or gradient became non-finite)"
+        )
     for k in ("config", "update_rule", "hparams"):
         if k not in meta:
             raise CheckpointError(f"meta must contain {k!r}; got keys {sorted(meta)}")

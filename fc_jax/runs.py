@@ -75,8 +75,9 @@ class DivergedError(RuntimeError):
             else "no checkpoint exists yet (it diverged in its first epoch)"
         )
         super().__init__(
-            f"training diverged: the loss became non-finite at epoch {epoch}, step {step} of that "
-            f"epoch (iteration {iteration}); lower the learning rate or the weight scale; {kept}."
+            f"training diverged: the loss or gradient became non-finite at epoch {epoch}, step "
+            f"{step} of that epoch (iteration {iteration}); lower the learning rate or the weight "
+            f"scale; {kept}."
         )
         self.epoch, self.step, self.iteration = epoch, step, iteration
 
