@@ -52,6 +52,23 @@ def _spawn(*argv, env=None):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+def _wait_until_importing_jax(proc, timeout=60.0):
+    """Wait until the child maps jaxlib: it is then inside `main()`'s start-up (jax is imported
+    only there), past the SIGINT handler `_INTERRUPTIBLE` installs and before any output exists.
+    A fixed sleep was flaky: on a loaded machine the interpreter had not yet installed its handler,
+    and a child started from a shell job inherits SIGINT ignored, so the signal was lost."""
+    maps, t0 = Path(f"/proc/{proc.pid}/maps"), time.time()
+    if not maps.exists():  # not Linux: give the interpreter time to start
+        time.sleep(1.0)
+        return
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, "the child ended before it imported jax"
+        if "jaxlib" in maps.read_text():
+            return
+        time.sleep(0.005)
+    raise AssertionError("the child never imported jax")
+
+
 def _wait_for(path: Path, timeout=120.0, poll=0.05):
     t0 = time.time()
     while not path.exists():
@@ -222,7 +239,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, command):
     assert _one_line(err) == f"interrupted; continue with: fc-jax {command} --resume {out}"
     # and at start-up, before anything is created
     proc = _spawn("train", "--dataset", "digits", "--out", tmp_path / "early")
-    time.sleep(0.3)
+    _wait_until_importing_jax(proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and _one_line(err) == "interrupted"

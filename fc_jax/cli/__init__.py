@@ -14,9 +14,11 @@ Contract: `main(argv=None) -> int` parses `argv`, runs one subcommand and return
 Subcommands, one module each: `train` (`fc_jax.cli.train`), `sweep` (`fc_jax.cli.sweep`), `eval`
 (`fc_jax.cli.evaluate`), `gradcheck` (`fc_jax.cli.gradcheck`); the flags they share are defined
 once in `fc_jax.cli.flags`. Recipes, resume merging and data fingerprints are library code
-(`fc_jax.recipes`). jax is imported only when a command runs, so `--help` is fast.
+(`fc_jax.recipes`). jax is imported when `main` runs (the parser reads the recipes), not at
+`import fc_jax.cli`.
 """
 
+import contextlib
 import sys
 
 __all__ = ["main", "console", "build_parser", "DEFAULTS", "RULES"]
@@ -59,16 +61,46 @@ def cpu_devices_for_sweeps(argv) -> None:
     os.environ.setdefault("JAX_NUM_CPU_DEVICES", str(max(1, min(os.cpu_count() or 1, 4))))
 
 
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold a Ctrl-C that arrives inside the block and raise it (`KeyboardInterrupt`) at the end.
+
+    A KeyboardInterrupt raised while jaxlib's extension module is being initialized crashed the
+    interpreter (SIGSEGV, exit -11) instead of reaching `main`'s handler. A process that ignores
+    SIGINT (a background job) keeps ignoring it; off the main thread nothing changes.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        yield
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     """Run the command line `argv` (default `sys.argv[1:]`); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     cpu_devices_for_sweeps(argv)
     try:  # Ctrl-C from here on, start-up (imports) included, is one line and exit code 130
-        from fc_jax.cli.flags import UsageError
-        from fc_jax.files import WriteError
+        with _interrupts_deferred():  # the imports load jax's C++ extension
+            from fc_jax.cli.flags import UsageError
+            from fc_jax.files import WriteError
 
+            parser = build_parser()
         try:
-            args = build_parser().parse_args(argv)
+            args = parser.parse_args(argv)
         except SystemExit as exc:  # --help (0)
             return exc.code if isinstance(exc.code, int) else 2
         except UsageError as exc:
