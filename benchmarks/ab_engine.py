@@ -295,9 +295,19 @@ def main():
             continue
         print(f"{name}: compile {time.perf_counter() - t:.2f} s", flush=True)
         compiled[name] = c
+    reference = compiled["engine"](ts0, X, y, idx, hp)
     for name, c in compiled.items():
-        losses = c(ts0, X, y, idx, hp)[1]
+        ts, losses = c(ts0, X, y, idx, hp)
         assert bool(jnp.all(jnp.isfinite(losses))), name
+        if "flag" in name:  # the step guards: same numbers as the engine?
+            diff = max(
+                float(jnp.max(jnp.abs(a - b)))
+                for a, b in zip(
+                    jax.tree.leaves((ts.params, ts.opt_state, losses)),
+                    jax.tree.leaves((reference[0].params, reference[0].opt_state, reference[1])),
+                )  # fmt: skip
+            )
+            print(f"{name}: params, optimizer state and losses differ from the engine's by {diff}")
     times = {k: [] for k in compiled}
     for _ in range(args.repeats):
         for name, c in compiled.items():
