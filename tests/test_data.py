@@ -21,10 +21,10 @@ import pytest
 from fc_jax import data, download
 from fc_jax.cs231n import data_utils
 from fc_jax.data import DataError
+from tests.helpers import SHARED_DATA, real_cifar10_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-REAL = download.cifar10_dir(os.environ.get("FC_JAX_DATA_DIR") or SHARED)  # either folder form
+REAL = download.cifar10_dir(os.environ.get("FC_JAX_DATA_DIR") or SHARED_DATA)  # either form
 FILES = download.CIFAR10_FILES
 
 
@@ -487,20 +487,9 @@ def test_fake_batches_are_not_verified_unless_asked(tmp_path):
         data.read_cifar10_batch(tmp_path / "mine", rows=4, verify=True)
 
 
-def _missing_real_data():
-    """Fail when FC_JAX_DATA_DIR or CI promises CIFAR-10; skip only on a bare checkout."""
-    if os.environ.get("FC_JAX_DATA_DIR") or os.environ.get("CI"):
-        pytest.fail(f"CIFAR-10 is not in {REAL}, where FC_JAX_DATA_DIR / CI says it is")
-    pytest.skip(
-        f"real CIFAR-10 not found at {REAL} and FC_JAX_DATA_DIR is unset (tests never download)"
-    )
-
-
 @pytest.fixture
 def real_files():
-    if not (REAL / "test_batch").is_file():
-        _missing_real_data()
-    return REAL
+    return real_cifar10_dir("test_batch")
 
 
 def test_16_flipped_pixel_bytes_in_a_copy_are_refused(real_files, tmp_path):
@@ -686,8 +675,7 @@ def test_facade_matches_course(fake_cifar):
 # ---------------------------------------------------------------- the real CIFAR-10
 @pytest.fixture(scope="module")
 def real():
-    if not (REAL / "test_batch").is_file():
-        _missing_real_data()
+    assert real_cifar10_dir("test_batch") == REAL
     start = time.perf_counter()
     arrays = data.load_cifar10(REAL)
     print(f"load_cifar10({REAL}) took {time.perf_counter() - start:.2f} s")

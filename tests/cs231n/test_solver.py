@@ -8,8 +8,6 @@ tests do not use the `x64` fixture (and check that x64 does not leak).
 """
 
 import json
-import os
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -20,7 +18,7 @@ from fc_jax.cs231n.classifiers import fc_net
 from fc_jax.cs231n.solver import Solver, epoch_key, net_config
 from fc_jax.reference import fc_net as ref_net
 from fc_jax.reference.solver import Solver as RefSolver
-from tests.helpers import rel_error
+from tests.helpers import real_cifar10_dir, rel_error
 
 
 @pytest.fixture(autouse=True)
@@ -236,21 +234,6 @@ def test_float32_model_stays_float32_and_close_to_float64(capsys):
     assert rel_error(solver.loss_history, ref.loss_history) < 1e-5
 
 
-def _cifar_dir():
-    data_dir = (
-        os.environ.get("FC_JAX_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data"
-    )
-    from fc_jax.download import cifar10_dir
-
-    if not (cifar10_dir(data_dir) / "data_batch_1").is_file():
-        if os.environ.get("FC_JAX_DATA_DIR") or os.environ.get("CI"):  # data promised: a failure
-            pytest.fail(f"CIFAR-10 is not in {data_dir}, where FC_JAX_DATA_DIR / CI says it is")
-        pytest.skip(
-            f"CIFAR-10 is not in {data_dir} and FC_JAX_DATA_DIR is unset (tests never download)"
-        )
-    return data_dir
-
-
 @pytest.mark.slow
 def test_overfits_50_cifar10_images(capsys):
     """The course cell: a three-layer net reaches 100% train accuracy on 50 images in 20 epochs."""
@@ -258,7 +241,7 @@ def test_overfits_50_cifar10_images(capsys):
 
     small = get_dataset(
         "cifar10",
-        data_dir=_cifar_dir(),
+        data_dir=real_cifar10_dir(),
         num_training=50,
         num_validation=50,
         num_test=10,
