@@ -15,9 +15,10 @@ Contract: an optimizer is an `Optimizer(init, update)` pair of pure functions,
   skip: None, or a scalar bool array; where true the step is skipped: params and state come back
     unchanged, bit for bit (the training step passes its divergence flag). Each rule applies it to
     its new state first and computes the new params from that guarded state. Selecting after the
-    update instead (`skippable`, for a rule written without `skip`) gives the same numbers, but
-    XLA then recomputes the state inside the parameter update and, since the old state is still
-    read there, copies every parameter and state buffer each step (about 6% of a W1 epoch on CPU).
+    update instead (`skippable`, for a rule written without `skip`) gives the same values (up to
+    how XLA rounds a fused multiply-add), but XLA then recomputes the state inside the parameter
+    update and, since the old state is still read there, copies every parameter and state buffer
+    each step (7% of a W1 epoch on CPU: `benchmarks/ab_engine.py`, "select after").
 
 `update` returns the new parameters (cs231n's `next_w`), not an update to apply, and nothing
 here closes over a hyperparameter: a new learning rate is new data, not a new compilation, and

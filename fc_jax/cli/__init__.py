@@ -47,8 +47,8 @@ def cpu_devices_for_sweeps(argv) -> None:
     """Before jax is imported, give `fc-jax sweep` one CPU device per core (at most 4).
 
     On CPUs a sweep runs one lane per device, and two devices of a 2-core CPU trained 16
-    configurations in 0.80x the time of one after the other (`benchmarks/bench_sweep.py`). The user's own setting
-    (`JAX_NUM_CPU_DEVICES`, or a device count in `XLA_FLAGS`) wins; nothing changes once jax is
+    configurations in 0.70x the time of one after the other (`benchmarks/bench_sweep.py`). The
+    user's own setting (`JAX_NUM_CPU_DEVICES`, or a device count in `XLA_FLAGS`) wins; nothing changes once jax is
     imported (then the process already chose), nor for other commands, nor on accelerators (the
     CPU devices are not the default backend there).
     """
@@ -72,19 +72,15 @@ def _interrupts_deferred():
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:
-        yield
-        return
-    held = []
-    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    previous, held = signal.getsignal(signal.SIGINT), []
+    hold = threading.current_thread() is threading.main_thread() and previous is not signal.SIG_IGN
+    if hold:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if hold:
+            signal.signal(signal.SIGINT, previous)
     if held:
         raise KeyboardInterrupt
 
