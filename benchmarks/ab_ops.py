@@ -82,16 +82,14 @@ def gather_probes(steps, rng):
     return {k: (_scan(f, (X, idx), steps), (X, idx), None) for k, f in cases.items()}
 
 
-def _chain(n, chains):
-    def f(c, i, *xs):
-        outs = []
-        for x in xs[:-1]:
-            for _ in range(10):
-                x = jnp.maximum(x @ xs[-1], 0) * 0.1 + c
-            outs.append(x)
-        return sum(o[0, 0] for o in outs)
-
-    return f
+def _chains(c, i, *xs):
+    """One chain of 10 GEMMs by the last operand (w) for each other operand, independent."""
+    outs = []
+    for x in xs[:-1]:
+        for _ in range(10):
+            x = jnp.maximum(x @ xs[-1], 0) * 0.1 + c
+        outs.append(x)
+    return sum(o[0, 0] for o in outs)
 
 
 def small_probes(steps, rng):
@@ -99,15 +97,15 @@ def small_probes(steps, rng):
     for n in (100, 128, 192, 256):
         x = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32))
         w = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32)) / n
-        out[f"10 chained {n}^3 GEMMs"] = (_scan(_chain(n, 1), (x, w), steps), (x, w), 10 * 2 * n**3)
+        out[f"10 chained {n}^3 GEMMs"] = (_scan(_chains, (x, w), steps), (x, w), 10 * 2 * n**3)
     return out
 
 
 def chain_probes(steps, rng):
     x = jnp.asarray(rng.standard_normal((100, 100), dtype=np.float32))
     w = jnp.asarray(rng.standard_normal((100, 100), dtype=np.float32)) / 100
-    one = (_scan(_chain(100, 1), (x, w), steps), (x, w), 10 * 2 * 100**3)
-    two = (_scan(_chain(100, 2), (x, x + 1, w), steps), (x, x + 1, w), 20 * 2 * 100**3)
+    one = (_scan(_chains, (x, w), steps), (x, w), 10 * 2 * 100**3)
+    two = (_scan(_chains, (x, x + 1, w), steps), (x, x + 1, w), 20 * 2 * 100**3)
     return {"one chain of 10 GEMMs": one, "two independent chains of 10": two}
 
 
