@@ -373,11 +373,7 @@ def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
         best_val[win], best_epoch[win] = val_acc[better], e + 1
         for j, k in enumerate(rows):
             h = history[k] = {key: list(v) for key, v in history[k].items()}
-            lj = loss[j]
-            if diverged[j]:  # the engine froze the lane at its first non-finite loss
-                first = np.flatnonzero(~np.isfinite(lj))[:1]
-                lj = np.where(np.arange(len(lj)) >= (first[0] if len(first) else 0), np.nan, lj)
-            h["loss"] += lj.tolist()
+            h["loss"] += loss[j].tolist()  # NaN from a diverged lane's first bad step on
             h["train_acc"].append(float(train_acc[j]) if not diverged[j] else float("nan"))
             h["val_acc"].append(float(val_acc[j]) if not diverged[j] else float("nan"))
             h["epoch_seconds"].append(seconds)

@@ -129,7 +129,7 @@ def train_step(
     Works on whatever pytree `ts.params` is (the public dict, or the engine's layout inside an epoch).
 
     Returns:
-      (new TrainState, the minibatch loss before the update).
+      (new TrainState, the minibatch loss before the update; NaN once the run has diverged).
     """
     key = jax.random.fold_in(ts.key, ts.step) if config.use_dropout and masks is None else None
     grad_fn = jax.value_and_grad(models.loss_fn, has_aux=True)
@@ -148,17 +148,19 @@ def train_step(
     # The rule itself skips the step (it computes the params from its guarded state, so XLA
     # updates the buffers in place; see `fc_jax.optim`).
     params, opt_state = optimizer.update(grads, ts.opt_state, ts.params, hparams, skip=diverged)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(diverged, o, n), new, old)
+    model_state = jax.tree.map(lambda n, o: jnp.where(diverged, o, n), model_state, ts.model_state)
     return (
         TrainState(
             params=params,
-            model_state=keep(model_state, ts.model_state),
+            model_state=model_state,
             opt_state=opt_state,
             key=ts.key,
             step=ts.step + 1,
             diverged=diverged,
         ),
-        loss,
+        # NaN from the first diverged step on, even when only its gradient was not finite: the
+        # histories, `DivergedError` and a sweep's `diverged_iteration` read it there.
+        jnp.where(diverged, jnp.nan, loss),
     )
 
 

@@ -238,6 +238,44 @@ def test_non_finite_gradient_counts_as_diverged():
         )
 
 
+@jax.custom_vjp
+def _poison(b, hit):
+    """0 in value; its gradient for `b` is NaN where `hit` (a finite loss, a non-finite gradient)."""
+    return jnp.zeros((), b.dtype)
+
+
+_poison.defvjp(
+    lambda b, hit: (jnp.zeros((), b.dtype), (b, hit)),
+    lambda res, g: (jnp.where(res[1], jnp.nan, 0.0) * jnp.ones_like(res[0]), None),
+)
+
+
+def test_a_non_finite_gradient_stops_the_run_at_its_step(monkeypatch):
+    # Step 3's minibatch holds the marked row: its loss is finite, its gradient is not. The run is
+    # diverged from that step, its params are those after step 2, and the reported losses are NaN
+    # from step 3 on (histories, `DivergedError` and the sweep's diverged_iteration read them).
+    loss_fn = models.loss_fn
+
+    def poisoned(params, state, X, y, hp, **kw):
+        loss, aux = loss_fn(params, state, X, y, hp, **kw)
+        return loss + _poison(params["b1"], jnp.any(X[:, 0] == 1e6)), aux
+
+    monkeypatch.setattr(models, "loss_fn", poisoned)
+    cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
+    opt = optim.get_optimizer("adam")
+    d = _data()
+    X = jnp.asarray(d["X_train"]).at[0, 0].set(1e6)
+    y = jnp.asarray(d["y_train"])
+    idx = jnp.asarray([[1, 2], [3, 4], [5, 6], [0, 7], [8, 9]], jnp.int32)
+    ts0 = train.init_train_state(jax.random.key(0), cfg, opt, 0.1)
+    hp = make_hparams("adam")
+    ts, losses = train.make_epoch(cfg, opt)(ts0, X, y, idx, hp)
+    good, _ = train.make_epoch(cfg, opt)(ts0, X, y, idx[:3], hp)
+    losses = np.asarray(losses)
+    assert bool(ts.diverged) and np.isfinite(losses[:3]).all() and np.isnan(losses[3:]).all()
+    chex.assert_trees_all_equal((ts.params, ts.opt_state), (good.params, good.opt_state))
+
+
 def _loop_body_copies(hlo: str) -> tuple[int, list[str]]:
     """(number of while-loop bodies found, shapes of the arrays copied inside them) of an HLO text."""
     bodies = set(re.findall(r"body=(%[\w.\-]+)", hlo))
