@@ -54,23 +54,23 @@ class LaneFns(NamedTuple):
 
     lane: NamedSharding  # P("trials"): the leading lane axis split over the devices
     rep: NamedSharding  # replicated
-    independent: bool
+    idx: NamedSharding  # minibatch indices: per lane (independent batches) or replicated
     init: Any  # jitted (seeds (W,), weight_scale (W,)) -> TrainState on the devices
     epoch: Any  # jitted vmapped epoch
     evaluate: Any  # jitted vmapped accuracy
 
     def put_lanes(self, tree):
         """Host pytree with a lane axis -> devices; a `TrainState`'s raw key data becomes keys."""
+        out = jax.tree.map(lambda a: _put(a, self.lane), tree)
         if isinstance(tree, train.TrainState):
-            out = jax.tree.map(lambda a: _put(a, self.lane), tree)
             return out._replace(key=jax.random.wrap_key_data(out.key))
-        return jax.tree.map(lambda a: _put(a, self.lane), tree)
+        return out
 
     def put_replicated(self, arrays):
         return tuple(_put(a, self.rep) for a in arrays)
 
     def put_idx(self, idx):
-        return _put(idx, self.lane if self.independent else self.rep)
+        return _put(idx, self.idx)
 
     def state_to_host(self, ts: train.TrainState) -> train.TrainState:
         return jax.tree.map(to_host, ts._replace(key=jax.random.key_data(ts.key)))
@@ -106,7 +106,7 @@ def make_lane_fns(
     return LaneFns(
         lane=lane,
         rep=rep,
-        independent=independent,
+        idx=idx_sh,
         init=jax.jit(init, in_shardings=(lane, lane), out_shardings=lane),
         epoch=jax.jit(
             epoch, in_shardings=(lane, rep, rep, idx_sh, lane), out_shardings=(lane, lane)
