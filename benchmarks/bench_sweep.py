@@ -3,7 +3,7 @@
 Default: 16 configurations (learning rate 1e-4, 3e-4, 1e-3, 3e-3 x weight scale 1e-2, 2e-2, 5e-2,
 1e-1) of a [100, 100, 100, 100] net with adam, no dropout, batch 100, one epoch (490 steps) on
 49000 x 3072 float32 inputs (random, or CIFAR-10 with --data cifar10), 1000 validation rows. Every
-contender is `fc_jax.sweep.run_sweep` (the run loop: minibatches, evaluation, host bookkeeping
+contender is `fc_jax.runs.sweep.run_sweep` (the run loop: minibatches, evaluation, host bookkeeping
 included): on ONE device with `--max-lanes W` for each W in --widths (W = 1 is one configuration
 at a time), and the default, `lane_group_size` over every device: all lanes at once on an
 accelerator, one lane per device on CPUs, where this script, like `fc-jax sweep`, makes one CPU
@@ -30,15 +30,16 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fc_jax import models, space, sweep, train  # noqa: E402
+from fc_jax import models, train  # noqa: E402
 from fc_jax.optim import get_optimizer  # noqa: E402
+from fc_jax.runs import space, sweep  # noqa: E402
 
 GRID = {"learning_rate": [1e-4, 3e-4, 1e-3, 3e-3], "weight_scale": [1e-2, 2e-2, 5e-2, 1e-1]}
 
 
 def _data(kind: str, rows: int):
     if kind == "cifar10":
-        from fc_jax.data import get_dataset
+        from fc_jax.data.datasets import get_dataset
 
         d = get_dataset("cifar10", num_training=rows, num_validation=1000, num_test=0)
         return {k: d[k] for k in ("X_train", "y_train", "X_val", "y_val")}

@@ -1,7 +1,7 @@
 """fc_jax: fully-connected nets in JAX with hand-written custom-VJP backward passes.
 
 The public names below are re-exported lazily (PEP 562), so `import fc_jax.reference` and
-`import fc_jax.data` stay free of jax. No logic and no `jax.config` side effects live here.
+`import fc_jax.data.datasets` stay free of jax. No logic and no `jax.config` side effects live here.
 """
 
 import importlib
@@ -16,6 +16,7 @@ _EXPORTS = {
     "forward": "fc_jax.models",
     "predict": "fc_jax.models",
     "param_count": "fc_jax.models",
+    "x64_scope": "fc_jax.models",
     "HParams": "fc_jax.hparams",
     "make_hparams": "fc_jax.hparams",
     "Optimizer": "fc_jax.optim",
@@ -28,34 +29,37 @@ _EXPORTS = {
     "make_epoch": "fc_jax.train",
     "make_step": "fc_jax.train",
     "sample_indices": "fc_jax.train",
-    "fit": "fc_jax.fit",
-    "Run": "fc_jax.fit",
-    "DivergedError": "fc_jax.runs",
-    "train_lanes": "fc_jax.runs",
-    "run_sweep": "fc_jax.sweep",
-    "load_model": "fc_jax.serving",
-    "predict_raw": "fc_jax.serving",
-    "get_dataset": "fc_jax.data",
-    "load_cifar10": "fc_jax.data",
+    "fit": "fc_jax.runs.fit",
+    "Run": "fc_jax.runs.fit",
+    "DivergedError": "fc_jax.runs.loop",
+    "train_lanes": "fc_jax.runs.loop",
+    "Schedule": "fc_jax.runs.schedule",
+    "Halving": "fc_jax.runs.schedule",
+    "run_sweep": "fc_jax.runs.sweep",
+    "SweepResult": "fc_jax.runs.sweep",
+    "load_model": "fc_jax.storage.model",
+    "predict_raw": "fc_jax.storage.model",
+    "get_dataset": "fc_jax.data.datasets",
+    "load_cifar10": "fc_jax.data.datasets",
 }
 _SUBMODULES = (
+    "types",
+    "hparams",
     "layers",
     "normalization",
     "losses",
     "models",
     "optim",
     "train",
-    "schedule",
-    "runs",
-    "placement",
-    "fit",
-    "sweep",
-    "recipes",
-    "serving",
-    "space",
-    "data",
     "gradcheck",
-    "checkpoint",
+    "runs",
+    "data",
+    "storage",
+    "report",
+    "settings",
+    "cli",
+    "cs231n",
+    "reference",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)

@@ -15,15 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from fc_jax.reference.gradient_check import (
-    eval_numerical_gradient,
     eval_numerical_gradient_array,
     rel_error,
 )
 
 __all__ = [
-    "eval_numerical_gradient",
-    "eval_numerical_gradient_array",
-    "rel_error",
     "check_vjp",
     "check_all",
 ]
@@ -66,22 +62,24 @@ def check_vjp(
 # ------------------------------------------------------------------ the `fc-jax gradcheck` suite
 def _cases(rng):
     """[(name, f, float64 args, tolerance)]; `f` runs the hand-written backward under jax.vjp."""
-    from fc_jax import layers, losses, models
+    from fc_jax import layers, losses, models, normalization
     from fc_jax.hparams import make_hparams
 
     r = lambda *shape: rng.standard_normal(shape)
     y = jnp.asarray(rng.integers(0, 5, 8))
     mask = layers.dropout_mask(jax.random.key(1), 0.7, (6, 5), jnp.float64)
-    staged = jax.custom_vjp(lambda x, g, b: layers.batchnorm_forward(x, g, b)[0])
-    staged.defvjp(layers.batchnorm_forward, lambda c, d: layers.batchnorm_backward(d, c))
+    staged = jax.custom_vjp(lambda x, g, b: normalization.batchnorm_forward(x, g, b)[0])
+    staged.defvjp(
+        normalization.batchnorm_forward, lambda c, d: normalization.batchnorm_backward(d, c)
+    )
     cases = [
         ("affine", layers.affine, [r(6, 2, 3), r(6, 4), r(4)], 1e-7),
         ("affine_t", layers.affine_t, [r(6, 2, 3), r(4, 6), r(4)], 1e-7),
         ("relu", layers.relu, [r(6, 5)], 1e-7),
         ("affine_relu", layers.affine_relu, [r(6, 4), r(4, 5), r(5)], 1e-7),
-        ("batchnorm", layers.batchnorm, [3 * r(6, 5) + 2, r(5), r(5)], 1e-7),
+        ("batchnorm", normalization.batchnorm, [3 * r(6, 5) + 2, r(5), r(5)], 1e-7),
         ("batchnorm_backward", staged, [3 * r(6, 5) + 2, r(5), r(5)], 1e-7),
-        ("layernorm", layers.layernorm, [3 * r(6, 5) + 2, r(5), r(5)], 1e-7),
+        ("layernorm", normalization.layernorm, [3 * r(6, 5) + 2, r(5), r(5)], 1e-7),
         ("dropout", lambda x: layers.dropout(x, mask), [r(6, 5)], 1e-7),
         ("softmax_loss", lambda s: losses.softmax_loss(s, y), [r(8, 5)], 1e-7),
         ("svm_loss", lambda s: losses.svm_loss(s, y), [r(8, 5)], 1e-7),

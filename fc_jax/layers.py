@@ -21,8 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fc_jax import normalization as _normalization
-from fc_jax.normalization import *  # noqa: F403  (batchnorm, layernorm: re-exported here)
 from fc_jax.types import Array, Key
 
 __all__ = [
@@ -48,7 +46,6 @@ __all__ = [
     "dropout_forward",
     "dropout_backward",
     "dropout",
-    *_normalization.__all__,
 ]
 
 

@@ -13,13 +13,14 @@ only from the custom-VJP layers, so `jax.grad(loss_fn)` runs the hand-written ba
 Hyperparameters (reg, keep_prob) come from `hparams` as data, so they can be swept without recompiling.
 """
 
+import contextlib
 import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 
-from fc_jax import layers, losses
+from fc_jax import layers, losses, normalization
 from fc_jax.hparams import HParams
 from fc_jax.types import Array, Key, ModelState, Params
 
@@ -32,6 +33,7 @@ __all__ = [
     "loss_fn",
     "scores",
     "predict",
+    "x64_scope",
 ]
 
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
@@ -97,6 +99,11 @@ class NetConfig:
     @property
     def dims(self) -> tuple[int, ...]:
         return (self.input_dim, *self.hidden_dims, self.num_classes)
+
+
+def x64_scope(config: NetConfig):
+    """`jax.enable_x64(True)` for float64 configs, a no-op context otherwise."""
+    return jax.enable_x64(True) if config.dtype == "float64" else contextlib.nullcontext()
 
 
 def _check_dtype_enabled(config: NetConfig) -> None:
@@ -218,16 +225,16 @@ def forward(
         if norm is not None:
             gamma, beta = params[f"gamma{i}"], params[f"beta{i}"]
             if norm == "layernorm":
-                a = layers.layernorm(a, gamma, beta, NORM_EPS)
+                a = normalization.layernorm(a, gamma, beta, NORM_EPS)
             elif train:
                 rm, rv = state[f"running_mean{i}"], state[f"running_var{i}"]
                 new_state[f"running_mean{i}"], new_state[f"running_var{i}"] = (
-                    layers.batchnorm_update_running(rm, rv, a, BN_MOMENTUM)
+                    normalization.batchnorm_update_running(rm, rv, a, BN_MOMENTUM)
                 )
-                a = layers.batchnorm(a, gamma, beta, NORM_EPS)
+                a = normalization.batchnorm(a, gamma, beta, NORM_EPS)
             else:
                 rm, rv = state[f"running_mean{i}"], state[f"running_var{i}"]
-                a = layers.batchnorm_inference(a, gamma, beta, rm, rv, NORM_EPS)
+                a = normalization.batchnorm_inference(a, gamma, beta, rm, rv, NORM_EPS)
             h = layers.relu(a)
         if use_dropout:
             if masks is not None:

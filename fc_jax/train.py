@@ -4,7 +4,7 @@ Contract:
 
 * `TrainState` holds everything a run carries (params, batchnorm state, optimizer state, a base PRNG
   key, the global step count, a divergence flag). It is a pytree; `jax.vmap` over a leading axis gives
-  many models at once (see `fc_jax.sweep`).
+  many models at once (see `fc_jax.runs.sweep`).
 * `sample_indices(key, num_train, steps, batch_size, replace)` draws an epoch's minibatch indices,
   shape (steps, batch); it is separate so tests and benchmarks can inject indices.
 * `make_epoch(config, optimizer)` returns `epoch(ts, X, y, idx, hparams, masks=None) -> (ts, losses)`,

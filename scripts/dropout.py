@@ -20,13 +20,13 @@ from matplotlib.figure import Figure  # the Agg canvas, no pyplot and no display
 
 from fc_jax.cs231n.classifiers.fc_net import FullyConnectedNet
 from fc_jax.cs231n.data_utils import get_CIFAR10_data
-from fc_jax.cs231n.gradient_check import (
+from fc_jax.cs231n.layers import dropout_backward, dropout_forward
+from fc_jax.cs231n.solver import Solver
+from fc_jax.reference.gradient_check import (
     eval_numerical_gradient,
     eval_numerical_gradient_array,
     rel_error,
 )
-from fc_jax.cs231n.layers import dropout_backward, dropout_forward
-from fc_jax.cs231n.solver import Solver
 
 
 def dropout_checks():

@@ -15,6 +15,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.*
 
 from fc_jax import gradcheck  # noqa: E402
+from fc_jax.reference import gradient_check
 from tests.helpers import rel_error  # noqa: E402
 from tests.test_layers import CASES, _tuple  # noqa: E402
 from tests.test_losses import LOSSES, _data  # noqa: E402
@@ -41,7 +42,9 @@ with jax.enable_x64(True):
             )
             e_num = max(
                 e_num,
-                rel_error(gi, gradcheck.eval_numerical_gradient_array(f, np.array(args[i]), dout)),
+                rel_error(
+                    gi, gradient_check.eval_numerical_gradient_array(f, np.array(args[i]), dout)
+                ),
             )
         print(f"{name:12s} {rel_error(out, rout):11.1e} {e_ref:11.1e} {e_vjp:11.1e} {e_num:11.1e}")
     for name, (fn, fwd, bwd, ref_fn, plain) in sorted(LOSSES.items()):
@@ -49,7 +52,7 @@ with jax.enable_x64(True):
         rl, rdx = ref_fn(s, y)
         l, cache = fwd(jnp.asarray(s), jnp.asarray(y))
         dx = bwd(jnp.asarray(1.0), cache)
-        num = gradcheck.eval_numerical_gradient(
+        num = gradient_check.eval_numerical_gradient(
             lambda a, fn=fn, y=y: float(fn(jnp.asarray(a), jnp.asarray(y))), s.copy(), verbose=False
         )
         e_vjp = max(gradcheck.check_vjp(fn, plain, (jnp.asarray(s), jnp.asarray(y)), argnums=[0]))

@@ -9,15 +9,9 @@ Usage:
 import argparse
 import sys
 
-from fc_jax.data import (
-    CIFAR10_MD5,
-    CIFAR10_URL,
-    DataError,
-    cifar10_dir,
-    download_cifar10,
-    ensure_cifar10,
-    load_cifar10,
-)
+from fc_jax.data.cifar10 import CIFAR10_MD5, CIFAR10_URL, DataError
+from fc_jax.data.datasets import load_cifar10
+from fc_jax.data.download import cifar10_dir, download_cifar10, ensure_cifar10
 
 
 def main(argv=None) -> int:

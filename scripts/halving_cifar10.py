@@ -2,7 +2,7 @@
 
 Usage: python scripts/halving_cifar10.py [--trials 27] [--epochs 9] [--eta 3] [--hidden-dims 100 100]
 A random search (learning rate, weight scale, L2 strength, dropout keep probability) of a batchnorm
-net (the CIFAR-10 recipe otherwise), trained by `fc_jax.sweep.run_sweep` twice on the same trials:
+net (the CIFAR-10 recipe otherwise), trained by `fc_jax.runs.sweep.run_sweep` twice on the same trials:
 every configuration for --epochs, then successive halving, each as `fc-jax sweep` would run it (one
 CPU device per core, the default lanes at once). Prints a markdown table and one JSON line.
 """
@@ -15,9 +15,10 @@ from fc_jax.cli import cpu_devices_for_sweeps
 
 cpu_devices_for_sweeps(["sweep"])  # one CPU device per core, as `fc-jax sweep`
 
-from fc_jax import recipes, space  # noqa: E402
-from fc_jax.data import get_dataset  # noqa: E402
-from fc_jax.sweep import run_sweep  # noqa: E402
+from fc_jax import settings  # noqa: E402
+from fc_jax.data.datasets import get_dataset  # noqa: E402
+from fc_jax.runs import space  # noqa: E402
+from fc_jax.runs.sweep import run_sweep  # noqa: E402
 
 
 def main() -> None:
@@ -28,12 +29,12 @@ def main() -> None:
     p.add_argument("--hidden-dims", type=int, nargs="+", default=[100, 100])
     p.add_argument("--seed", type=int, default=0, help="seed of the random search")
     a = p.parse_args()
-    s = recipes.settings("cifar10", {"hidden_dims": a.hidden_dims})
+    s = settings.settings("cifar10", {"hidden_dims": a.hidden_dims})
     dists = {"learning_rate": space.log_uniform(1e-4, 3e-2), "reg": space.log_uniform(1e-6, 1e-2),
              "weight_scale": space.log_uniform(1e-3, 1e-1), "keep_prob": space.choice([0.5, 0.75, 1.0])}  # fmt: skip
     trials = [{**t, "lr_decay": s["lr_decay"]} for t in space.random(a.trials, dists, a.seed)]
     data = get_dataset("cifar10")
-    config = recipes.config_of(s, dropout=True)
+    config = settings.config_of(s, dropout=True)
     kw = dict(update_rule=s["update_rule"], num_epochs=a.epochs, batch_size=s["batch_size"],
               replace=False, seed=s["seed"])  # fmt: skip
     rows = {}

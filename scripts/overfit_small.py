@@ -3,7 +3,7 @@
 Usage: python scripts/overfit_small.py [--data-dir DIR] [--epochs 20] [--seed 0]
 
 A three-layer net (hidden 100, 100), sgd with learning rate 1e-2 and weight scale 1e-2, batch 25,
-trained by `fc_jax.fit.fit` (the compiled engine, no facade). A net that cannot memorize 50
+trained by `fc_jax.runs.fit.fit` (the compiled engine, no facade). A net that cannot memorize 50
 examples has a bug. Exits non-zero if the final train accuracy is below 100%.
 """
 
@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from fc_jax.data import get_dataset
-from fc_jax.fit import fit
+from fc_jax.data.datasets import get_dataset
 from fc_jax.hparams import make_hparams
 from fc_jax.models import NetConfig
+from fc_jax.runs.fit import fit
 
 
 def main() -> int:

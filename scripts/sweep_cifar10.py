@@ -2,18 +2,18 @@
 
 Usage: python scripts/sweep_cifar10.py [--data-dir DIR] [--epochs N] [--num-training N]
            [--learning-rate 1e-4 3e-4 1e-3] [--weight-scale 1e-2 2e-2 5e-2] [--max-lanes K]
-The net and the other settings are `fc_jax.recipes.DEFAULTS["cifar10"]`; `fc-jax sweep` adds files.
+The net and the other settings are `fc_jax.settings.DEFAULTS["cifar10"]`; `fc-jax sweep` adds files.
 """
 
 import argparse
 import json
 
-from fc_jax.data import get_dataset
+from fc_jax.data.datasets import get_dataset
 from fc_jax.models import NetConfig
-from fc_jax.recipes import DEFAULTS
-from fc_jax.space import grid
-from fc_jax.sweep import run_sweep
-from fc_jax.sweep_plots import format_table
+from fc_jax.report.sweeps import format_table
+from fc_jax.runs.space import grid
+from fc_jax.runs.sweep import run_sweep
+from fc_jax.settings import DEFAULTS
 
 
 def main() -> None:

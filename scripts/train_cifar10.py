@@ -1,7 +1,7 @@
 """Train the default CIFAR-10 net through the library API: NetConfig + HParams -> fit -> metrics.
 
 Usage: python scripts/train_cifar10.py [--data-dir DIR] [--epochs N] [--num-training N] [--seed S]
-The settings are `fc_jax.recipes.DEFAULTS["cifar10"]`; `fc-jax train` does the same with checkpoints.
+The settings are `fc_jax.settings.DEFAULTS["cifar10"]`; `fc-jax train` does the same with checkpoints.
 """
 
 import argparse
@@ -11,15 +11,15 @@ import time
 import jax
 import jax.numpy as jnp
 
-from fc_jax import recipes
-from fc_jax.data import get_dataset
-from fc_jax.fit import fit
+from fc_jax import settings
+from fc_jax.data.datasets import get_dataset
 from fc_jax.hparams import make_hparams
+from fc_jax.runs.fit import fit
 from fc_jax.train import make_evaluate
 
 
 def main() -> None:
-    d = recipes.settings("cifar10", {})
+    d = settings.settings("cifar10", {})
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", help="CIFAR-10 folder (default: $FC_JAX_DATA_DIR or the cache)")
     p.add_argument("--epochs", type=int, default=d["epochs"])
@@ -28,8 +28,8 @@ def main() -> None:
     args = p.parse_args()
 
     data = get_dataset("cifar10", args.data_dir, num_training=args.num_training)
-    config = recipes.config_of(d)  # dropout layers: the recipe keeps 0.75 of the units
-    hp = make_hparams(d["update_rule"], jnp.float32, **recipes.hparams_of(d))
+    config = settings.config_of(d)  # dropout layers: the recipe keeps 0.75 of the units
+    hp = make_hparams(d["update_rule"], jnp.float32, **settings.hparams_of(d))
     t0 = time.perf_counter()
     run = fit(config, data, update_rule=d["update_rule"], hparams=hp, num_epochs=args.epochs,
               batch_size=d["batch_size"], seed=args.seed, replace=d["sampling"] == "replace",

@@ -15,7 +15,7 @@ def real_cifar10_dir(needed: str = "data_batch_1") -> Path:
     Fails when FC_JAX_DATA_DIR or CI promises the data and `needed` is not there; skips only on a
     bare checkout with neither (tests never download).
     """
-    from fc_jax.download import cifar10_dir
+    from fc_jax.data.download import cifar10_dir
 
     folder = cifar10_dir(os.environ.get("FC_JAX_DATA_DIR") or SHARED_DATA)  # either folder form
     if not (folder / needed).is_file():

@@ -6,7 +6,7 @@ With ``--num-processes N > 1`` it joins an N-process JAX job (`jax.distributed.i
 coordinator at ``localhost:P``), checks that the CPU backend has cross-process collectives (an
 all-gather of the process indices; exit code 77 and the error on stderr if it fails), then:
 
-1. runs `fc_jax.sweep.run_sweep` on tiny synthetic data (identical in every process) and saves every
+1. runs `fc_jax.runs.sweep.run_sweep` on tiny synthetic data (identical in every process) and saves every
    array of the result, keyed by its path in the result (``history['loss']``, ...), to RESULT.npz;
    this is the test's plumbing, so every process writes its own file;
 2. runs ``fc-jax sweep ... --out OUT_DIR`` (the library's own output step), which must write files
@@ -47,9 +47,10 @@ def sweep_result() -> dict:
     """`run_sweep` on the fixed tiny problem; every array of the result by its path."""
     import jax
 
-    from fc_jax import models, space
-    from fc_jax.data import synthetic
-    from fc_jax.sweep import run_sweep
+    from fc_jax import models
+    from fc_jax.data.datasets import synthetic
+    from fc_jax.runs import space
+    from fc_jax.runs.sweep import run_sweep
 
     X, y = synthetic(N_TRAIN + N_VAL, D, C, seed=0, dtype=np.float32)
     data = {"X_train": X[:N_TRAIN], "y_train": y[:N_TRAIN]}

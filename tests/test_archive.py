@@ -1,4 +1,4 @@
-"""fc_jax.archive: the generic checked archive. Round trips, a sha256 that covers the meta, and
+"""fc_jax.storage.archive: the generic checked archive. Round trips, a sha256 that covers the meta, and
 every header checked against `expect` before any array is read or allocated."""
 
 import io
@@ -9,8 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from fc_jax import archive
-from fc_jax.archive import CheckpointError, read_checkpoint, write_checkpoint
+from fc_jax.storage import archive
+from fc_jax.storage.archive import CheckpointError, read_checkpoint, write_checkpoint
 
 ARRAYS = {
     "params/W1": np.arange(12, dtype=np.float32).reshape(3, 4),

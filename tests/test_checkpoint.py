@@ -1,4 +1,4 @@
-"""fc_jax.checkpoint: exact round trips, atomic writes, clear errors that change nothing on disk."""
+"""fc_jax.storage.checkpoint: exact round trips, atomic writes, clear errors that change nothing on disk."""
 
 import functools
 import json
@@ -11,11 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fc_jax import checkpoint, fit, models, train
-from fc_jax.checkpoint import CheckpointError, export_params, load_run, save_run
-from fc_jax.data import synthetic
+from fc_jax import models, train
+from fc_jax.data.datasets import synthetic
 from fc_jax.hparams import make_hparams
 from fc_jax.optim import AdamState, get_optimizer
+from fc_jax.runs import fit
+from fc_jax.storage import archive, checkpoint
+from fc_jax.storage.archive import CheckpointError
+from fc_jax.storage.checkpoint import export_params, load_run, save_run
 
 
 def _config(dtype="float32", **kw):
@@ -134,7 +137,7 @@ def test_file_is_a_plain_npz_without_pickles(tmp_path):
         arrays["params/W1"][0], np.asarray(run.ts.params["W1"])
     )  # lane axis
     meta = json.loads(arrays["meta"].tobytes().decode())
-    assert meta["format_version"] == checkpoint.FORMAT_VERSION
+    assert meta["format_version"] == archive.FORMAT_VERSION
     assert meta["config"]["hidden_dims"] == [6, 5] and len(meta["sha256"]) == 64
 
 

@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fc_jax import cli, layers
-from fc_jax.checkpoint import load_run
-from fc_jax.data import get_dataset
+from fc_jax import cli, layers, settings
+from fc_jax.data.datasets import get_dataset
 from fc_jax.reference.fc_net import FullyConnectedNet
+from fc_jax.storage.checkpoint import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FC_JAX_DATA_DIR") or REPO.parent / "shared" / "data")
@@ -86,7 +86,9 @@ def test_train_digits_end_to_end(tmp_path, capsys, monkeypatch):
 
     # The reported test accuracy, recomputed from best_params.npz by the numpy reference net.
     params = _npz(out / "best_params.npz")
-    model = FullyConnectedNet(cli.DEFAULTS["digits"]["hidden_dims"], input_dim=64, dtype=np.float64)
+    model = FullyConnectedNet(
+        settings.DEFAULTS["digits"]["hidden_dims"], input_dim=64, dtype=np.float64
+    )
     model.params = {k: v.astype(np.float64) for k, v in params.items()}
     data = get_dataset("digits", dtype=np.float64)
     acc = np.mean(np.argmax(model.loss(data["X_test"]), axis=1) == data["y_test"])

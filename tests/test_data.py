@@ -1,4 +1,4 @@
-"""Tests for fc_jax.data, fc_jax.download and fc_jax.cs231n.data_utils. Nothing is downloaded:
+"""Tests for fc_jax.data.datasets, fc_jax.data.download and fc_jax.cs231n.data_utils. Nothing is downloaded:
 archives are written here and served from file:// URLs. The real CIFAR-10 is read once."""
 
 import ast
@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fc_jax import data, download
 from fc_jax.cs231n import data_utils
-from fc_jax.data import DataError
+from fc_jax.data import cifar10, datasets, download
+from fc_jax.data.cifar10 import DataError
 from tests.helpers import SHARED_DATA, real_cifar10_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = download.cifar10_dir(os.environ.get("FC_JAX_DATA_DIR") or SHARED_DATA)  # either form
-FILES = download.CIFAR10_FILES
+FILES = cifar10.CIFAR10_FILES
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +86,7 @@ def write_cifar(folder: Path, n: int = 4, seed: int = 0, **override) -> dict:
                  b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}  # fmt: skip
         (folder / name).write_bytes(py2_pickle(batch))
         out[name] = (batch[b"data"], batch[b"labels"])
-    (folder / "batches.meta").write_bytes(py2_pickle({b"num_cases_per_batch": b"n"}))
+    (folder / "cifar10.meta").write_bytes(py2_pickle({b"num_cases_per_batch": b"n"}))
     return out
 
 
@@ -99,7 +99,7 @@ def test_py2_writer_is_a_valid_pickle():
 
 def test_load_cifar10_fake_batches(tmp_path):
     src = write_cifar(tmp_path, n=4)
-    Xtr, ytr, Xte, yte = data.load_cifar10(tmp_path, rows_per_file=4)
+    Xtr, ytr, Xte, yte = datasets.load_cifar10(tmp_path, rows_per_file=4)
     assert Xtr.shape == (20, 3, 32, 32) and Xtr.dtype == np.float32
     assert Xte.shape == (4, 3, 32, 32) and ytr.dtype == yte.dtype == np.int64
     d2, l2 = src["data_batch_2"]
@@ -109,19 +109,19 @@ def test_load_cifar10_fake_batches(tmp_path):
     np.testing.assert_array_equal(Xtr, expected.astype(np.float32))
     np.testing.assert_array_equal(ytr, sum((src[f][1] for f in FILES[:5]), []))
     np.testing.assert_array_equal(yte, src["test_batch"][1])
-    Xtr8, _, Xte8, _ = data.load_cifar10(tmp_path, dtype=np.uint8, rows_per_file=None)
+    Xtr8, _, Xte8, _ = datasets.load_cifar10(tmp_path, dtype=np.uint8, rows_per_file=None)
     assert Xtr8.dtype == np.uint8
     np.testing.assert_array_equal(Xte8, src["test_batch"][0].reshape(-1, 3, 32, 32))
     with pytest.raises(DataError, match="rows"):  # the real files hold 10000 rows each
-        data.load_cifar10(tmp_path)
+        datasets.load_cifar10(tmp_path)
     with pytest.raises(TypeError, match="dtype"):
-        data.load_cifar10(tmp_path, dtype=np.int32, rows_per_file=None)
+        datasets.load_cifar10(tmp_path, dtype=np.int32, rows_per_file=None)
 
 
 def test_python3_protocol2_pickle_loads(tmp_path):
     a = np.random.default_rng(1).integers(0, 256, (3, 3072), dtype=np.uint8)
     (tmp_path / "b").write_bytes(pickle.dumps({b"data": a, b"labels": [0, 9, 3]}, protocol=2))
-    got, labels = data.read_cifar10_batch(tmp_path / "b", rows=3)
+    got, labels = cifar10.read_cifar10_batch(tmp_path / "b", rows=3)
     np.testing.assert_array_equal(got, a)
     np.testing.assert_array_equal(labels, [0, 9, 3])
 
@@ -195,11 +195,11 @@ def test_broken_file_raises_clear_error(tmp_path, how):
     write_cifar(tmp_path, n=4)
     phrase = _break(tmp_path, how)
     with pytest.raises(DataError) as info:
-        data.load_cifar10(tmp_path, rows_per_file=4)
+        datasets.load_cifar10(tmp_path, rows_per_file=4)
     msg = str(info.value)
     assert phrase in msg
     assert str(tmp_path / "data_batch_3") in msg  # names the file
-    assert "get_cifar10.py" in msg and download.CIFAR10_URL in msg and "FC_JAX_DATA_DIR" in msg
+    assert "get_cifar10.py" in msg and cifar10.CIFAR10_URL in msg and "FC_JAX_DATA_DIR" in msg
     assert isinstance(info.value, ValueError)
     assert not (tmp_path / "PWNED").exists()  # the malicious pickle never ran
 
@@ -220,29 +220,31 @@ class _Reduce:
 def test_other_globals_are_refused(tmp_path, payload):
     (tmp_path / "b").write_bytes(pickle.dumps({b"data": _Reduce(*payload)}, protocol=2))
     with pytest.raises(DataError, match="which was refused"):
-        data.read_cifar10_batch(tmp_path / "b")
+        cifar10.read_cifar10_batch(tmp_path / "b")
 
 
 def test_load_cifar10_points_at_subfolder(tmp_path):
     write_cifar(tmp_path / "cifar-10-batches-py", n=4)
     with pytest.raises(DataError, match="; pass .*cifar-10-batches-py"):
-        data.load_cifar10(tmp_path, rows_per_file=4)
+        datasets.load_cifar10(tmp_path, rows_per_file=4)
 
 
 # ---------------------------------------------------------------- locating and downloading
 def test_cifar10_dir_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("FC_JAX_DATA_DIR", str(tmp_path / "env"))
-    assert data.cifar10_dir(tmp_path / "p") == tmp_path / "p" / "cifar-10-batches-py"
-    assert data.cifar10_dir(tmp_path / "cifar-10-batches-py") == tmp_path / "cifar-10-batches-py"
+    assert download.cifar10_dir(tmp_path / "p") == tmp_path / "p" / "cifar-10-batches-py"
+    assert (
+        download.cifar10_dir(tmp_path / "cifar-10-batches-py") == tmp_path / "cifar-10-batches-py"
+    )
     write_cifar(tmp_path / "mine", n=1)
-    assert data.cifar10_dir(tmp_path / "mine") == tmp_path / "mine"  # holds data_batch_1
-    assert data.cifar10_dir() == tmp_path / "env" / "cifar-10-batches-py"
+    assert download.cifar10_dir(tmp_path / "mine") == tmp_path / "mine"  # holds data_batch_1
+    assert download.cifar10_dir() == tmp_path / "env" / "cifar-10-batches-py"
     monkeypatch.delenv("FC_JAX_DATA_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert data.cifar10_dir() == tmp_path / "xdg" / "fc_jax" / "cifar-10-batches-py"
+    assert download.cifar10_dir() == tmp_path / "xdg" / "fc_jax" / "cifar-10-batches-py"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert data.cifar10_dir() == tmp_path / "home" / ".cache" / "fc_jax" / "cifar-10-batches-py"
+    assert download.cifar10_dir() == tmp_path / "home" / ".cache" / "fc_jax" / "cifar-10-batches-py"
 
 
 def make_archive(tmp_path: Path, members=None) -> tuple[str, str, dict]:
@@ -262,13 +264,13 @@ def make_archive(tmp_path: Path, members=None) -> tuple[str, str, dict]:
 def test_download_success_is_atomic_and_complete(tmp_path, capsys):
     url, md5, files = make_archive(tmp_path)
     dest = tmp_path / "dest"
-    got = data.download_cifar10(dest, url=url, md5=md5, progress=True)
+    got = download.download_cifar10(dest, url=url, md5=md5, progress=True)
     assert got == dest / "cifar-10-batches-py"
     assert sorted(os.listdir(dest)) == ["cifar-10-batches-py"]  # no temporaries left
     for name, payload in files.items():
         assert (got / name).read_bytes() == payload
     assert "100.0%" in capsys.readouterr().err
-    Xtr, *_ = data.load_cifar10(got, rows_per_file=3)
+    Xtr, *_ = datasets.load_cifar10(got, rows_per_file=3)
     assert Xtr.shape == (15, 3, 32, 32)
 
 
@@ -284,11 +286,11 @@ def test_download_moves_the_folder_in_one_rename(tmp_path, monkeypatch):
         real_replace(src, dst)
 
     monkeypatch.setattr(download.os, "replace", spy)
-    data.download_cifar10(dest, url=url, md5=md5, progress=False)
+    download.download_cifar10(dest, url=url, md5=md5, progress=False)
     assert calls == [sorted(files)]
     shutil.rmtree(dest / "cifar-10-batches-py")
     with pytest.raises(DataError, match="disk full"):
-        data.download_cifar10(dest, url=url, md5=md5, progress=False)
+        download.download_cifar10(dest, url=url, md5=md5, progress=False)
     assert os.listdir(dest) == []
 
 
@@ -304,10 +306,10 @@ def test_download_bad_md5_leaves_everything_untouched(tmp_path):
     (dest / "keep.txt").write_text("mine")
     before = _snapshot(dest)
     with pytest.raises(DataError) as info:
-        data.download_cifar10(dest, url=url, md5="0" * 32, progress=False)
+        download.download_cifar10(dest, url=url, md5="0" * 32, progress=False)
     msg = str(info.value)
     assert "checksum" in msg and url in msg and md5 in msg and "0" * 32 in msg
-    assert download.CIFAR10_URL in msg and download.CIFAR10_MD5 in msg
+    assert cifar10.CIFAR10_URL in msg and cifar10.CIFAR10_MD5 in msg
     assert str(dest / "cifar-10-batches-py") in msg and "FC_JAX_DATA_DIR" in msg
     assert _snapshot(dest) == before
 
@@ -319,7 +321,7 @@ def test_download_refuses_existing_destination(tmp_path):
     (partial / "data_batch_1").write_bytes(b"old")
     before = _snapshot(tmp_path / "dest")
     with pytest.raises(DataError, match="already exists"):
-        data.download_cifar10(tmp_path / "dest", url=url, md5=md5, progress=False)
+        download.download_cifar10(tmp_path / "dest", url=url, md5=md5, progress=False)
     assert _snapshot(tmp_path / "dest") == before
 
 
@@ -340,7 +342,7 @@ def test_download_rejects_unsafe_archives(tmp_path, member):
     url, md5, _ = make_archive(tmp_path, [member])
     dest = tmp_path / "a" / "b"
     with pytest.raises(DataError, match="refusing"):
-        data.download_cifar10(dest, url=url, md5=md5, progress=False)
+        download.download_cifar10(dest, url=url, md5=md5, progress=False)
     assert os.listdir(dest) == []
     assert not (tmp_path / "evil").exists() and not (tmp_path / "a" / "evil").exists()
     assert not Path("/tmp/fc_jax_evil_abs").exists()
@@ -353,11 +355,11 @@ def test_download_incomplete_archive_and_bad_url(tmp_path):
         tar.addfile(info, io.BytesIO(payload))
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     with pytest.raises(DataError, match="lacks"):
-        data.download_cifar10(tmp_path / "d", url=archive.as_uri(), md5=md5, progress=False)
+        download.download_cifar10(tmp_path / "d", url=archive.as_uri(), md5=md5, progress=False)
     assert os.listdir(tmp_path / "d") == []
     missing = (tmp_path / "nope.tar.gz").as_uri()
     with pytest.raises(DataError, match="URLError"):
-        data.download_cifar10(tmp_path / "d", url=missing, md5=md5, progress=False)
+        download.download_cifar10(tmp_path / "d", url=missing, md5=md5, progress=False)
     assert os.listdir(tmp_path / "d") == []
 
 
@@ -366,26 +368,26 @@ def test_ensure_cifar10(tmp_path, monkeypatch):
     monkeypatch.delenv("FC_JAX_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(DataError, match="are missing from"):
-        data.ensure_cifar10(download=False)
-    got = data.ensure_cifar10(url=url, md5=md5, progress=False)  # downloads into the cache
+        download.ensure_cifar10(download=False)
+    got = download.ensure_cifar10(url=url, md5=md5, progress=False)  # downloads into the cache
     assert got == tmp_path / "cache" / "fc_jax" / "cifar-10-batches-py"
 
     def no_download(*args, **kwargs):
         raise AssertionError("must not download when the files are there")
 
     monkeypatch.setattr(download, "download_cifar10", no_download)
-    assert data.ensure_cifar10() == got
+    assert download.ensure_cifar10() == got
     (got / "test_batch").unlink()  # incomplete: reported, never modified
     with pytest.raises(DataError, match=r"\[.test_batch.\] are missing"):
-        data.ensure_cifar10()
-    assert sorted(os.listdir(got)) == sorted(["batches.meta", "readme.html", *FILES[:5]])
+        download.ensure_cifar10()
+    assert sorted(os.listdir(got)) == sorted(["cifar10.meta", "readme.html", *FILES[:5]])
 
 
 def test_get_cifar10_script(tmp_path, monkeypatch, capsys):
     spec = importlib.util.spec_from_file_location("get_cifar10", ROOT / "scripts/get_cifar10.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    monkeypatch.setattr(script, "load_cifar10", functools.partial(data.load_cifar10,
+    monkeypatch.setattr(script, "load_cifar10", functools.partial(datasets.load_cifar10,
                                                                   rows_per_file=None))  # fmt: skip
     url, md5, _ = make_archive(tmp_path)
     args = ["--data-dir", str(tmp_path / "d"), "--url", url, "--quiet"]
@@ -397,7 +399,7 @@ def test_get_cifar10_script(tmp_path, monkeypatch, capsys):
 
 
 def test_loaders_do_not_import_jax():
-    for module in (data, download):
+    for module in (datasets, download, cifar10):
         tree = ast.parse(Path(module.__file__).read_text())
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
@@ -406,11 +408,11 @@ def test_loaders_do_not_import_jax():
 
 def test_env_var_may_name_the_batches_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("FC_JAX_DATA_DIR", str(tmp_path / "x" / "cifar-10-batches-py"))
-    assert data.cifar10_dir() == tmp_path / "x" / "cifar-10-batches-py"
+    assert download.cifar10_dir() == tmp_path / "x" / "cifar-10-batches-py"
     write_cifar(tmp_path / "mine", n=1)  # another name, but it holds data_batch_1
     monkeypatch.setenv("FC_JAX_DATA_DIR", str(tmp_path / "mine"))
-    assert data.cifar10_dir() == tmp_path / "mine"
-    assert data.provenance() == {
+    assert download.cifar10_dir() == tmp_path / "mine"
+    assert download.provenance() == {
         "folder": str(tmp_path / "mine"),
         "source": "FC_JAX_DATA_DIR",
         "complete": True,
@@ -440,51 +442,51 @@ def test_a_named_folder_is_never_written_downloads_go_to_the_cache(tmp_path, mon
 
     monkeypatch.setattr(download, "_fetch", fake_fetch)
     monkeypatch.setenv("FC_JAX_DATA_DIR", str(named.parent))
-    assert data.provenance() == {
+    assert download.provenance() == {
         "folder": str(named),
         "source": "FC_JAX_DATA_DIR",
         "complete": False,
     }
-    assert data.ensure_cifar10(progress=False) == cache
+    assert download.ensure_cifar10(progress=False) == cache
     assert "left untouched; downloading into" in capsys.readouterr().err
     assert (
-        fetched == [download.CIFAR10_URL]
+        fetched == [cifar10.CIFAR10_URL]
         and (cache / "test_batch").read_bytes() == files["test_batch"]
     )
     assert _listing(tmp_path / "shared") == before
-    assert data.provenance() == {"folder": str(cache), "source": "cache", "complete": True}
+    assert download.provenance() == {"folder": str(cache), "source": "cache", "complete": True}
     # Now the cache is complete: it is used without downloading, for the variable or an argument.
-    assert data.ensure_cifar10() == cache
-    assert data.ensure_cifar10(named, download=False) == cache
+    assert download.ensure_cifar10() == cache
+    assert download.ensure_cifar10(named, download=False) == cache
     assert f"{named} lacks CIFAR-10 files; using {cache}" in capsys.readouterr().err
-    assert data.provenance(named)["source"] == "cache" and len(fetched) == 1
+    assert download.provenance(named)["source"] == "cache" and len(fetched) == 1
     # A complete named folder wins over the cache and is read, not written.
     (named / "test_batch").write_bytes(files["test_batch"])
     before = _listing(tmp_path / "shared")
-    assert data.ensure_cifar10() == named and data.provenance(named)["source"] == "argument"
-    data.load_cifar10(named, rows_per_file=3)
+    assert download.ensure_cifar10() == named and download.provenance(named)["source"] == "argument"
+    datasets.load_cifar10(named, rows_per_file=3)
     assert _listing(tmp_path / "shared") == before and len(fetched) == 1
 
 
 def test_no_cache_and_no_download_names_the_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "_fetch", lambda *a: pytest.fail("must not download"))
     with pytest.raises(DataError, match=r"^CIFAR-10 files \[.*\] are missing from .*elsewhere"):
-        data.ensure_cifar10(tmp_path / "elsewhere", download=False)
+        download.ensure_cifar10(tmp_path / "elsewhere", download=False)
     assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "xdg-cache").exists()
 
 
 # ---------------------------------------------------------------- the official content
 def test_fake_batches_are_not_verified_unless_asked(tmp_path):
     write_cifar(tmp_path, n=4)
-    data.read_cifar10_batch(tmp_path / "data_batch_1", rows=4)  # not the official layout
+    cifar10.read_cifar10_batch(tmp_path / "data_batch_1", rows=4)  # not the official layout
     with pytest.raises(
         DataError,
         match=r"data_batch_1 is corrupt: its md5 [0-9a-f]{32} is not the official c99cafc1",
     ):
-        data.read_cifar10_batch(tmp_path / "data_batch_1", rows=4, verify=True)
+        cifar10.read_cifar10_batch(tmp_path / "data_batch_1", rows=4, verify=True)
     (tmp_path / "data_batch_1").rename(tmp_path / "mine")
     with pytest.raises(DataError, match="mine has no official checksum"):
-        data.read_cifar10_batch(tmp_path / "mine", rows=4, verify=True)
+        cifar10.read_cifar10_batch(tmp_path / "mine", rows=4, verify=True)
 
 
 @pytest.fixture
@@ -499,30 +501,31 @@ def test_16_flipped_pixel_bytes_in_a_copy_are_refused(real_files, tmp_path):
         (folder / name).symlink_to(real_files / name)
     (folder / "data_batch_3").unlink()
     raw = bytearray((real_files / "data_batch_3").read_bytes())
-    pixels, _ = data.read_cifar10_batch(real_files / "data_batch_3", verify=True)
+    pixels, _ = cifar10.read_cifar10_batch(real_files / "data_batch_3", verify=True)
     start = raw.find(pixels[:2].tobytes())
     assert start > 0
     for i in range(start + 5000, start + 5016):
         raw[i] ^= 0x01  # still valid pixels: only the checksum can tell
     (folder / "data_batch_3").write_bytes(raw)
     with pytest.raises(DataError) as err:
-        data.load_cifar10(folder, dtype=np.uint8)
+        datasets.load_cifar10(folder, dtype=np.uint8)
     msg = str(err.value)
     assert "\n" not in msg
     assert msg.startswith(f"{folder / 'data_batch_3'} is corrupt: its md5 ")
     assert "is not the official 54ebc095f3ab1f0389bbae665268c751" in msg
     assert f"delete {folder} to download it again" in msg
-    flipped, _ = data.read_cifar10_batch(folder / "data_batch_3", verify=False)  # documented escape
+    flipped, _ = cifar10.read_cifar10_batch(
+        folder / "data_batch_3", verify=False
+    )  # documented escape
     assert (flipped != pixels).sum() == 16
 
 
 def test_the_real_files_are_verified(real_files, monkeypatch):
-    from fc_jax import batches
 
-    data.read_cifar10_batch(real_files / "test_batch", verify=True)
-    monkeypatch.setitem(batches.CIFAR10_CONTENT_MD5, "test_batch", "0" * 32)
+    cifar10.read_cifar10_batch(real_files / "test_batch", verify=True)
+    monkeypatch.setitem(cifar10.CIFAR10_CONTENT_MD5, "test_batch", "0" * 32)
     with pytest.raises(DataError, match="test_batch is corrupt"):
-        data.read_cifar10_batch(real_files / "test_batch")  # verify=None: the official layout
+        cifar10.read_cifar10_batch(real_files / "test_batch")  # verify=None: the official layout
 
 
 # ---------------------------------------------------------------- digits
@@ -534,16 +537,16 @@ FIRST_FOUR = [[0, 0, 0, 1, 11, 0, 0, 0], [0, 0, 0, 7, 8, 0, 0, 0], [0, 0, 1, 13,
 
 
 def test_load_digits():
-    X, y = data.load_digits()
+    X, y = datasets.load_digits()
     assert X.shape == (1797, 64) and X.dtype == np.float32 and y.dtype == np.int64
     assert X.min() == 0 and X.max() == 16 and np.all(X == np.round(X))
     np.testing.assert_array_equal(np.bincount(y), DIGIT_COUNTS)
     np.testing.assert_array_equal(X[y == 4][0].reshape(8, 8), FIRST_FOUR)
-    assert data.load_digits(dtype=np.uint8)[0].dtype == np.uint8
+    assert datasets.load_digits(dtype=np.uint8)[0].dtype == np.uint8
 
 
 def test_get_dataset_digits():
-    d = data.get_dataset("digits")
+    d = datasets.get_dataset("digits")
     sizes = {k: v.shape for k, v in d.items()}
     assert sizes == {"X_train": (1197, 64), "y_train": (1197,), "X_val": (300, 64),
                      "y_val": (300,), "X_test": (300, 64), "y_test": (300,),
@@ -552,14 +555,14 @@ def test_get_dataset_digits():
                for s in ("train", "val", "test"))  # fmt: skip
     np.testing.assert_allclose(d["X_train"].mean(axis=0), 0, atol=1e-6)
     # adding the mean back gives pixels/16, and the three splits partition the 1797 images
-    X, y = data.load_digits(dtype=np.uint8)
+    X, y = datasets.load_digits(dtype=np.uint8)
     rows = [np.column_stack([np.rint((d[f"X_{s}"] + d["mean_image"]) * 16), d[f"y_{s}"]])
             for s in ("train", "val", "test")]  # fmt: skip
     ours = np.concatenate(rows).astype(np.int64)
     assert np.abs((d["X_val"] + d["mean_image"]) * 16 - rows[1][:, :64]).max() < 1e-4
     full = np.column_stack([X, y]).astype(np.int64)
     np.testing.assert_array_equal(ours[np.lexsort(ours.T)], full[np.lexsort(full.T)])
-    raw = data.get_dataset("digits", subtract_mean=False, flatten=False, dtype=np.float64)
+    raw = datasets.get_dataset("digits", subtract_mean=False, flatten=False, dtype=np.float64)
     assert raw["X_train"].shape == (1197, 1, 8, 8) and raw["X_train"].dtype == np.float64
     assert raw["X_train"].min() == 0 and raw["X_train"].max() == 1
     assert raw["mean_image"].shape == (1, 8, 8) and not raw["mean_image"].any()
@@ -567,14 +570,16 @@ def test_get_dataset_digits():
 
 def test_get_dataset_digits_split_semantics():
     kw = dict(subtract_mean=False, num_test=20)
-    a = data.get_dataset("digits", num_training=100, num_validation=50, **kw)
-    b = data.get_dataset("digits", num_training=150, num_validation=0, **kw)
+    a = datasets.get_dataset("digits", num_training=100, num_validation=50, **kw)
+    b = datasets.get_dataset("digits", num_training=150, num_validation=0, **kw)
     np.testing.assert_array_equal(a["X_val"], b["X_train"][100:])  # val = the next ones
     np.testing.assert_array_equal(a["X_test"], b["X_test"])  # test does not move
     assert a["X_train"].shape == (100, 64) and a["X_test"].shape == (20, 64)
-    c = data.get_dataset("digits", seed=1, **kw)
-    assert not np.array_equal(c["y_train"], data.get_dataset("digits", **kw)["y_train"])
-    np.testing.assert_array_equal(c["X_test"], data.get_dataset("digits", seed=1, **kw)["X_test"])
+    c = datasets.get_dataset("digits", seed=1, **kw)
+    assert not np.array_equal(c["y_train"], datasets.get_dataset("digits", **kw)["y_train"])
+    np.testing.assert_array_equal(
+        c["X_test"], datasets.get_dataset("digits", seed=1, **kw)["X_test"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -592,7 +597,7 @@ def test_get_dataset_digits_split_semantics():
 def test_get_dataset_rejects_bad_requests(kwargs, error, phrase):
     kwargs = {"name": "digits", **kwargs}
     with pytest.raises(error, match=phrase):
-        data.get_dataset(**kwargs)
+        datasets.get_dataset(**kwargs)
 
 
 # ---------------------------------------------------------------- the course split
@@ -641,8 +646,8 @@ def _assert_split_equal(ours, course, dtype=np.float32):
 def fake_cifar(tmp_path, monkeypatch):
     """Fake batches of 20 images, with the 10000-row check relaxed."""
     src = write_cifar(tmp_path / "cifar-10-batches-py", n=20, seed=3)
-    relaxed = functools.partial(data.load_cifar10, rows_per_file=None)
-    monkeypatch.setattr(data, "load_cifar10", relaxed)
+    relaxed = functools.partial(datasets.load_cifar10, rows_per_file=None)
+    monkeypatch.setattr(datasets, "load_cifar10", relaxed)
     return tmp_path / "cifar-10-batches-py", src
 
 
@@ -650,13 +655,13 @@ def fake_cifar(tmp_path, monkeypatch):
 def test_get_dataset_cifar10_matches_course(fake_cifar, subtract_mean):
     folder, src = fake_cifar
     course = course_get_CIFAR10_data(*_course_load(src), 60, 30, 15, subtract_mean)
-    ours = data.get_dataset("cifar10", folder, 60, 30, 15, subtract_mean, flatten=False)
+    ours = datasets.get_dataset("cifar10", folder, 60, 30, 15, subtract_mean, flatten=False)
     _assert_split_equal(ours, course)
-    flat = data.get_dataset("cifar10", folder.parent, 60, 30, 15, subtract_mean)
+    flat = datasets.get_dataset("cifar10", folder.parent, 60, 30, 15, subtract_mean)
     np.testing.assert_array_equal(flat["X_val"], ours["X_val"].reshape(30, 3072))
     assert flat["mean_image"].shape == (3072,) and flat["mean_image"].dtype == np.float64
     with pytest.raises(ValueError, match="100 train/val"):
-        data.get_dataset("cifar10", folder, 80, 21, 15)
+        datasets.get_dataset("cifar10", folder, 80, 21, 15)
 
 
 def test_facade_matches_course(fake_cifar):
@@ -677,7 +682,7 @@ def test_facade_matches_course(fake_cifar):
 def real():
     assert real_cifar10_dir("test_batch") == REAL
     start = time.perf_counter()
-    arrays = data.load_cifar10(REAL)
+    arrays = datasets.load_cifar10(REAL)
     print(f"load_cifar10({REAL}) took {time.perf_counter() - start:.2f} s")
     return arrays
 
@@ -701,7 +706,7 @@ def test_real_cifar10(real):
 def test_real_course_split(real, monkeypatch):
     Xtr, ytr, Xte, yte = real
     as_uint8 = tuple(a.astype(np.uint8) if a.dtype == np.float32 else a for a in real)
-    monkeypatch.setattr(data, "load_cifar10", lambda root, dtype=None: as_uint8)  # read once
+    monkeypatch.setattr(datasets, "load_cifar10", lambda root, dtype=None: as_uint8)  # read once
     nhwc = lambda X: X.transpose(0, 2, 3, 1).astype(np.float64)
     course = course_get_CIFAR10_data(nhwc(Xtr[:3000]), ytr[:3000], nhwc(Xte[:500]), yte[:500],
                                      2000, 1000, 500)  # fmt: skip
@@ -716,47 +721,47 @@ def test_real_course_split(real, monkeypatch):
 
 # ---------------------------------------------------------------- synthetic data and guards
 def test_synthetic_is_learnable_and_seeded():
-    X, y = data.synthetic(300, 20, 5, seed=3)
+    X, y = datasets.synthetic(300, 20, 5, seed=3)
     assert X.shape == (300, 20) and X.dtype == np.float32 and y.dtype == np.int64
     np.testing.assert_array_equal(np.bincount(y), [60] * 5)
     centroids = np.stack([X[y == c].mean(axis=0) for c in range(5)])
     nearest = np.argmin(((X[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
     assert (nearest == y).mean() > 0.95
-    X2, y2 = data.synthetic(300, 20, 5, seed=3)
+    X2, y2 = datasets.synthetic(300, 20, 5, seed=3)
     np.testing.assert_array_equal(X, X2)
     np.testing.assert_array_equal(y, y2)
-    assert not np.array_equal(X, data.synthetic(300, 20, 5, seed=4)[0])
-    assert data.synthetic(4, 3, 2, dtype=np.float64)[0].dtype == np.float64
+    assert not np.array_equal(X, datasets.synthetic(300, 20, 5, seed=4)[0])
+    assert datasets.synthetic(4, 3, 2, dtype=np.float64)[0].dtype == np.float64
     with pytest.raises(ValueError, match="num_classes"):
-        data.synthetic(10, 3, 0)
+        datasets.synthetic(10, 3, 0)
     with pytest.raises(TypeError, match="dtype"):
-        data.synthetic(10, 3, 2, dtype=np.int32)
+        datasets.synthetic(10, 3, 2, dtype=np.int32)
 
 
 def test_check_finite():
-    data.check_finite(np.ones((2, 3)), "X")
+    datasets.check_finite(np.ones((2, 3)), "X")
     X = np.ones((2, 3))
     X[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"X_train holds 1 NaN and 0 inf .*\(1, 2\)"):
-        data.check_finite(X, "X_train")
+        datasets.check_finite(X, "X_train")
     with pytest.raises(ValueError, match="1 inf"):
-        data.check_finite(np.array([1.0, -np.inf]), "X")
+        datasets.check_finite(np.array([1.0, -np.inf]), "X")
     with pytest.raises(TypeError, match="numeric"):
-        data.check_finite(np.array(["a"]), "X")
+        datasets.check_finite(np.array(["a"]), "X")
 
 
 def test_check_labels():
     import jax.numpy as jnp
 
-    data.check_labels(np.array([0, 2, 1]), 3, "y")
-    data.check_labels(jnp.array([0, 1], dtype=jnp.int32), 2, "y")
+    datasets.check_labels(np.array([0, 2, 1]), 3, "y")
+    datasets.check_labels(jnp.array([0, 1], dtype=jnp.int32), 2, "y")
     with pytest.raises(TypeError, match="y_train .*float"):
-        data.check_labels(np.array([0.0, 1.0]), 3, "y_train")
+        datasets.check_labels(np.array([0.0, 1.0]), 3, "y_train")
     with pytest.raises(TypeError, match="bool"):
-        data.check_labels(np.array([True, False]), 3, "y")
+        datasets.check_labels(np.array([True, False]), 3, "y")
     with pytest.raises(ValueError, match="1-D"):
-        data.check_labels(np.zeros((2, 2), np.int64), 3, "y")
+        datasets.check_labels(np.zeros((2, 2), np.int64), 3, "y")
     with pytest.raises(ValueError, match="0..2"):
-        data.check_labels(np.array([0, 3]), 3, "y")
+        datasets.check_labels(np.array([0, 3]), 3, "y")
     with pytest.raises(ValueError, match="0..2"):
-        data.check_labels(np.array([-1, 0]), 3, "y")
+        datasets.check_labels(np.array([-1, 0]), 3, "y")

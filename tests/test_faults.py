@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fc_jax import cli
-from fc_jax.checkpoint import load_run
+from fc_jax.storage.checkpoint import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = "--dataset digits --num-training 300 --num-validation 100 --num-test 100 --batch-size 50"
@@ -274,7 +274,7 @@ def test_a_sweep_where_everything_diverges_still_writes_its_results(tmp_path, ca
 # ------------------------------------------------- 7. a trained model is something to use
 @pytest.mark.slow
 def test_eval_reports_the_test_accuracy_and_predicts_raw_images(tmp_path, capsys):
-    from fc_jax.data import get_dataset
+    from fc_jax.data.datasets import get_dataset
 
     out = tmp_path / "run"
     code, stdout, _ = _main(capsys, "train", *SMALL, "--epochs", 3, "--out", out)

@@ -1,4 +1,4 @@
-"""fc_jax.files: atomic writes that keep the old file on any failure, one-line write errors, stale
+"""fc_jax.storage.files: atomic writes that keep the old file on any failure, one-line write errors, stale
 temporaries, and a folder lock that a killed process never leaves held. Real child processes."""
 
 import errno
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fc_jax import files
-from fc_jax.files import FolderBusyError, WriteError
+from fc_jax.storage import files
+from fc_jax.storage.files import FolderBusyError, WriteError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def test_file_size_limit_in_a_child_keeps_the_old_file(tmp_path):
     path.write_bytes(b"old content")
     child = _child(f"""
         import resource, signal, sys
-        from fc_jax import files
+        from fc_jax.storage import files
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so write() fails with EFBIG instead
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
         try:
@@ -113,7 +113,7 @@ def test_remove_stale_temps_after_a_kill_9_mid_write(tmp_path):
     (tmp_path / "checkpoint.npz").write_bytes(b"old")
     child = _child(f"""
         import os, signal
-        from fc_jax import files
+        from fc_jax.storage import files
         with files.atomic_open({str(tmp_path / "checkpoint.npz")!r}) as f:
             f.write(b"half")
             f.flush()
@@ -153,7 +153,7 @@ def test_lock_held_by_a_child_then_freed_by_kill_9(tmp_path):
     folder = tmp_path / "run"
     child = _child(f"""
         import sys, time
-        from fc_jax import files
+        from fc_jax.storage import files
         sys.argv = ["fc-jax", "train", "--out", "run"]
         lock = files.FolderLock({str(folder)!r}).acquire()
         print("locked", flush=True)

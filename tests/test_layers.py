@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from fc_jax import gradcheck, layers
+from fc_jax import gradcheck, layers, normalization
+from fc_jax.reference import gradient_check
 from fc_jax.reference import layers as ref
 from tests.helpers import rel_error
 
@@ -111,10 +112,10 @@ CASES = {
             r.standard_normal(5),
             r.standard_normal(5),
         ),
-        fn=layers.batchnorm,
+        fn=normalization.batchnorm,
         plain=lambda x, g, b: _plain_norm(x, g, b, axis=0),
-        fwd=layers.batchnorm_forward,
-        bwd=layers.batchnorm_backward,
+        fwd=normalization.batchnorm_forward,
+        bwd=normalization.batchnorm_backward,
         ref_fwd=lambda x, g, b: ref.batchnorm_forward(x, g, b, {"mode": "train"}),
         ref_bwd=ref.batchnorm_backward,
         diff=(0, 1, 2),
@@ -125,10 +126,10 @@ CASES = {
             r.standard_normal(6),
             r.standard_normal(6),
         ),
-        fn=layers.layernorm,
+        fn=normalization.layernorm,
         plain=lambda x, g, b: _plain_norm(x, g, b, axis=1),
-        fwd=layers.layernorm_forward,
-        bwd=layers.layernorm_backward,
+        fwd=normalization.layernorm_forward,
+        bwd=normalization.layernorm_backward,
         ref_fwd=lambda x, g, b: ref.layernorm_forward(x, g, b, {}),
         ref_bwd=ref.layernorm_backward,
         diff=(0, 1, 2),
@@ -193,7 +194,7 @@ def test_central_differences(case):
             new[i] = a
             return np.asarray(c.fn(*map(jnp.asarray, new)))
 
-        num = gradcheck.eval_numerical_gradient_array(f, arr, dout)
+        num = gradient_check.eval_numerical_gradient_array(f, arr, dout)
         assert rel_error(g, num) < 1e-7, f"arg {i}"
     diff_fn = lambda *d: c.fn(
         *[d[c.diff.index(j)] if j in c.diff else jnp.asarray(a) for j, a in enumerate(args)]
@@ -241,9 +242,10 @@ def test_batchnorm_alt_backward_equals_step_by_step(x64):
         )
     )
     dout = jnp.asarray(rng.standard_normal((16, 7)))
-    _, cache = layers.batchnorm_forward(x, g, b)
+    _, cache = normalization.batchnorm_forward(x, g, b)
     for a, alt in zip(
-        layers.batchnorm_backward(dout, cache), layers.batchnorm_backward_alt(dout, cache)
+        normalization.batchnorm_backward(dout, cache),
+        normalization.batchnorm_backward_alt(dout, cache),
     ):
         assert rel_error(a, alt) < 1e-10
 
@@ -255,12 +257,12 @@ def test_batchnorm_running_stats_follow_course(x64):
     bn_param = {"mode": "train"}
     for _ in range(5):
         x = rng.standard_normal((10, d)) * 2 + 1
-        rm, rv = layers.batchnorm_update_running(rm, rv, jnp.asarray(x))
+        rm, rv = normalization.batchnorm_update_running(rm, rv, jnp.asarray(x))
         ref.batchnorm_forward(x, np.ones(d), np.zeros(d), bn_param)
     assert rel_error(rm, bn_param["running_mean"]) < 1e-12
     assert rel_error(rv, bn_param["running_var"]) < 1e-12
     x = rng.standard_normal((6, d))
-    out = layers.batchnorm_inference(jnp.asarray(x), jnp.ones(d), jnp.zeros(d), rm, rv)
+    out = normalization.batchnorm_inference(jnp.asarray(x), jnp.ones(d), jnp.zeros(d), rm, rv)
     ref_out, _ = ref.batchnorm_forward(x, np.ones(d), np.zeros(d), {**bn_param, "mode": "test"})
     assert rel_error(out, ref_out) < 1e-12
 
@@ -298,9 +300,9 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="b must have shape"):
         layers.affine(x, jnp.ones((6, 3)), jnp.ones(4))
     with pytest.raises(ValueError, match="gamma"):
-        layers.batchnorm(x, jnp.ones(5), jnp.ones(6))
+        normalization.batchnorm(x, jnp.ones(5), jnp.ones(6))
     with pytest.raises(ValueError, match="beta"):
-        layers.layernorm(x, jnp.ones(6), jnp.ones(2))
+        normalization.layernorm(x, jnp.ones(6), jnp.ones(2))
     for p in (0.0, -0.5, 1.5):
         with pytest.raises(ValueError, match="keep_prob"):
             layers.dropout_mask(jax.random.key(0), p, (2, 2))

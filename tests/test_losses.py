@@ -7,6 +7,7 @@ import pytest
 from jax.test_util import check_grads
 
 from fc_jax import gradcheck, losses
+from fc_jax.reference import gradient_check
 from fc_jax.reference import layers as ref
 from tests.helpers import rel_error
 
@@ -58,7 +59,7 @@ def test_matches_reference_autodiff_and_numeric(name, x64):
     assert (
         max(gradcheck.check_vjp(fn, plain, (jnp.asarray(s), jnp.asarray(y)), argnums=[0])) < 1e-10
     )
-    num = gradcheck.eval_numerical_gradient(
+    num = gradient_check.eval_numerical_gradient(
         lambda a: float(fn(jnp.asarray(a), jnp.asarray(y))), s.copy(), verbose=False
     )
     assert rel_error(dx, num) < 1e-7

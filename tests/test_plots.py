@@ -1,4 +1,4 @@
-"""fc_jax.plots and fc_jax.sweep_plots.plot_sweep: labelled, honest, crash-free, atomic PNGs."""
+"""fc_jax.report.curves and fc_jax.report.sweeps.plot_sweep: labelled, honest, crash-free, atomic PNGs."""
 
 import itertools
 from types import SimpleNamespace
@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fc_jax import plots, sweep_plots
-from fc_jax.files import WriteError
+from fc_jax.report import curves, sweeps
+from fc_jax.storage.files import WriteError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 HISTORY = {
@@ -29,7 +29,7 @@ def _texts(fig) -> str:
 
 def test_history_plot_is_labelled_and_marks_the_best_epoch():
     settings = {"learning_rate": 1e-3, "reg": 0.0, "batch_size": 200, "update_rule": "adam"}
-    fig = plots._history_figure(HISTORY, "cifar10 [100, 100]", settings)
+    fig = curves._history_figure(HISTORY, "cifar10 [100, 100]", settings)
     loss_ax, acc_ax = fig.axes
     assert (loss_ax.get_xlabel(), loss_ax.get_ylabel()) == ("Iteration", "Loss")
     assert (acc_ax.get_xlabel(), acc_ax.get_ylabel()) == ("Epoch", "Accuracy")
@@ -47,14 +47,14 @@ def test_history_plot_is_labelled_and_marks_the_best_epoch():
 
 def test_history_plot_without_a_finite_val_acc_has_no_marker():
     history = {"loss": [float("nan")] * 3, "train_acc": [None], "val_acc": [None]}
-    fig = plots._history_figure(history, None, None)
+    fig = curves._history_figure(history, None, None)
     assert not fig.texts and "best val" not in _texts(fig)
     with pytest.raises(ValueError, match="history must contain 'val_acc'"):
-        plots.plot_history({"loss": [], "train_acc": []}, "unused.png")
+        curves.plot_history({"loss": [], "train_acc": []}, "unused.png")
 
 
 def test_history_png_is_written_atomically(tmp_path, monkeypatch):
-    path = plots.plot_history(HISTORY, tmp_path / "out" / "curves.png", "t", {"lr": 0.1})
+    path = curves.plot_history(HISTORY, tmp_path / "out" / "curves.png", "t", {"lr": 0.1})
     assert path.read_bytes().startswith(PNG)
     old = path.read_bytes()
     from matplotlib.figure import Figure
@@ -67,7 +67,7 @@ def test_history_png_is_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(
         WriteError, match=r"^cannot write .*curves.png: No space left on device \(ENOSPC\)$"
     ):
-        plots.plot_history(HISTORY, path)
+        curves.plot_history(HISTORY, path)
     assert path.read_bytes() == old and [p.name for p in path.parent.iterdir()] == ["curves.png"]
 
 
@@ -97,7 +97,7 @@ def _sweep_figure(result, tmp_path, monkeypatch, names=None):
     monkeypatch.setattr(
         Figure, "savefig", lambda self, f, **kw: saved.append(self) or real(self, f, **kw)
     )
-    path = sweep_plots.plot_sweep(result, tmp_path / "sweep.png", names)
+    path = sweeps.plot_sweep(result, tmp_path / "sweep.png", names)
     assert path.read_bytes().startswith(PNG) and [p.name for p in tmp_path.iterdir()] == [
         "sweep.png"
     ]

@@ -1,4 +1,4 @@
-"""fc_jax.serving: a model saved with its preprocessing, reloaded bit-identical, fed raw images."""
+"""fc_jax.storage.model: a model saved with its preprocessing, reloaded bit-identical, fed raw images."""
 
 import dataclasses
 import json
@@ -7,11 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from fc_jax import fit, models, train
-from fc_jax.checkpoint import CheckpointError, load_run, save_run
+from fc_jax import models, train
 from fc_jax.hparams import make_hparams
 from fc_jax.optim import get_optimizer
-from fc_jax.serving import Model, load_model, predict_raw, save_model
+from fc_jax.runs import fit
+from fc_jax.storage.archive import CheckpointError
+from fc_jax.storage.checkpoint import load_run, save_run
+from fc_jax.storage.model import Model, load_model, predict_raw, save_model
 
 
 def _model(dtype="float32", normalization="batchnorm"):

@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from fc_jax import cli, fit, models, placement, space, sweep, sweep_plots, train
+from fc_jax import cli, models, settings, train
 from fc_jax.cli import sweep as sweep_cli
-from fc_jax.data import synthetic
+from fc_jax.data.datasets import synthetic
 from fc_jax.hparams import HParams, make_hparams
 from fc_jax.optim import get_optimizer
+from fc_jax.report import sweeps
+from fc_jax.runs import fit, placement, schedule, space, sweep
 
 D, C = 6, 3
 
@@ -85,7 +87,7 @@ def test_each_lane_equals_make_epoch_alone(x64, norm, keep, rule, independent):
     rng = np.random.default_rng(0)
     for epoch in range(2):
         lrs = [
-            fit.epoch_learning_rate(float(a), float(d), epoch)
+            schedule.epoch_learning_rate(float(a), float(d), epoch)
             for a, d in zip(hp.learning_rate, hp.lr_decay, strict=True)
         ]
         hp_e = hp._replace(learning_rate=jnp.asarray(lrs))
@@ -189,7 +191,7 @@ def test_diverging_lane_is_frozen_and_isolated(x64):
     # frozen: the diverged lane's params are still finite (the non-finite update was dropped)
     assert all(np.isfinite(v[1]).all() for v in with_bad.final_state.params.values())
     assert with_bad.best != 1
-    records = sweep_plots.result_records(with_bad)
+    records = sweeps.result_records(with_bad)
     assert records[1]["diverged"] and records[1]["history"]["val_acc"] == [None]  # it stopped
     json.dumps(records, allow_nan=False)  # NaN became None
 
@@ -212,8 +214,11 @@ _SHARDED = textwrap.dedent(
     """
     import sys, jax, numpy as np
     from jax.sharding import Mesh, PartitionSpec as P
-    from fc_jax import models, placement, space, sweep
-    from fc_jax.data import synthetic
+    from fc_jax import models
+    from fc_jax.runs import placement
+    from fc_jax.runs import space
+    from fc_jax.runs import sweep
+    from fc_jax.data.datasets import synthetic
     from fc_jax.optim import get_optimizer
     assert len(jax.devices()) == 8, jax.devices()
     with jax.enable_x64(True):
@@ -433,7 +438,7 @@ def test_cli_rejects_bad_spaces_before_compiling(no_compile, tmp_path, capsys):
 
 def test_cli_random_and_spec_spaces(tmp_path):
     parse = lambda *a: cli.build_parser().parse_args(["sweep", "--dataset", "digits", *a])
-    s = {**cli.DEFAULTS["digits"], "dataset": "digits"}
+    s = {**settings.DEFAULTS["digits"], "dataset": "digits"}
     trials = sweep_cli._trials(
         parse("--random", "6", "--learning-rate-range", "1e-4", "1e-2", "--reg", "0", "0.1"), s
     )
@@ -522,14 +527,14 @@ def test_table_files_and_plot(tmp_path, grid):
         )
     else:
         res = _fake_result([1e-3, 2e-3, 5e-3], [0.1, 0.3, 0.2], [0.2, 0.9, 0.4], [0, 0, 1])
-    table = sweep_plots.format_table(res).splitlines()
+    table = sweeps.format_table(res).splitlines()
     ranked = [int(line.split()[1]) for line in table[1:]]
     assert ranked == ([1, 2, 0, 3] if grid else [1, 0, 2])
     assert "at it 2" in table[-1]
-    paths = sweep_plots.write_results(res, tmp_path, {"note": "x"})
+    paths = sweeps.write_results(res, tmp_path, {"note": "x"})
     summary = json.loads(paths["json"].read_text())
     assert summary["note"] == "x" and summary["best_trial"] == ranked[0]
-    assert sweep_plots.plot_sweep(res, tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    assert sweeps.plot_sweep(res, tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # ------------------------------------------------------------------ one run loop, halving, resume

@@ -1,4 +1,4 @@
-"""The compiled engine (fc_jax.train) and the host loop (fc_jax.fit)."""
+"""The compiled engine (fc_jax.train) and the host loop (fc_jax.runs.fit)."""
 
 import inspect
 import re
@@ -10,14 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fc_jax import data, fit, models, optim, train
+from fc_jax import models, optim, train
+from fc_jax.data import datasets
 from fc_jax.hparams import make_hparams
+from fc_jax.runs import fit, loop
 
 D, C = 12, 4
 
 
 def _data(n=200, seed=0):
-    X, y = data.synthetic(n + 60, D, C, seed=seed)
+    X, y = datasets.synthetic(n + 60, D, C, seed=seed)
     return dict(X_train=X[:n], y_train=y[:n], X_val=X[n:], y_val=y[n:])
 
 
@@ -125,7 +127,7 @@ def test_sample_indices():
 def test_accuracy_matches_numpy_with_padding():
     cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
     params = models.init_params(jax.random.key(0), cfg, 0.5)
-    X, y = data.synthetic(37, D, C, seed=3)
+    X, y = datasets.synthetic(37, D, C, seed=3)
     acc = float(
         train.accuracy(params, {}, jnp.asarray(X), jnp.asarray(y), config=cfg, batch_size=10)
     )
@@ -155,7 +157,7 @@ def test_fit_same_seed_same_result_and_chunks_do_not_matter():
 
 @pytest.mark.slow
 def test_fit_overfits_50_examples():
-    X, y = data.synthetic(50, D, C, seed=5)
+    X, y = datasets.synthetic(50, D, C, seed=5)
     rng = np.random.default_rng(0)
     X = X + rng.standard_normal(X.shape).astype(
         np.float32
@@ -200,7 +202,7 @@ def test_fit_resume_is_exact():
 def test_divergence_names_epoch_and_step_and_keeps_last_good_epoch():
     cfg = models.NetConfig((16,), input_dim=D, num_classes=C)
     seen = []
-    with pytest.raises(fit.DivergedError, match=r"epoch \d+, step \d+") as err:
+    with pytest.raises(loop.DivergedError, match=r"epoch \d+, step \d+") as err:
         fit.fit(
             cfg,
             _data(),

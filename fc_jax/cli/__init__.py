@@ -14,22 +14,14 @@ Contract: `main(argv=None) -> int` parses `argv`, runs one subcommand and return
 Subcommands, one module each: `train` (`fc_jax.cli.train`), `sweep` (`fc_jax.cli.sweep`), `eval`
 (`fc_jax.cli.evaluate`), `gradcheck` (`fc_jax.cli.gradcheck`); the flags they share are defined
 once in `fc_jax.cli.flags`. Recipes, resume merging and data fingerprints are library code
-(`fc_jax.recipes`). jax is imported when `main` runs (the parser reads the recipes), not at
+(`fc_jax.settings`). jax is imported when `main` runs (the parser reads the recipes), not at
 `import fc_jax.cli`.
 """
 
 import contextlib
 import sys
 
-__all__ = ["main", "console", "build_parser", "DEFAULTS", "RULES"]
-
-
-def __getattr__(name):  # DEFAULTS and RULES without importing numpy at `import fc_jax.cli`
-    if name in ("DEFAULTS", "RULES"):
-        from fc_jax import recipes
-
-        return getattr(recipes, name)
-    raise AttributeError(f"module 'fc_jax.cli' has no attribute {name!r}")
+__all__ = ["main", "console", "build_parser"]
 
 
 def build_parser():
@@ -92,7 +84,7 @@ def main(argv=None) -> int:
     try:  # Ctrl-C from here on, start-up (imports) included, is one line and exit code 130
         with _interrupts_deferred():  # the imports load jax's C++ extension
             from fc_jax.cli.flags import UsageError
-            from fc_jax.files import WriteError
+            from fc_jax.storage.files import WriteError
 
             parser = build_parser()
         try:

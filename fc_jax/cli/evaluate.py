@@ -2,7 +2,7 @@
 
 Contract: `fc-jax eval PATH` loads the model of a run folder (`PATH/model.npz`, written by
 `fc-jax train` and by a sweep's `--retrain-best` into `OUT/retrain`) or a model file (a sweep's
-`OUT/models/trial-<k>.npz`) with `fc_jax.serving.load_model`, and prints the test accuracy of the
+`OUT/models/trial-<k>.npz`) with `fc_jax.storage.model.load_model`, and prints the test accuracy of the
 dataset it was trained on (same split, same preprocessing) as ONE JSON line. With
 `--inputs FILE.npy` (raw images as stored: CIFAR-10 pixels 0..255, shape (N, 3, 32, 32) or
 (N, 3072)) it applies the saved preprocessing (the training mean image) and prints the predicted
@@ -54,7 +54,7 @@ def _load_inputs(path: str) -> np.ndarray:
 
 
 def run(args) -> int:
-    from fc_jax.serving import load_model, predict_raw
+    from fc_jax.storage.model import load_model, predict_raw
 
     if args.output is not None and args.inputs is None:
         raise ValueError("--output saves predictions: give --inputs FILE.npy too")
@@ -64,7 +64,7 @@ def run(args) -> int:
         X = _load_inputs(args.inputs)
         pred = predict_raw(model, X)
         if args.output is not None:
-            from fc_jax.files import atomic_write_bytes
+            from fc_jax.storage.files import atomic_write_bytes
 
             buf = io.BytesIO()
             np.save(buf, pred)
@@ -78,13 +78,13 @@ def run(args) -> int:
     s = model.meta.get("settings")
     if not s:
         raise ValueError(f"{path} does not say which dataset it was trained on; use --inputs")
-    from fc_jax import data as data_mod
-    from fc_jax.fit import x64_scope
+    from fc_jax.data import datasets
+    from fc_jax.models import x64_scope
     from fc_jax.train import make_evaluate
 
     data_dir = args.data_dir or s.get("data_dir")
     sizes = s["num_training"], s["num_validation"], s["num_test"]
-    data = data_mod.get_dataset(s["dataset"], data_dir, *sizes, dtype=np.dtype(s["dtype"]))
+    data = datasets.get_dataset(s["dataset"], data_dir, *sizes, dtype=np.dtype(s["dtype"]))
     if len(data["X_test"]) == 0:
         raise ValueError("the model was trained with --num-test 0: there is no test split to score")
     with x64_scope(model.config):

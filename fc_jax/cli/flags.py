@@ -3,7 +3,7 @@
 Contract: `Parser` is an `argparse.ArgumentParser` whose usage errors raise `UsageError` (one
 line, exit 2 in `fc_jax.cli.main`) instead of printing usage and exiting. `add_data`, `add_net`,
 `add_hparams`, `add_schedule` and `add_output` add a group of flags whose help shows its default
-(per dataset where the recipes differ, from `fc_jax.recipes.DEFAULTS`); they default to None so
+(per dataset where the recipes differ, from `fc_jax.settings.DEFAULTS`); they default to None so
 the recipe (or, with `--resume`, the checkpoint) fills them. `check_out_dir(path, flag)` refuses an
 output folder that cannot be one (an existing file, under a file, a name too long) without creating
 anything; `resume_dir(path)` accepts the run folder or its checkpoint file. `progress_bar` draws a
@@ -15,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from fc_jax.recipes import DEFAULTS, MAX_SEED, RULES
+from fc_jax.runs.space import MAX_SEED
+from fc_jax.settings import DEFAULTS, RULES
 
 __all__ = [
     "Parser",

@@ -3,8 +3,8 @@
 Contract: the space comes from grid lists (`--learning-rate 1e-4 3e-4 --weight-scale 1e-2 5e-2`,
 one flag per `HParams` field plus `--seeds`), from `--random N` with log-uniform ranges
 (`--learning-rate-range 1e-4 1e-2`; list flags then become uniform choices), or from `--spec FILE`
-(see `fc_jax.space.from_spec`); unswept hyperparameters take the dataset's recipe
-(`fc_jax.recipes.DEFAULTS`). The net has dropout layers when any trial keeps less than 1
+(see `fc_jax.runs.space.from_spec`); unswept hyperparameters take the dataset's recipe
+(`fc_jax.settings.DEFAULTS`). The net has dropout layers when any trial keeps less than 1
 (`--keep-prob 1 0.5` mixes nets without and with dropout). Everything is checked before anything
 is created or compiled. `--schedule halving --eta 3 --min-epochs 1` stops all but the best 1/eta
 at each rung. With `--out DIR`, a checkpoint of all lanes is written after every epoch
@@ -22,9 +22,10 @@ import json
 import sys
 from pathlib import Path
 
-from fc_jax import recipes, space
+from fc_jax import settings
 from fc_jax.cli import flags
 from fc_jax.hparams import HParams
+from fc_jax.runs import space
 
 __all__ = ["add_parser", "run", "SWEPT"]
 
@@ -81,7 +82,7 @@ def add_parser(sub) -> None:
 
 def _trials(args, s: dict) -> list[dict]:
     """The trials from the flags (validated), unswept values filled from the recipe `s`."""
-    from fc_jax import space
+    from fc_jax.runs import space
 
     arg = lambda n, suffix="": getattr(args, _FLAG[n].replace("-", "_") + suffix, None)
     lists = {n: arg(n) for n in SWEPT if arg(n) is not None}
@@ -108,7 +109,7 @@ def _trials(args, s: dict) -> list[dict]:
             raise ValueError("nothing to sweep: give values (e.g. --learning-rate 1e-4 1e-3), "
                              "--random N with ranges, or --spec FILE")  # fmt: skip
         trials = space.grid(lists)
-    fill = recipes.hparams_of(s)
+    fill = settings.hparams_of(s)
     return space.check_trials(
         [{**{n: v for n, v in fill.items() if n not in t}, **t} for t in trials]
     )
@@ -118,7 +119,7 @@ def _prepare(args):
     """(settings, trials, run options, out, lanes or None, meta or None); nothing created."""
     if args.resume is None:
         given = flags.given(args, _NET)
-        s = recipes.settings(given.get("dataset", "cifar10"), given)
+        s = settings.settings(given.get("dataset", "cifar10"), given)
         trials = _trials(args, s)
         opts = {k: getattr(args, k) for k in _RUN}
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
@@ -128,7 +129,7 @@ def _prepare(args):
                 f"{out} holds a checkpoint already: use --resume {out} or another --out"
             )
         return s, trials, opts, out, None, None
-    from fc_jax.checkpoint import load_lanes
+    from fc_jax.storage.checkpoint import load_lanes
 
     out = flags.resume_dir(args.resume)
     if args.out is not None and Path(args.out).resolve() != out.resolve():
@@ -142,25 +143,25 @@ def _prepare(args):
             f"{out}/checkpoint.npz was not written by fc-jax sweep; use fc-jax train --resume"
         )
     given = {k: v for k, v in flags.given(args, _NET).items() if k != "data_dir"}
-    s = recipes.merge_resume(meta["settings"], given)
+    s = settings.merge_resume(meta["settings"], given)
     return s, meta["sweep"]["trials"], meta["sweep"]["options"], out, lanes, meta
 
 
 def run(args) -> int:
     import jax
 
-    from fc_jax.placement import is_lead
+    from fc_jax.runs.placement import is_lead
 
     s, trials, opts, out, lanes, meta = _prepare(args)
-    config = recipes.config_of(s, dropout=any(t["keep_prob"] < 1 for t in trials))
-    data, data_dir, fingerprint = recipes.load_data(s, args.data_dir, meta)
+    config = settings.config_of(s, dropout=any(t["keep_prob"] < 1 for t in trials))
+    data, data_dir, fingerprint = settings.load_data(s, args.data_dir, meta)
     s["data_dir"] = data_dir
     lead = is_lead()
     note = (lambda m: None) if args.quiet or not lead else (lambda m: print(m, file=sys.stderr))
     say = (lambda line: print(line, flush=True)) if lead else (lambda line: None)
     note(f"{s['dataset']}: {len(trials)} configurations of {list(config.hidden_dims)} "
          f"({s['update_rule']}, {opts['schedule']}) on {len(jax.devices())} device(s) -> {out}")  # fmt: skip
-    from fc_jax.files import lock_folder, remove_stale_temps
+    from fc_jax.storage.files import lock_folder, remove_stale_temps
 
     lock = lock_folder(out) if lead else None
     if lock is not None:
@@ -182,9 +183,9 @@ def run(args) -> int:
 
 
 def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, note) -> int:
-    from fc_jax.checkpoint import save_lanes
-    from fc_jax.sweep import run_sweep
-    from fc_jax.sweep_plots import format_table, plot_sweep, write_results
+    from fc_jax.report.sweeps import format_table, plot_sweep, write_results
+    from fc_jax.runs.sweep import run_sweep
+    from fc_jax.storage.checkpoint import save_lanes
 
     save = (lambda ls: save_lanes(out, ls, meta)) if lead else None
     result = run_sweep(
@@ -232,7 +233,7 @@ def _save_models(result, mean_image, out: Path, s: dict) -> None:
     """Each trial's best params as `out/models/trial-<k>.npz` (skipped for a lane with none)."""
     import jax
 
-    from fc_jax.serving import save_model
+    from fc_jax.storage.model import save_model
 
     for k, trial in enumerate(result.trials):
         if result.best_epoch[k] == 0:
@@ -242,7 +243,7 @@ def _save_models(result, mean_image, out: Path, s: dict) -> None:
                    pick(result.best_model_state), mean_image,
                    meta={"settings": s, "trial": trial,
                          "best_val_acc": float(result.best_val_acc[k])},
-                   pixel_scale=recipes.PIXEL_SCALE[s["dataset"]])  # fmt: skip
+                   pixel_scale=settings.PIXEL_SCALE[s["dataset"]])  # fmt: skip
 
 
 def _retrain(s, data, fingerprint, trial, epochs, out: Path, lead):
@@ -251,11 +252,11 @@ def _retrain(s, data, fingerprint, trial, epochs, out: Path, lead):
 
     s2 = {**s, **{k: v for k, v in trial.items() if k in HParams._fields}, "seed": int(trial["seed"]),
           "epochs": epochs}  # fmt: skip
-    config = recipes.config_of(s2)
+    config = settings.config_of(s2)
     flags.check_out_dir(out)
     if not lead:
         return {"test_acc": float("nan")}
-    from fc_jax.files import lock_folder
+    from fc_jax.storage.files import lock_folder
 
     with lock_folder(out):
         res = train_cli._train_jax(config, s2, data, None, None, out, fingerprint,

@@ -1,10 +1,10 @@
 """`fc-jax train`: one net, trained with a checkpoint after every epoch; `--resume` continues it.
 
-Contract: flags -> `fc_jax.recipes.settings` (or, with `--resume DIR`, the checkpoint's settings
+Contract: flags -> `fc_jax.settings.settings` (or, with `--resume DIR`, the checkpoint's settings
 merged with the flags) -> every check (settings, output folder, data) before anything is created ->
-lock the output folder -> `fc_jax.fit.fit` with `checkpoint.save_run` after every epoch -> the
+lock the output folder -> `fc_jax.runs.fit.fit` with `checkpoint.save_run` after every epoch -> the
 outputs, each written atomically: `history.json`, `curves.png`, `best_params.npz` (the cs231n keys)
-and `model.npz` (what `fc-jax eval` and `fc_jax.serving.load_model` read), then the test accuracy
+and `model.npz` (what `fc-jax eval` and `fc_jax.storage.model.load_model` read), then the test accuracy
 of the best params and ONE final JSON line on stdout. One line per epoch on stdout, a progress bar
 on stderr (TTY only). `--backend numpy` trains the same net with the numpy reference `Solver`.
 """
@@ -16,18 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from fc_jax import recipes
+from fc_jax import models, settings
 from fc_jax.cli import flags
+from fc_jax.runs import loop
 
 __all__ = ["add_parser", "run", "SETTING_NAMES"]
 
-SETTING_NAMES = ("dataset", *recipes.DEFAULTS["cifar10"])
+SETTING_NAMES = ("dataset", *settings.DEFAULTS["cifar10"])
 CHUNKS_PER_EPOCH = 20  # compiled calls per epoch (the progress bar's resolution); saved for resume
 NUM_TRAIN_SAMPLES = 1000  # training subsample for the per-epoch train accuracy
 
 
 def add_parser(sub) -> None:
-    t = sub.add_parser("train", help="train a fully-connected net (defaults: fc_jax.recipes)",
+    t = sub.add_parser("train", help="train a fully-connected net (defaults: fc_jax.settings)",
                        description=__doc__.split("\n\n")[0])  # fmt: skip
     flags.add_data(t)
     flags.add_net(t)
@@ -47,7 +48,7 @@ def _prepare(args):
     """(settings, out, run or None, meta or None): every check, nothing created."""
     given = flags.given(args, SETTING_NAMES)
     if args.resume is None:
-        s = recipes.settings(given.get("dataset", "cifar10"), given)
+        s = settings.settings(given.get("dataset", "cifar10"), given)
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
         out = flags.check_out_dir(args.out or f"runs/{s['dataset']}-{stamp}")
         if (out / "checkpoint.npz").exists():
@@ -55,7 +56,7 @@ def _prepare(args):
                 f"{out} holds a checkpoint already: use --resume {out} or another --out"
             )
         return s, out, None, None
-    from fc_jax.checkpoint import load_run
+    from fc_jax.storage.checkpoint import load_run
 
     out = flags.resume_dir(args.resume)
     if args.backend != "jax":
@@ -65,7 +66,7 @@ def _prepare(args):
     run, meta = load_run(out)
     if "settings" not in meta:
         raise ValueError(f"{out}/checkpoint.npz was not written by fc-jax train; it cannot resume")
-    s = recipes.merge_resume(meta["settings"], {k: v for k, v in given.items() if k != "data_dir"})
+    s = settings.merge_resume(meta["settings"], {k: v for k, v in given.items() if k != "data_dir"})
     if s["epochs"] < run.epoch:
         raise ValueError(f"the run in {out} has trained {run.epoch} epochs already; --epochs "
                          f"{s['epochs']} is below that (give a larger number to train on)")  # fmt: skip
@@ -74,13 +75,13 @@ def _prepare(args):
 
 def run(args) -> int:
     s, out, run_, meta = _prepare(args)
-    config = recipes.config_of(s)
-    data, data_dir, fingerprint = recipes.load_data(s, args.data_dir, meta)
+    config = settings.config_of(s)
+    data, data_dir, fingerprint = settings.load_data(s, args.data_dir, meta)
     s["data_dir"] = data_dir
     if not args.quiet:
         n = [len(data[f"X_{k}"]) for k in ("train", "val", "test")]
         print(f"{s['dataset']}: {n[0]} train, {n[1]} val, {n[2]} test -> {out}", file=sys.stderr)
-    from fc_jax.files import lock_folder, remove_stale_temps
+    from fc_jax.storage.files import lock_folder, remove_stale_temps
 
     with lock_folder(out):  # creates the folder; a second process on it gets a clear error
         remove_stale_temps(out)
@@ -109,16 +110,16 @@ def run(args) -> int:
 
 def _finish(s, out, res, data) -> dict:
     """Write the run's outputs into `out` (each atomically); returns the final JSON line's dict."""
-    from fc_jax.checkpoint import export_params
-    from fc_jax.files import atomic_write_text
-    from fc_jax.plots import plot_history
-    from fc_jax.serving import save_model
+    from fc_jax.report.curves import plot_history
+    from fc_jax.storage.checkpoint import export_params
+    from fc_jax.storage.files import atomic_write_text
+    from fc_jax.storage.model import save_model
 
     h, best_val, test_acc = res["history"], res["best_val_acc"], res["test_acc"]
     export_params(out / "best_params.npz", res["best_params"], res["best_state"])
-    save_model(out / "model.npz", recipes.config_of(s), res["best_params"], res["best_state"],
+    save_model(out / "model.npz", settings.config_of(s), res["best_params"], res["best_state"],
                data["mean_image"], meta={"settings": s, "test_acc": test_acc},
-               pixel_scale=recipes.PIXEL_SCALE[s["dataset"]])  # fmt: skip
+               pixel_scale=settings.PIXEL_SCALE[s["dataset"]])  # fmt: skip
     summary = dict(settings=s, best_val_acc=best_val, test_acc=test_acc, history=h)
     atomic_write_text(out / "history.json", json.dumps(summary, indent=1))
     plot_history(h, out / "curves.png", title=f"{s['dataset']} {s['hidden_dims']}", settings=s)
@@ -139,17 +140,18 @@ def _train_jax(config, s, data, run, meta, out, fingerprint, data_dir, quiet):
     import jax
     import jax.numpy as jnp
 
-    from fc_jax import fit, train
-    from fc_jax.checkpoint import save_run
+    from fc_jax import train
     from fc_jax.hparams import make_hparams
+    from fc_jax.runs import fit
+    from fc_jax.storage.checkpoint import save_run
 
     start = 0 if run is None else run.epoch
     if run is not None and run.epoch >= s["epochs"]:
         print(f"the run in {out} is complete ({run.epoch} epochs); nothing to train "
               "(give a larger --epochs to train on)", file=sys.stderr)  # fmt: skip
-    with fit.x64_scope(config):
+    with models.x64_scope(config):
         dtype = jnp.dtype(config.dtype)
-        hp_values = recipes.hparams_of(s) if meta is None else meta["hparams"]  # exact on resume
+        hp_values = settings.hparams_of(s) if meta is None else meta["hparams"]  # exact on resume
         hp = make_hparams(s["update_rule"], dtype, **hp_values)
         fit_args = dict(batch_size=s["batch_size"], seed=s["seed"],
                         replace=s["sampling"] == "replace", chunks_per_epoch=CHUNKS_PER_EPOCH,
@@ -170,7 +172,7 @@ def _train_jax(config, s, data, run, meta, out, fingerprint, data_dir, quiet):
             run = fit.fit(config, data, update_rule=s["update_rule"], hparams=hp, resume=run,
                           on_epoch_end=lambda r: save_run(out, r, new_meta),
                           progress=progress if show_bar else None, log=log, **fit_args)  # fmt: skip
-        except fit.DivergedError as exc:
+        except loop.DivergedError as exc:
             clear()
             print(f"error: {exc}", file=sys.stderr)
             return 3

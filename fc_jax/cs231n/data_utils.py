@@ -1,9 +1,9 @@
-"""cs231n ``data_utils``: the course's CIFAR-10 loaders over ``fc_jax.data``.
+"""cs231n ``data_utils``: the course's CIFAR-10 loaders over ``fc_jax.data.datasets``.
 
 Contract: ``load_CIFAR10(ROOT)`` returns what the course's does, (Xtr (50000, 32, 32, 3) float64,
 Ytr (50000,) int64, Xte (10000, 32, 32, 3) float64, Yte (10000,) int64), channels last;
 ``get_CIFAR10_data`` returns the course's split dict, channels first. The files are parsed by
-``fc_jax.data.load_cifar10`` (a restricted unpickler that refuses anything but numpy arrays,
+``fc_jax.data.datasets.load_cifar10`` (a restricted unpickler that refuses anything but numpy arrays,
 checked shapes and labels) instead of the course's plain ``pickle.load``.
 """
 
@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from fc_jax import data as _data
+from fc_jax.data import datasets, download
 
 __all__ = ["get_CIFAR10_data", "load_CIFAR10"]
 
@@ -25,7 +25,7 @@ def load_CIFAR10(ROOT: os.PathLike | str) -> tuple[np.ndarray, np.ndarray, np.nd
       (Xtr (50000, 32, 32, 3) float64, Ytr (50000,) int64, Xte (10000, 32, 32, 3) float64,
       Yte (10000,) int64), pixel values 0..255.
     """
-    Xtr, Ytr, Xte, Yte = _data.load_cifar10(ROOT, dtype=np.uint8)
+    Xtr, Ytr, Xte, Yte = datasets.load_cifar10(ROOT, dtype=np.uint8)
     to_nhwc = lambda X: X.transpose(0, 2, 3, 1).astype(np.float64)
     return to_nhwc(Xtr), Ytr, to_nhwc(Xte), Yte
 
@@ -46,15 +46,15 @@ def get_CIFAR10_data(
     anyway).
 
     Args:
-      cifar10_dir: the batches folder; None means ``fc_jax.data.cifar10_dir()``
+      cifar10_dir: the batches folder; None means ``fc_jax.data.download.cifar10_dir()``
         (``$FC_JAX_DATA_DIR`` or the user cache), downloaded there if missing.
 
     Returns:
       dict: X_train (num_training, 3, 32, 32) float32, y_train (num_training,) int64, and
       likewise X_val, y_val, X_test, y_test.
     """
-    folder = _data.ensure_cifar10(cifar10_dir, download=cifar10_dir is None)
-    split = _data.get_dataset(
+    folder = download.ensure_cifar10(cifar10_dir, download=cifar10_dir is None)
+    split = datasets.get_dataset(
         "cifar10",
         data_dir=folder,
         num_training=num_training,

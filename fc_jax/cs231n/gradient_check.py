@@ -10,7 +10,11 @@ Use float64 inputs: with h = 1e-5, float32 round-off swamps the differences.
 
 from random import randrange
 
-from fc_jax.gradcheck import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
+from fc_jax.reference.gradient_check import (
+    eval_numerical_gradient,
+    eval_numerical_gradient_array,
+    rel_error,
+)
 
 __all__ = [
     "eval_numerical_gradient",

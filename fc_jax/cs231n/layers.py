@@ -22,6 +22,7 @@ import numpy as np
 
 from fc_jax import layers as _L
 from fc_jax import losses as _losses
+from fc_jax import normalization as _N
 from fc_jax.cs231n._bridge import keep_prob_of, mode_of, precision, to_numpy, to_scalar
 
 __all__ = [
@@ -81,23 +82,23 @@ def relu_backward(dout, cache):
 
 # ---------------------------------------------------------------- batchnorm
 class BatchnormCache(NamedTuple):
-    norm: _L.NormCache  # core cache (x_centered, inv_std, x_hat, gamma)
+    norm: _N.NormCache  # core cache (x_centered, inv_std, x_hat, gamma)
     mode: str  # "train" (batch statistics) or "test" (running statistics: constants)
 
 
 @partial(jax.jit, static_argnames="eps")
 def _bn_train(x, gamma, beta, running_mean, running_var, momentum, eps):
-    out, cache = _L.batchnorm_forward(x, gamma, beta, eps)
-    running = _L.batchnorm_update_running(running_mean, running_var, x, momentum)
+    out, cache = _N.batchnorm_forward(x, gamma, beta, eps)
+    running = _N.batchnorm_update_running(running_mean, running_var, x, momentum)
     return out, cache, running
 
 
 @partial(jax.jit, static_argnames="eps")
 def _bn_test(x, gamma, beta, running_mean, running_var, eps):
-    out = _L.batchnorm_inference(x, gamma, beta, running_mean, running_var, eps)
+    out = _N.batchnorm_inference(x, gamma, beta, running_mean, running_var, eps)
     inv_std = jax.lax.rsqrt(running_var + jnp.asarray(eps, running_var.dtype))[None, :]
     xc = x - running_mean[None, :]
-    return out, _L.NormCache(xc, inv_std, xc * inv_std, gamma)
+    return out, _N.NormCache(xc, inv_std, xc * inv_std, gamma)
 
 
 @jax.jit
@@ -107,8 +108,8 @@ def _bn_test_bwd(dout, cache):
     return dx, jnp.sum(dout * cache.x_hat, axis=0), jnp.sum(dout, axis=0)
 
 
-_bn_bwd = jax.jit(_L.batchnorm_backward)
-_bn_bwd_alt = jax.jit(_L.batchnorm_backward_alt)
+_bn_bwd = jax.jit(_N.batchnorm_backward)
+_bn_bwd_alt = jax.jit(_N.batchnorm_backward_alt)
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -164,8 +165,8 @@ def batchnorm_backward_alt(dout, cache):
 
 
 # ---------------------------------------------------------------- layernorm
-_ln_fwd = jax.jit(_L.layernorm_forward, static_argnames="eps")
-_ln_bwd = jax.jit(_L.layernorm_backward)
+_ln_fwd = jax.jit(_N.layernorm_forward, static_argnames="eps")
+_ln_bwd = jax.jit(_N.layernorm_backward)
 
 
 def layernorm_forward(x, gamma, beta, ln_param):

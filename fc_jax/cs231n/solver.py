@@ -38,9 +38,9 @@ from fc_jax import models, train
 from fc_jax.cs231n import optim as course_optim
 from fc_jax.cs231n._bridge import HPARAM_FILLERS, cached_jit, keep_prob_of
 from fc_jax.cs231n.classifiers.fc_net import FullyConnectedNet, TwoLayerNet
-from fc_jax.data import check_labels
-from fc_jax.fit import x64_scope
+from fc_jax.data.datasets import check_labels
 from fc_jax.hparams import RULE_DEFAULTS, HParams, validate_hparams
+from fc_jax.models import x64_scope
 from fc_jax.optim import get_optimizer
 
 __all__ = ["Solver", "net_config", "epoch_key", "predict_key"]

@@ -16,14 +16,11 @@ from fc_jax.cs231n import _bridge, optim
 from fc_jax.cs231n import layer_utils as LU
 from fc_jax.cs231n import layers as L
 from fc_jax.cs231n.classifiers.fc_net import FullyConnectedNet, TwoLayerNet
-from fc_jax.cs231n.gradient_check import (
-    eval_numerical_gradient,
-    eval_numerical_gradient_array,
-    grad_check_sparse,
-)
+from fc_jax.cs231n.gradient_check import grad_check_sparse
 from fc_jax.reference import fc_net as ref_net
 from fc_jax.reference import layers as RL
 from fc_jax.reference import optim as ref_optim
+from fc_jax.reference.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array
 from tests.helpers import rel_error
 
 

@@ -237,7 +237,7 @@ def test_float32_model_stays_float32_and_close_to_float64(capsys):
 @pytest.mark.slow
 def test_overfits_50_cifar10_images(capsys):
     """The course cell: a three-layer net reaches 100% train accuracy on 50 images in 20 epochs."""
-    from fc_jax.data import get_dataset
+    from fc_jax.data.datasets import get_dataset
 
     small = get_dataset(
         "cifar10",

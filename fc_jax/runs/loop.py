@@ -3,8 +3,8 @@
 Contract: a *lane* is one configuration (an `HParams` row and a seed). `train_lanes(config, data,
 hparams, seeds, schedule=...)` trains K lanes of one architecture and returns `Lanes`, a host-side
 (numpy) snapshot with a leading K axis: the engine state, each lane's epochs done and epoch budget,
-history, best params by validation accuracy. A single training run (`fc_jax.fit.fit`) is K = 1; a
-sweep (`fc_jax.sweep.run_sweep`) is K lanes. The schedule lives here once:
+history, best params by validation accuracy. A single training run (`fc_jax.runs.fit.fit`) is K = 1; a
+sweep (`fc_jax.runs.sweep.run_sweep`) is K lanes. The schedule lives here once:
 
 * epoch e of every lane draws its minibatches from `fold_in(fold_in(key(seed), 1), e)`, with the
   schedule's seed (shared: one draw for all lanes) or each lane's own (`independent_batches`);
@@ -24,7 +24,6 @@ sweep (`fc_jax.sweep.run_sweep`) is K lanes. The schedule lives here once:
   Between epochs the state lives on the host, so groups, halving and checkpoints are one mechanism.
 """
 
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -34,12 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from fc_jax import models, placement, train
-from fc_jax.data import check_finite, check_labels
+from fc_jax import models, train
+
+from fc_jax.runs import placement
+from fc_jax.data.datasets import check_finite, check_labels
 from fc_jax.hparams import HParams
 from fc_jax.optim import get_optimizer
-from fc_jax.schedule import (
-    Halving,
+from fc_jax.runs.schedule import (
     Schedule,
     check_schedule,
     chunks_of,
@@ -50,15 +50,10 @@ from fc_jax.schedule import (
 )
 
 __all__ = [
-    "Halving",
-    "Schedule",
     "Lanes",
     "DivergedError",
     "train_lanes",
     "check_data",
-    "x64_scope",
-    "epoch_learning_rate",
-    "rung_budgets",
     "HISTORY_KEYS",
 ]
 
@@ -103,11 +98,6 @@ class Lanes(NamedTuple):
     @property
     def diverged(self) -> np.ndarray:
         return np.asarray(self.ts.diverged, bool)
-
-
-def x64_scope(config: models.NetConfig):
-    """`jax.enable_x64(True)` for float64 configs, a no-op context otherwise."""
-    return jax.enable_x64(True) if config.dtype == "float64" else contextlib.nullcontext()
 
 
 def check_data(config: models.NetConfig, data: dict, dtype) -> tuple[np.ndarray, ...]:
@@ -231,7 +221,7 @@ def train_lanes(
     hp = jax.tree.map(np.asarray, hparams)
     K = len(seeds)
     devices = list(devices or jax.devices()[:1])
-    with x64_scope(config):
+    with models.x64_scope(config):
         dtype = jnp.dtype(config.dtype)
         host = check_data(config, data, dtype)
         n = len(host[0])

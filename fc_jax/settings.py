@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fc_jax.hparams import HParams, validate_hparams
-from fc_jax.space import MAX_SEED, check_seed
+from fc_jax.runs.space import check_seed
 
 __all__ = [
     "DEFAULTS",
@@ -32,7 +32,6 @@ __all__ = [
     "merge_resume",
     "data_fingerprint",
     "load_data",
-    "MAX_SEED",
 ]
 
 RULES = ("sgd", "sgd_momentum", "rmsprop", "adam")
@@ -181,9 +180,9 @@ def load_data(s: dict, data_dir: str | None = None, saved: dict | None = None):
 
     Raises:
       ValueError: a batch size larger than the training set, or other data than the checkpoint's.
-      fc_jax.data.DataError: missing or corrupt data files.
+      fc_jax.data.cifar10.DataError: missing or corrupt data files.
     """
-    from fc_jax import data as data_mod
+    from fc_jax.data import datasets
 
     folder = None
     if s["dataset"] == "cifar10":
@@ -192,12 +191,12 @@ def load_data(s: dict, data_dir: str | None = None, saved: dict | None = None):
         elif saved is not None and saved.get("data_dir"):
             folder = saved["data_dir"]
         else:
-            from fc_jax.download import cifar10_dir
+            from fc_jax.data.download import cifar10_dir
 
             folder = str(cifar10_dir(None).resolve())
     explicit = data_dir is not None or saved is not None  # else: the default, which may download
     sizes = s["num_training"], s["num_validation"], s["num_test"]
-    data = data_mod.get_dataset(s["dataset"], folder if explicit else None, *sizes,
+    data = datasets.get_dataset(s["dataset"], folder if explicit else None, *sizes,
                                 dtype=np.dtype(s["dtype"]))  # fmt: skip
     if s["batch_size"] > len(data["X_train"]):
         raise ValueError(f"--batch-size {s['batch_size']} is larger than the training set "

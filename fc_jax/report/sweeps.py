@@ -1,6 +1,6 @@
 """Reporting a sweep: records, a ranked table, CSV/JSON files and `sweep.png`.
 
-Contract: every function reads a `fc_jax.sweep.SweepResult` and touches neither jax nor the result.
+Contract: every function reads a `fc_jax.runs.sweep.SweepResult` and touches neither jax nor the result.
 `result_records` gives one JSON-ready dict per trial (every hyperparameter, seed, best validation
 accuracy and epoch, divergence, full history; NaN becomes None); `format_table` ranks the trials by
 best validation accuracy; `write_results(result, out_dir)` writes `results.csv` and `results.json`;
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fc_jax.files import atomic_open, atomic_write_text
 from fc_jax.hparams import HParams
+from fc_jax.storage.files import atomic_open, atomic_write_text
 
 __all__ = ["swept_names", "result_records", "format_table", "write_results", "plot_sweep"]
 

@@ -1,7 +1,7 @@
 """Hyperparameter sweeps: K configurations of one net on the run loop, as one compiled program.
 
-Contract: `run_sweep(config, data, trials, ...)` trains one lane per trial (see `fc_jax.space` for
-grids, random search and JSON specs) with `fc_jax.runs.train_lanes` and returns a `SweepResult`.
+Contract: `run_sweep(config, data, trials, ...)` trains one lane per trial (see `fc_jax.runs.space` for
+grids, random search and JSON specs) with `fc_jax.runs.loop.train_lanes` and returns a `SweepResult`.
 Lane k is the configuration `trials[k]` with its seed; it ends exactly where `fit` with the same
 hyperparameters and seed ends (a one-lane sweep IS `fit`: the same loop). Minibatches are shared
 by all lanes by default (the input layer of K nets is then one wide matmul), or drawn per lane
@@ -22,8 +22,14 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from fc_jax import models, runs, space
-from fc_jax.runs import Halving, Lanes, Schedule, x64_scope
+from fc_jax import models
+
+from fc_jax.runs import loop
+
+from fc_jax.runs import space
+from fc_jax.runs.schedule import Halving, Schedule, rung_budgets
+from fc_jax.runs.loop import Lanes
+from fc_jax.models import x64_scope
 
 __all__ = ["SweepResult", "run_sweep", "run_groups", "lane_group_size", "result_of", "SCHEDULES"]
 
@@ -114,14 +120,14 @@ def result_of(lanes: Lanes, config, update_rule, trials, hparams, schedule: Sche
         run_seconds=lanes.run_seconds,
         devices=[str(d) for d in devices],
         schedule="halving" if halving else "full",
-        rungs=tuple(runs.rung_budgets(E, schedule.halving)) if halving else (),
+        rungs=tuple(rung_budgets(E, schedule.halving)) if halving else (),
     )
 
 
 def make_schedule(num_epochs=10, batch_size=100, seed=0, replace=True, independent_batches=False,
                   chunks_per_epoch=1, num_train_samples=1000, schedule="full", eta=3,
                   min_epochs=1) -> Schedule:  # fmt: skip
-    """A `runs.Schedule` from `run_sweep`'s keywords (ValueError for an unknown schedule name)."""
+    """A `Schedule` from `run_sweep`'s keywords (ValueError for an unknown schedule name)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     halving = Halving(eta, min_epochs) if schedule == "halving" else None
@@ -157,7 +163,7 @@ def run_sweep(
     Args:
       config: the architecture (fixed for the whole sweep).
       data: dict with X_train (N, ...), y_train (N,), X_val, y_val.
-      trials: K dicts `{name: value}` (see `fc_jax.space`); unset names take `update_rule`'s
+      trials: K dicts `{name: value}` (see `fc_jax.runs.space`); unset names take `update_rule`'s
         defaults (keep_prob 1.0: no dropout; seed: `seed`).
       update_rule: "sgd", "sgd_momentum", "rmsprop" or "adam".
       num_epochs, batch_size, replace, chunks_per_epoch, num_train_samples: as in `fit`.
@@ -168,7 +174,7 @@ def run_sweep(
       eta, min_epochs: successive halving's keep ratio 1/eta and first rung's epochs.
       max_lanes: most lanes run at once (default: `lane_group_size`), rounded up to whole devices.
       devices: devices to shard the lanes over (default `jax.devices()`).
-      resume: `Lanes` of this sweep to continue (from `fc_jax.checkpoint.load_lanes`).
+      resume: `Lanes` of this sweep to continue (from `fc_jax.storage.checkpoint.load_lanes`).
       on_epoch_end: called with the `Lanes` after every epoch (e.g. to write a checkpoint).
       log: called with one line per epoch.
       progress: called as `progress(epoch, done, total)` while an epoch runs.
@@ -188,7 +194,7 @@ def run_sweep(
         hp = jax.tree.map(np.asarray, space.stack_hparams(trials, update_rule, dtype))
         seeds = space.trial_seeds(trials)
         width = max_lanes or lane_group_size(config, update_rule, len(trials), devices)
-        lanes = runs.train_lanes(
+        lanes = loop.train_lanes(
             config, data, hp, seeds, update_rule=update_rule, schedule=sched, width=width,
             devices=devices, resume=resume, on_epoch_end=on_epoch_end, on_diverge="stop", log=log,
             progress=progress,

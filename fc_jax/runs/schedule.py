@@ -1,7 +1,7 @@
 """The schedule every lane of a run shares: epochs, minibatches, subsamples, learning rates, rungs.
 
 Contract: a `Schedule` (a NamedTuple of plain values, saved with a checkpoint) says how a run
-proceeds; the functions here turn it into what the run loop (`fc_jax.runs`) feeds the engine, as
+proceeds; the functions here turn it into what the run loop (`fc_jax.runs.loop`) feeds the engine, as
 pure functions of (schedule, seed, epoch), so a resumed run draws exactly what an uninterrupted one
 would: `epoch_indices` (epoch e's minibatches, `fold_in(fold_in(key(seed), 1), e)`, shared or per
 lane), `train_subsample` (the rows train accuracy is measured on, `default_rng([seed, e])`, as the
@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from fc_jax import train
-from fc_jax.space import check_seed
+from fc_jax.runs.space import check_seed
 
 __all__ = [
     "Halving",

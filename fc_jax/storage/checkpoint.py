@@ -1,9 +1,9 @@
-"""Checkpoints of the run loop, on top of the checked archives of `fc_jax.archive`.
+"""Checkpoints of the run loop, on top of the checked archives of `fc_jax.storage.archive`.
 
 Contract: ONE format for a training run and a sweep. `save_lanes(out_dir, lanes, meta)` writes the
-K lanes of a `fc_jax.runs.Lanes` to `out_dir/checkpoint.npz` atomically and `load_lanes(out_dir)`
+K lanes of a `fc_jax.runs.loop.Lanes` to `out_dir/checkpoint.npz` atomically and `load_lanes(out_dir)`
 returns `(lanes, meta)` with every array bit-identical, ready for the run loop's `resume=`. A
-training run is one lane: `save_run` / `load_run` are the K = 1 view (`fc_jax.fit.Run`), through
+training run is one lane: `save_run` / `load_run` are the K = 1 view (`fc_jax.runs.fit.Run`), through
 the same code. Arrays, each with a leading lane axis: `params/W1`, `model_state/running_mean1`,
 `opt_state/m/W1` (the optimizer's NamedTuple state is rebuilt from `get_optimizer(rule).init` as a
 template), `ts/key` (raw key data), `ts/step`, `ts/diverged`, `best_params/...`,
@@ -11,7 +11,7 @@ template), `ts/key` (raw key data), `ts/step`, `ts/diverged`, `best_params/...`,
 meta: `kind: "lanes"`, `num_lanes`, the `NetConfig` fields, the update rule, the key
 implementation, each lane's history, timings, plus the caller's entries (settings, schedule,
 trials, hyperparameters). The expected names, shapes and dtypes follow from the meta, so
-`fc_jax.archive.read_checkpoint` checks every header against them before reading: every problem
+`fc_jax.storage.archive.read_checkpoint` checks every header against them before reading: every problem
 (missing file, truncated or corrupt archive, bad JSON, checksum mismatch over arrays and meta, wrong
 format version, another architecture than the one asked for) is one line of `CheckpointError`.
 `flatten_tree` / `tree_spec` / `restore_tree` map pytrees to named arrays and back;
@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fc_jax import models
-from fc_jax.archive import (
-    CHECKPOINT_NAME,
-    FORMAT_VERSION,
+from fc_jax.optim import get_optimizer
+from fc_jax.runs.fit import Run, lanes_of, run_of
+from fc_jax.runs.loop import Lanes
+from fc_jax.storage.archive import (
     RESERVED,
     CheckpointError,
     Spec,
@@ -39,23 +39,11 @@ from fc_jax.archive import (
     read_checkpoint,
     write_checkpoint,
 )
-from fc_jax.files import atomic_savez
-from fc_jax.fit import Run, lanes_of, run_of, x64_scope
-from fc_jax.optim import get_optimizer
-from fc_jax.runs import Lanes
+from fc_jax.storage.files import atomic_savez
+from fc_jax.storage.trees import config_from_meta, flatten_tree, restore_tree, tree_spec
 from fc_jax.train import TrainState
 
 __all__ = [
-    "CHECKPOINT_NAME",
-    "FORMAT_VERSION",
-    "CheckpointError",
-    "checkpoint_path",
-    "write_checkpoint",
-    "read_checkpoint",
-    "flatten_tree",
-    "tree_spec",
-    "restore_tree",
-    "config_from_meta",
     "save_lanes",
     "load_lanes",
     "save_run",
@@ -67,50 +55,9 @@ _RUN_RESERVED = ("kind", "num_lanes", "config", "update_rule", "hparams", "key_i
 _RUN_RESERVED += ("compile_seconds", "run_seconds")
 
 
-def _key_name(entry) -> str:
-    for attr in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    raise TypeError(f"unsupported pytree path entry {entry!r}")
-
-
-def _named_leaves(prefix: str, tree):
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    return [("/".join([prefix, *map(_key_name, p)]), v) for p, v in leaves], treedef
-
-
-def flatten_tree(prefix: str, tree) -> dict[str, np.ndarray]:
-    """{'prefix/key/...': numpy leaf} for a pytree of arrays (dicts, NamedTuples, tuples)."""
-    return {name: np.asarray(v) for name, v in _named_leaves(prefix, tree)[0]}
-
-
-def tree_spec(prefix: str, template) -> Spec:
-    """The `read_checkpoint` spec {name: (shape, dtype)} of a template tree (e.g. `eval_shape`)."""
-    return {n: (tuple(t.shape), np.dtype(t.dtype)) for n, t in _named_leaves(prefix, template)[0]}
-
-
-def restore_tree(prefix: str, template, arrays: dict[str, np.ndarray]):
-    """Rebuild `template`'s tree from `arrays[prefix/...]` (already checked) as jax arrays."""
-    names, treedef = _named_leaves(prefix, template)
-    return jax.tree.unflatten(treedef, [jnp.asarray(arrays[n]) for n, _ in names])
-
-
-def config_from_meta(fields: dict, path: Path, wanted: models.NetConfig | None = None):
-    """`NetConfig(**fields)` (hidden_dims as a tuple); raise CheckpointError if it is not `wanted`."""
-    saved = models.NetConfig(**{**fields, "hidden_dims": tuple(fields["hidden_dims"])})
-    if wanted is not None and wanted != saved:
-        diff = [
-            f"{f.name}: checkpoint {getattr(saved, f.name)!r}, requested {getattr(wanted, f.name)!r}"
-            for f in dataclasses.fields(models.NetConfig)
-            if getattr(saved, f.name) != getattr(wanted, f.name)
-        ]
-        raise CheckpointError(f"checkpoint {path} holds another architecture: {'; '.join(diff)}")
-    return saved
-
-
 @functools.cache
 def _run_templates(config: models.NetConfig, update_rule: str, key_impl: str):
-    with x64_scope(config):
+    with models.x64_scope(config):
         p = jax.eval_shape(lambda: models.init_params(jax.random.key(0), config))
         s = jax.eval_shape(lambda: models.init_state(config))
         o = jax.eval_shape(get_optimizer(update_rule).init, p)
@@ -138,7 +85,7 @@ def save_lanes(out_dir: os.PathLike | str, lanes: Lanes, meta: dict) -> Path:
 
     Args:
       out_dir: the run's folder (created if needed), or the file.
-      lanes: a `fc_jax.runs.Lanes` (as passed to `on_epoch_end`).
+      lanes: a `fc_jax.runs.loop.Lanes` (as passed to `on_epoch_end`).
       meta: a dict with "config" (a `NetConfig`) and "update_rule" (str), plus any JSON-ready
         entries needed to resume (settings, schedule, trials, ...), stored as given; an
         "hparams" entry may be an `HParams` (stored as floats, or lists of floats).
@@ -149,7 +96,7 @@ def save_lanes(out_dir: os.PathLike | str, lanes: Lanes, meta: dict) -> Path:
     Raises:
       CheckpointError: meta lacks a required entry, uses a reserved name or is not JSON-ready.
         Nothing on disk changes then.
-      fc_jax.files.WriteError: the write failed; the previous checkpoint is untouched.
+      fc_jax.storage.files.WriteError: the write failed; the previous checkpoint is untouched.
     """
     for k in ("config", "update_rule"):
         if k not in meta:
@@ -224,7 +171,7 @@ def load_lanes(
     arrays, meta = read_checkpoint(path, expect)
     saved, (p, s, o, _) = found["config"], found["tpl"]
     np_tree = lambda prefix, t: jax.tree.map(np.asarray, restore_tree(prefix, t, arrays))
-    with x64_scope(saved):
+    with models.x64_scope(saved):
         ts = TrainState(
             params=np_tree("params", p),
             model_state=np_tree("model_state", s),
@@ -250,7 +197,7 @@ def load_lanes(
 
 
 def save_run(out_dir: os.PathLike | str, run: Run, meta: dict) -> Path:
-    """Write one training run (`fc_jax.fit.Run`) as a one-lane checkpoint (`save_lanes`).
+    """Write one training run (`fc_jax.runs.fit.Run`) as a one-lane checkpoint (`save_lanes`).
 
     Raises:
       CheckpointError: as `save_lanes`, or the run has diverged (nothing on disk changes).
@@ -280,7 +227,7 @@ def load_run(
         )
     if "hparams" in meta:
         meta["hparams"] = {k: float(np.ravel(v)[0]) for k, v in meta["hparams"].items()}
-    with x64_scope(meta["config"]):
+    with models.x64_scope(meta["config"]):
         return run_of(lanes), meta
 
 

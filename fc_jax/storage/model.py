@@ -1,13 +1,13 @@
 """A trained model as one file, reloaded and fed raw images.
 
 Contract: `save_model(path, config, params, model_state, mean_image)` writes `model.npz` (in a
-folder, or the `.npz` path given) through `fc_jax.archive.write_checkpoint`: arrays `params/W1`,
+folder, or the `.npz` path given) through `fc_jax.storage.archive.write_checkpoint`: arrays `params/W1`,
 ..., `model_state/running_mean1`, ..., `mean_image`; meta `kind: "model"`, the `NetConfig` fields
 (`dataclasses.asdict`, rebuilt with `NetConfig(**fields)`, so added or renamed fields need no
 change here), `pixel_scale` and the caller's `meta`. `load_model(path)` returns a `Model` with every
-array bit-identical; any fault is one line of `fc_jax.archive.CheckpointError`. `predict_raw(model,
+array bit-identical; any fault is one line of `fc_jax.storage.archive.CheckpointError`. `predict_raw(model,
 X)` applies the training preprocessing (`X * pixel_scale - mean_image`, in float64 as
-`fc_jax.data.get_dataset` does, then the config's dtype), flattens, and returns test-mode class
+`fc_jax.data.datasets.get_dataset` does, then the config's dtype), flattens, and returns test-mode class
 predictions as numpy.
 """
 
@@ -21,9 +21,15 @@ import jax
 import numpy as np
 
 from fc_jax import models
-from fc_jax.archive import CheckpointError, Spec, checkpoint_path, read_checkpoint, write_checkpoint
-from fc_jax.checkpoint import config_from_meta, flatten_tree, restore_tree, tree_spec
-from fc_jax.fit import x64_scope
+from fc_jax.models import x64_scope
+from fc_jax.storage.archive import (
+    CheckpointError,
+    Spec,
+    checkpoint_path,
+    read_checkpoint,
+    write_checkpoint,
+)
+from fc_jax.storage.trees import config_from_meta, flatten_tree, restore_tree, tree_spec
 
 __all__ = ["MODEL_NAME", "Model", "save_model", "load_model", "predict_raw"]
 
@@ -58,14 +64,14 @@ def save_model(
       mean_image: the image `get_dataset` subtracted (its `mean_image`), or None.
       meta: JSON-ready extras (dataset, accuracy, hyperparameters, ...).
       pixel_scale: the factor applied to raw pixels before the mean was subtracted
-        (`fc_jax.data.PIXEL_SCALE[dataset]`: 1 for cifar10, 1/16 for digits).
+        (`fc_jax.data.datasets.PIXEL_SCALE[dataset]`: 1 for cifar10, 1/16 for digits).
 
     Returns:
       The file written.
 
     Raises:
       CheckpointError: the arrays do not fit `config`, or meta is not JSON-serializable.
-      fc_jax.files.WriteError: the write failed; an existing file is untouched.
+      fc_jax.storage.files.WriteError: the write failed; an existing file is untouched.
     """
     arrays = {**flatten_tree("params", params), **flatten_tree("model_state", model_state or {})}
     want = _spec(config, None if mean_image is None else np.shape(mean_image))

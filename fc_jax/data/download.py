@@ -8,7 +8,7 @@ into the cache (saying so on stderr). ``provenance(data_dir)`` says which folder
 for ``--resume`` to remember. ``download_cifar10(dest_parent)`` fetches the official archive,
 checks its md5, extracts it safely and moves ``cifar-10-batches-py`` into place with one atomic
 ``os.replace``; a failed download removes its temporaries and leaves existing files untouched.
-Reading and checking one batch file is ``fc_jax.batches`` (re-exported here). Every failure is a
+Reading and checking one batch file is ``fc_jax.data.cifar10`` (re-exported here). Every failure is a
 ``DataError`` naming the file, the fault, and which files to put where. Host side: numpy, never jax.
 """
 
@@ -23,29 +23,21 @@ import tempfile
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from fc_jax.batches import (
+from fc_jax.data.cifar10 import (
     CIFAR10_FILES,
     CIFAR10_FOLDER,
     CIFAR10_MD5,
     CIFAR10_URL,
     DataError,
     fix_hint,
-    read_cifar10_batch,
 )
 
 __all__ = [
-    "CIFAR10_FILES",
-    "CIFAR10_FOLDER",
-    "CIFAR10_MD5",
-    "CIFAR10_URL",
-    "DataError",
     "cache_dir",
     "cifar10_dir",
     "download_cifar10",
     "ensure_cifar10",
-    "fix_hint",
     "provenance",
-    "read_cifar10_batch",
 ]
 
 _CHUNK = 1 << 20

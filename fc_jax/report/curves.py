@@ -1,10 +1,10 @@
 """Training curves as the course draws them: loss per iteration, train/val accuracy per epoch.
 
 Contract: `plot_history(history, path, title, settings)` writes one PNG with two labelled panels
-from a `fc_jax.fit.Run` history dict (`loss` per iteration, `train_acc` and `val_acc` per epoch),
+from a `fc_jax.runs.fit.Run` history dict (`loss` per iteration, `train_acc` and `val_acc` per epoch),
 the run's settings in the title and the best validation epoch marked (a dashed vertical line and a
 star with its value). Missing values (None or NaN, e.g. after divergence) leave gaps. The PNG is
-written atomically (`fc_jax.files.atomic_open`): a failed write leaves the previous file intact.
+written atomically (`fc_jax.storage.files.atomic_open`): a failed write leaves the previous file intact.
 matplotlib is imported only when a plot is made, through `matplotlib.figure.Figure` with the Agg
 canvas, so no global backend is switched and no window opens.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fc_jax.files import atomic_open
+from fc_jax.storage.files import atomic_open
 
 __all__ = ["plot_history", "format_settings"]
 
@@ -92,7 +92,7 @@ def plot_history(
 
     Raises:
       ValueError: a history entry is missing.
-      fc_jax.files.WriteError: the PNG could not be written; a previous one is untouched.
+      fc_jax.storage.files.WriteError: the PNG could not be written; a previous one is untouched.
     """
     fig = _history_figure(history, title, settings)
     with atomic_open(path) as f:

@@ -2,12 +2,12 @@
 
 Contract: loaders return numpy arrays and never import jax. ``load_cifar10(root)`` parses the
 python-pickle batches with a restricted unpickler (numpy array globals only) and checks every
-file (the official files also against their official md5, see ``fc_jax.batches``), raising
+file (the official files also against their official md5, see ``fc_jax.data.cifar10``), raising
 ``DataError`` that names the file, the fault and the fix. ``get_dataset(name)`` returns the
 cs231n split dict (``X_train, y_train, X_val, y_val, X_test, y_test, mean_image``);
 ``PIXEL_SCALE[name]`` is the factor applied to raw pixels before ``mean_image`` is subtracted.
 ``check_finite`` and ``check_labels`` are the input guards the trainers use. Locating, reading
-one file, downloading CIFAR-10 and ``provenance`` live in ``fc_jax.download`` (re-exported here).
+one file, downloading CIFAR-10 and ``provenance`` live in ``fc_jax.data.download`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -18,37 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from fc_jax.download import (
-    CIFAR10_FILES,
-    CIFAR10_FOLDER,
-    CIFAR10_MD5,
-    CIFAR10_URL,
-    DataError,
-    cache_dir,
-    cifar10_dir,
-    download_cifar10,
-    ensure_cifar10,
-    provenance,
-    read_cifar10_batch,
-)
+from fc_jax.data.cifar10 import CIFAR10_FILES, CIFAR10_FOLDER, DataError, read_cifar10_batch
+from fc_jax.data.download import ensure_cifar10
 
 __all__ = [
-    "CIFAR10_MD5",
-    "CIFAR10_URL",
     "DATASETS",
     "PIXEL_SCALE",
-    "DataError",
-    "cache_dir",
     "check_finite",
     "check_labels",
-    "cifar10_dir",
-    "download_cifar10",
-    "ensure_cifar10",
     "get_dataset",
     "load_cifar10",
     "load_digits",
-    "provenance",
-    "read_cifar10_batch",
     "synthetic",
 ]
 
@@ -56,7 +36,7 @@ __all__ = [
 DATASETS = {"cifar10": (49000, 1000, 1000, 50000, 10000), "digits": (1197, 300, 300, 1497, 300)}
 # The factor get_dataset applies to raw pixels before subtracting mean_image.
 PIXEL_SCALE = {"cifar10": 1.0, "digits": 1.0 / 16.0}
-_DIGITS = Path(__file__).with_name("datasets") / "digits.npz"
+_DIGITS = Path(__file__).with_name("digits.npz")
 
 
 def load_cifar10(

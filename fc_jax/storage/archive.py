@@ -4,7 +4,7 @@ Contract: `write_checkpoint(path, arrays, meta)` writes a plain `np.savez` archi
 array per name, plus `meta`, a uint8 array of canonical UTF-8 JSON holding the caller's meta,
 `format_version` and a `sha256` over every array's name, dtype, shape and bytes AND the canonical
 meta text, so an edited learning rate is refused like a flipped weight) through
-`fc_jax.files.atomic_savez`: a crash or a failed save never leaves a half-written or modified file.
+`fc_jax.storage.files.atomic_savez`: a crash or a failed save never leaves a half-written or modified file.
 `read_checkpoint(path, expect)` reads and validates the meta, calls `expect(meta) -> {name: (shape,
 dtype)}`, and checks the zip directory and every npy header against it (exactly those names,
 stored uncompressed, exact shape and dtype, C order, byte size equal to the zip member's) BEFORE
@@ -13,7 +13,7 @@ reads the arrays and checks the sha256. Every fault raises `CheckpointError` (a 
 one line: `no checkpoint at FILE`, `corrupt checkpoint FILE: <reason>` (whatever the parser raised:
 zipfile, zlib, struct, tokenize, Unicode, Overflow, Memory, ...), or `checkpoint FILE has format
 version N; ...`. A path may be a folder (then `checkpoint.npz` in it) or the `.npz` file itself.
-This layer knows nothing of runs or models (see `fc_jax.checkpoint`, `fc_jax.serving`); numpy
+This layer knows nothing of runs or models (see `fc_jax.storage.checkpoint`, `fc_jax.storage.model`); numpy
 only, never jax.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fc_jax.files import atomic_savez
+from fc_jax.storage.files import atomic_savez
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -85,7 +85,7 @@ def write_checkpoint(path: os.PathLike | str, arrays: dict[str, Any], meta: dict
     Raises:
       CheckpointError: a name is "meta" or empty, an array holds Python objects, meta uses
         "format_version" or "sha256", or meta is not JSON-serializable. Nothing on disk changes.
-      fc_jax.files.WriteError: the file system refused the write; the old file is untouched.
+      fc_jax.storage.files.WriteError: the file system refused the write; the old file is untouched.
     """
     arrays = {str(k): np.asarray(v, order="C") for k, v in arrays.items()}  # 0-d stays 0-d
     bad = [k for k, a in arrays.items() if k in ("", "meta") or a.dtype.hasobject]

@@ -1,11 +1,11 @@
-"""`fit`: one training run, the run loop (`fc_jax.runs.train_lanes`) with K = 1.
+"""`fit`: one training run, the run loop (`fc_jax.runs.loop.train_lanes`) with K = 1.
 
 Contract: `fit(config, data, ...)` trains one net on a course-style data dict (`X_train, y_train,
 X_val, y_val`) and returns a `Run`, the single lane of the loop's `Lanes` with jax arrays: the engine
 state, epochs done, history, best params by validation accuracy. A `Run` passed as `resume=`
 continues exactly (minibatch indices and dropout keys depend only on (seed, epoch, step)). A
 non-finite loss raises `DivergedError` naming the epoch and step, after the last good epoch's
-`on_epoch_end`. Everything about the schedule lives in `fc_jax.runs`; a one-lane sweep is this
+`on_epoch_end`. Everything about the schedule lives in `fc_jax.runs.loop`; a one-lane sweep is this
 same loop, so it equals `fit` by construction.
 """
 
@@ -16,17 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fc_jax import models, runs, train
+from fc_jax import models, train
+
+from fc_jax.runs import loop
+from fc_jax.runs.schedule import Schedule
 from fc_jax.hparams import HParams, make_hparams, validate_hparams
-from fc_jax.runs import DivergedError, check_data, epoch_learning_rate, x64_scope
+from fc_jax.models import x64_scope
 
 __all__ = [
     "Run",
-    "DivergedError",
     "fit",
-    "check_data",
-    "x64_scope",
-    "epoch_learning_rate",
     "run_of",
     "lanes_of",
 ]
@@ -43,7 +42,7 @@ class Run(NamedTuple):
     best_val_acc: float
 
 
-def run_of(lanes: runs.Lanes, k: int = 0) -> Run:
+def run_of(lanes: loop.Lanes, k: int = 0) -> Run:
     """Lane `k` of `lanes` as a `Run` (jax arrays; the key as a typed key)."""
     pick = lambda t: jax.tree.map(lambda a: jnp.asarray(a[k]), t)
     ts = pick(lanes.ts)
@@ -58,13 +57,13 @@ def run_of(lanes: runs.Lanes, k: int = 0) -> Run:
     )
 
 
-def lanes_of(run: Run, budget: int | None = None) -> runs.Lanes:
+def lanes_of(run: Run, budget: int | None = None) -> loop.Lanes:
     """A `Run` as one-lane `Lanes` (numpy, key as raw key data)."""
     one = lambda t: jax.tree.map(lambda a: np.asarray(a)[None], t)
     ts = run.ts._replace(key=jax.random.key_data(run.ts.key))
-    h = {k: list(run.history.get(k, [])) for k in runs.HISTORY_KEYS}
+    h = {k: list(run.history.get(k, [])) for k in loop.HISTORY_KEYS}
     best_epoch = int(np.argmax(h["val_acc"])) + 1 if h["val_acc"] else 0
-    return runs.Lanes(
+    return loop.Lanes(
         ts=one(ts),
         epoch=np.asarray([run.epoch], np.int64),
         budget=np.asarray([budget if budget is not None else run.epoch], np.int64),
@@ -90,7 +89,7 @@ def fit(
     replace: bool = True,
     chunks_per_epoch: int = 1,
     num_train_samples: int | None = 1000,
-    resume: Run | runs.Lanes | None = None,
+    resume: Run | loop.Lanes | None = None,
     on_epoch_end: Callable[[Run], None] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
@@ -121,11 +120,11 @@ def fit(
         hp = hparams if hparams is not None else make_hparams(update_rule, dtype=dtype)
         validate_hparams(hp._asdict())
         hp = jax.tree.map(lambda v: np.asarray(v)[None], hp)
-        schedule = runs.Schedule(num_epochs, batch_size, seed, replace, False, chunks_per_epoch,
+        schedule = Schedule(num_epochs, batch_size, seed, replace, False, chunks_per_epoch,
                                  num_train_samples)  # fmt: skip
         if isinstance(resume, Run):
             resume = lanes_of(resume)
-        lanes = runs.train_lanes(
+        lanes = loop.train_lanes(
             config,
             data,
             hp,
