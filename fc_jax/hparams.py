@@ -30,6 +30,7 @@ class HParams(NamedTuple):
     weight_scale: Array  # std of the N(0, 1) initial weights
     keep_prob: Array  # dropout keep probability (cs231n's p); used only when the net has dropout
     lr_decay: Array  # learning rate multiplier applied at the end of each epoch
+    label_smoothing: Array  # softmax only: target (1 - ls) * onehot + ls / C; 0 = the course loss
 
 
 # The course's defaults for each update rule (cs231n optim.py).
@@ -52,6 +53,7 @@ DEFAULTS: dict[str, float] = dict(
     weight_scale=1e-2,
     keep_prob=1.0,
     lr_decay=1.0,
+    label_smoothing=0.0,
 )
 
 
@@ -76,6 +78,7 @@ def validate_hparams(values: dict) -> None:
         "weight_scale": (lambda v: v > 0, "> 0"),
         "keep_prob": (lambda v: (v > 0) & (v <= 1), "in (0, 1]"),
         "lr_decay": (lambda v: (v > 0) & (v <= 1), "in (0, 1]"),
+        "label_smoothing": (lambda v: (v >= 0) & (v < 1), "in [0, 1)"),
     }
     for name, value in values.items():
         arr = np.asarray(value, dtype=np.float64)
