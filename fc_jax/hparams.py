@@ -23,21 +23,33 @@ class HParams(NamedTuple):
     learning_rate: Array  # step size
     momentum: Array  # sgd_momentum's mu
     decay_rate: Array  # rmsprop's decay of the squared-gradient cache
-    beta1: Array  # adam's first-moment decay
-    beta2: Array  # adam's second-moment decay
-    epsilon: Array  # rmsprop / adam denominator fuzz
+    beta1: Array  # adam's / adamw's first-moment decay; lion's interpolation for the sign
+    beta2: Array  # adam's / adamw's second-moment decay; lion's momentum decay
+    epsilon: Array  # rmsprop / adam / adamw denominator fuzz
     reg: Array  # L2 strength: loss += 0.5 * reg * sum(W**2)
     weight_scale: Array  # std of the N(0, 1) initial weights
     keep_prob: Array  # dropout keep probability (cs231n's p); used only when the net has dropout
     lr_decay: Array  # learning rate multiplier applied at the end of each epoch
+    label_smoothing: Array  # softmax only: target (1 - ls) * onehot + ls / C; 0 = the course loss
+    weight_decay: Array  # adamw's / lion's decoupled decay: w -= lr * wd * w (all leaves)
 
 
-# The course's defaults for each update rule (cs231n optim.py).
+# The defaults for each update rule: the course's (cs231n optim.py) for the first four.
 RULE_DEFAULTS: dict[str, dict[str, float]] = {
     "sgd": {"learning_rate": 1e-2},
     "sgd_momentum": {"learning_rate": 1e-2, "momentum": 0.9},
     "rmsprop": {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8},
     "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
+    # Beyond the course: PyTorch's AdamW defaults; Lion's paper defaults (Chen et al. 2023 suggest
+    # a learning rate 3-10x smaller than AdamW's; weight decay 0 here, 3-10x AdamW's if used).
+    "adamw": {
+        "learning_rate": 1e-3,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "epsilon": 1e-8,
+        "weight_decay": 1e-2,
+    },
+    "lion": {"learning_rate": 1e-4, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0},
 }
 
 # Generic defaults (the course's values); `RULE_DEFAULTS` overrides per update rule.
@@ -52,6 +64,8 @@ DEFAULTS: dict[str, float] = dict(
     weight_scale=1e-2,
     keep_prob=1.0,
     lr_decay=1.0,
+    label_smoothing=0.0,
+    weight_decay=0.0,
 )
 
 
@@ -76,6 +90,8 @@ def validate_hparams(values: dict) -> None:
         "weight_scale": (lambda v: v > 0, "> 0"),
         "keep_prob": (lambda v: (v > 0) & (v <= 1), "in (0, 1]"),
         "lr_decay": (lambda v: (v > 0) & (v <= 1), "in (0, 1]"),
+        "label_smoothing": (lambda v: (v >= 0) & (v < 1), "in [0, 1)"),
+        "weight_decay": (lambda v: v >= 0, ">= 0"),
     }
     for name, value in values.items():
         arr = np.asarray(value, dtype=np.float64)
@@ -90,8 +106,8 @@ def make_hparams(update_rule: str | None = None, dtype=jnp.float32, **overrides)
     """Build an `HParams` of 0-d arrays with the course's defaults for `update_rule`.
 
     Args:
-      update_rule: one of "sgd", "sgd_momentum", "rmsprop", "adam" (or None for generic defaults);
-        picks the course's default learning rate and rule constants.
+      update_rule: one of "sgd", "sgd_momentum", "rmsprop", "adam", "adamw", "lion" (or None for
+        generic defaults); picks the rule's default learning rate and constants (`RULE_DEFAULTS`).
       dtype: dtype of the scalar arrays.
       **overrides: any `HParams` field, e.g. `learning_rate=3e-4, reg=1e-3`.
 

@@ -260,6 +260,11 @@ def loss_fn(
 ) -> tuple[Array, tuple[ModelState, Array]]:
     """Data loss plus `0.5 * hparams.reg * sum(W_i ** 2)`, with `(new_state, scores)` as aux.
 
+    The softmax loss reads `hparams.label_smoothing` (0: the course's loss, bit for bit). The SVM
+    loss has no smoothing: a concrete non-zero value raises ValueError; a traced one (under jit or
+    vmap) cannot be checked here and is ignored, so check values before compiling
+    (`fc_jax.hparams.validate_hparams` checks the range only).
+
     Use as `jax.value_and_grad(loss_fn, has_aux=True)(params, state, X, y, hp, config=c, key=k)`.
     """
     s, new_state = forward(
@@ -272,7 +277,13 @@ def loss_fn(
         train=train,
         masks=masks,
     )
-    data_loss = losses.softmax_loss(s, y) if config.loss == "softmax" else losses.svm_loss(s, y)
+    if config.loss == "softmax":
+        data_loss = losses.softmax_loss(s, y, hparams.label_smoothing)
+    else:
+        ls = hparams.label_smoothing
+        if not isinstance(ls, jax.core.Tracer) and jnp.any(jnp.asarray(ls) != 0):
+            raise ValueError(f"label_smoothing={ls} needs loss='softmax'; the svm loss has none")
+        data_loss = losses.svm_loss(s, y)
     loss = data_loss
     for i in range(1, config.num_layers + 1):  # the course's order: bitwise-equal losses
         (w,) = jax.tree.leaves(params[f"W{i}"])  # the stored array (a sum of squares: any layout)

@@ -1,4 +1,4 @@
-"""First-order update rules as pure functions: sgd, sgd_momentum, rmsprop, adam.
+"""First-order update rules as pure functions: sgd, sgd_momentum, rmsprop, adam, adamw, lion.
 
 Contract: an optimizer is an `Optimizer(init, update)` pair of pure functions,
 
@@ -7,8 +7,9 @@ Contract: an optimizer is an `Optimizer(init, update)` pair of pure functions,
 
   params: a pytree of floating arrays (fc_jax uses a flat dict `W1, b1, gamma1, ...`; a bare
     array works too). grads: the loss gradient, same structure, shapes and dtypes as params.
-  state: the rule's NamedTuple (`SGDState`, `MomentumState`, `RMSPropState`, `AdamState`) whose
-    fields use the cs231n config names (`velocity`, `cache`, `t`, `m`, `v`).
+  state: the rule's NamedTuple (`SGDState`, `MomentumState`, `RMSPropState`, `AdamState`,
+    `AdamWState`, `LionState`) whose fields use the cs231n config names (`velocity`, `cache`, `t`,
+    `m`, `v`).
   hparams: an `fc_jax.hparams.HParams` of scalar arrays. The rules read only their own fields,
     each cast to the dtype of the parameter it updates, so float32 hyperparameters do not upcast
     float64 parameters (and back): the dtypes of params and state never change.
@@ -24,8 +25,9 @@ Contract: an optimizer is an `Optimizer(init, update)` pair of pure functions,
 here closes over a hyperparameter: a new learning rate is new data, not a new compilation, and
 `jax.vmap` over stacked params, state and `HParams` runs a sweep. The functions are not jitted;
 wrap the whole training step (or epoch) in `jax.jit`. The math follows cs231n `optim.py`
-(mirrored in NumPy by `fc_jax.reference.optim`); in particular Adam increments `t` before its
-bias correction.
+(mirrored in NumPy by `fc_jax.reference.optim`); in particular Adam (and AdamW) increments `t`
+before its bias correction. AdamW (Loshchilov & Hutter) and Lion (Chen et al. 2023) go beyond the
+course; their decoupled weight decay (`hparams.weight_decay`) acts on every leaf.
 """
 
 from collections.abc import Callable
@@ -43,10 +45,14 @@ __all__ = [
     "MomentumState",
     "RMSPropState",
     "AdamState",
+    "AdamWState",
+    "LionState",
     "sgd",
     "sgd_momentum",
     "rmsprop",
     "adam",
+    "adamw",
+    "lion",
     "OPTIMIZERS",
     "get_optimizer",
     "skippable",
@@ -323,11 +329,164 @@ def adam() -> Optimizer:
 
 
 # --------------------------------------------------------------------------------------------
+class AdamWState(NamedTuple):
+    """State of `adamw`: Adam's fields."""
+
+    t: Array  # shape=(), int32: the number of updates taken so far
+    m: Params  # like params: the moving average of gradients (first moment)
+    v: Params  # like params: the moving average of squared gradients (second moment)
+
+
+def _adamw_leaf(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_bc2, lr_wd, skip):
+    g = jnp.asarray(g, p.dtype)
+    m = _keep(skip, b1 * m + one_minus_b1 * g, m)  # first moment
+    v = _keep(skip, b2 * v + one_minus_b2 * (g * g), v)  # second moment
+    # w - lr * (mhat / (sqrt(vhat) + eps) + wd * w), with lr / bc1, 1 / bc2 and lr * wd as scalars.
+    return _keep(skip, p - (step * m / (jnp.sqrt(v * inv_bc2) + eps) + lr_wd * p), p), m, v
+
+
+def adamw() -> Optimizer:
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight Decay Regularization").
+
+    .. math::
+        t &\leftarrow t + 1 \\
+        m_t &= \beta_1 \cdot m_{t-1} + (1 - \beta_1) \cdot g_t \\
+        v_t &= \beta_2 \cdot v_{t-1} + (1 - \beta_2) \cdot g_t^2 \\
+        \hat m_t &= m_t / (1 - \beta_1^t), \quad \hat v_t = v_t / (1 - \beta_2^t) \\
+        w_t &= w_{t-1} - \mathrm{lr} \cdot (\hat m_t / (\sqrt{\hat v_t} + \epsilon)
+               + \lambda \cdot w_{t-1})
+
+    Reads `hparams.learning_rate`, `beta1`, `beta2`, `epsilon` and `weight_decay`
+    (:math:`\lambda`); `m`, `v` and `t` start at 0. The moments and `t` follow `adam` exactly
+    (`t` is incremented before the bias correction), and `weight_decay = 0` is Adam. The decay is
+    decoupled from the gradient (not the L2 term `reg`, which Adam rescales) and is multiplied by
+    the learning rate, as in PyTorch and optax, so `lr_decay` shrinks it too. It acts on every
+    leaf (biases and batchnorm's gamma, beta too, like PyTorch's default); for weights-only decay
+    use `reg`.
+
+    Example (minimize ``w**2``; each step is about ``lr * (1 + wd * |w|)``):
+        >>> import jax.numpy as jnp
+        >>> from fc_jax.hparams import make_hparams
+        >>> opt = adamw()
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> state = opt.init(params)
+        >>> hp = make_hparams("adamw", learning_rate=0.1, weight_decay=0.5)
+        >>> for _ in range(3):
+        ...     grads = {"w": 2 * params["w"]}
+        ...     params, state = opt.update(grads, state, params, hp)
+        >>> print(int(state.t), [round(float(x), 2) for x in params["w"]])
+        3 [0.57, -1.43]
+    """
+
+    def init(params: Params) -> AdamWState:
+        # Separate buffers for m and v, so a jitted step may donate the state.
+        m, v = (jax.tree.map(jnp.zeros_like, params) for _ in range(2))
+        return AdamWState(t=jnp.zeros((), jnp.int32), m=m, v=v)
+
+    def update(grads, state, params, hparams, skip=None):
+        t = state.t + 1
+
+        def make(d):
+            lr, b1, b2, eps, wd = (
+                jnp.asarray(h, d)
+                for h in (
+                    hparams.learning_rate,
+                    hparams.beta1,
+                    hparams.beta2,
+                    hparams.epsilon,
+                    hparams.weight_decay,
+                )
+            )
+            bc1, bc2 = 1 - b1**t, 1 - b2**t  # bias corrections, scalars
+            return b1, 1 - b1, b2, 1 - b2, eps, lr / bc1, 1 / bc2, lr * wd
+
+        s = _scalars(grads, params, hparams, make)
+        out = jax.tree.map(
+            lambda p, g, m, v: _adamw_leaf(p, g, m, v, *s[p.dtype], skip),
+            params,
+            grads,
+            state.m,
+            state.v,
+        )
+        new_params, m, v = _unzip(params, out, 3)
+        return new_params, AdamWState(t=_keep(skip, t, state.t), m=m, v=v)
+
+    return Optimizer(init, update)
+
+
+# --------------------------------------------------------------------------------------------
+class LionState(NamedTuple):
+    """State of `lion`."""
+
+    m: Params  # like params: the momentum, a moving average of gradients
+
+
+def _lion_leaf(p, g, m, lr, b1, one_minus_b1, b2, one_minus_b2, lr_wd, skip):
+    g = jnp.asarray(g, p.dtype)
+    c = b1 * m + one_minus_b1 * g  # the interpolation whose sign is the step, from the old m
+    new_m = _keep(skip, b2 * m + one_minus_b2 * g, m)
+    return _keep(skip, p - (lr * jnp.sign(c) + lr_wd * p), p), new_m
+
+
+def lion() -> Optimizer:
+    r"""Lion, the sign of an interpolated momentum (Chen et al. 2023, "Symbolic Discovery of
+    Optimization Algorithms").
+
+    .. math::
+        c_t &= \beta_1 \cdot m_{t-1} + (1 - \beta_1) \cdot g_t \\
+        w_t &= w_{t-1} - \mathrm{lr} \cdot (\mathrm{sign}(c_t) + \lambda \cdot w_{t-1}) \\
+        m_t &= \beta_2 \cdot m_{t-1} + (1 - \beta_2) \cdot g_t
+
+    Reads `hparams.learning_rate`, `beta1`, `beta2` and `weight_decay` (:math:`\lambda`); `m`
+    starts at 0 (`sign(0) = 0`: a leaf with zero gradient and zero momentum does not move). Every
+    element moves by exactly `lr` (plus the decay), so Lion wants a learning rate 3-10x smaller
+    than Adam's (default 1e-4) and, for the same effective decay `lr * wd`, a larger
+    `weight_decay`. The decay is decoupled, multiplied by the learning rate, and acts on every leaf.
+
+    Example (minimize ``w**2``; each step moves every weight by exactly ``lr``):
+        >>> import jax.numpy as jnp
+        >>> from fc_jax.hparams import make_hparams
+        >>> opt = lion()
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> state = opt.init(params)
+        >>> hp = make_hparams("lion", learning_rate=0.1)
+        >>> for _ in range(3):
+        ...     grads = {"w": 2 * params["w"]}
+        ...     params, state = opt.update(grads, state, params, hp)
+        >>> print([round(float(x), 2) for x in params["w"]])
+        [0.7, -1.7]
+    """
+
+    def init(params: Params) -> LionState:
+        return LionState(m=jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params, hparams, skip=None):
+
+        def make(d):
+            lr, b1, b2, wd = (
+                jnp.asarray(h, d)
+                for h in (hparams.learning_rate, hparams.beta1, hparams.beta2, hparams.weight_decay)
+            )
+            return lr, b1, 1 - b1, b2, 1 - b2, lr * wd
+
+        s = _scalars(grads, params, hparams, make)
+        out = jax.tree.map(
+            lambda p, g, m: _lion_leaf(p, g, m, *s[p.dtype], skip), params, grads, state.m
+        )
+        new_params, m = _unzip(params, out, 2)
+        return new_params, LionState(m=m)
+
+    return Optimizer(init, update)
+
+
+# --------------------------------------------------------------------------------------------
 OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {
     "sgd": sgd,
     "sgd_momentum": sgd_momentum,
     "rmsprop": rmsprop,
     "adam": adam,
+    "adamw": adamw,
+    "lion": lion,
 }
 
 
@@ -335,7 +494,7 @@ def get_optimizer(name: str) -> Optimizer:
     """Return the optimizer for a cs231n `update_rule` name.
 
     Args:
-      name: one of "sgd", "sgd_momentum", "rmsprop", "adam".
+      name: one of "sgd", "sgd_momentum", "rmsprop", "adam", "adamw", "lion".
 
     Returns:
       The `Optimizer(init, update)` built by the matching factory.

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fc_jax import layers, models
+from fc_jax import layers, losses, models
 from fc_jax.hparams import make_hparams
 from fc_jax.reference.fc_net import FullyConnectedNet
 from tests.helpers import rel_error
@@ -162,6 +162,56 @@ def test_loss_and_grads_match_plain_model(x64, normalization, keep_prob, reg):
             grads = {k: v for k, v in grads.items() if k != f"b{i}"}
             want_grads = {k: v for k, v in want_grads.items() if k != f"b{i}"}
     _assert_tree_rel(grads, want_grads, 1e-10)
+
+
+def test_label_smoothing_matches_plain_model(x64):
+    config = _config("layernorm")
+    params = _params(config)
+    X, y = _data()
+    hp = make_hparams(dtype=jnp.float64, reg=0.3, label_smoothing=0.2)
+
+    def plain(p):
+        s, _ = _plain_forward(p, {}, X, None, config, True)
+        target = 0.8 * jax.nn.one_hot(y, C, dtype=s.dtype) + 0.2 / C
+        data = -jnp.mean(jnp.sum(target * jax.nn.log_softmax(s, axis=1), axis=1))
+        return data + 0.15 * sum(jnp.sum(v**2) for k, v in p.items() if k.startswith("W"))
+
+    (loss, _), grads = jax.value_and_grad(models.loss_fn, has_aux=True)(
+        params, {}, X, y, hp, config=config
+    )
+    want_loss, want_grads = jax.value_and_grad(plain)(params)
+    assert rel_error(loss, want_loss) < 1e-10
+    _assert_tree_rel(grads, want_grads, 1e-10)
+    unsmoothed = models.loss_fn(params, {}, X, y, hp._replace(label_smoothing=0.0), config=config)
+    assert float(loss) != float(unsmoothed[0])
+
+
+def test_zero_label_smoothing_is_the_course_loss_bit_for_bit(monkeypatch):
+    # float32, jitted value_and_grad through the whole net: hparams.label_smoothing = 0 gives the
+    # same bits as the two-argument softmax_loss (the course's loss) that loss_fn called before.
+    config = _config("batchnorm", dtype="float32")
+    params, state = _params(config), _state(config)
+    X, y = _data(np.float32)
+    hp = make_hparams(reg=0.1)
+    assert float(hp.label_smoothing) == 0.0
+
+    def vg(hp):  # a fresh jit each call: it traces whatever softmax_loss is at the time
+        fn = jax.jit(jax.value_and_grad(models.loss_fn, has_aux=True), static_argnames="config")
+        return fn(params, state, X, y, hp, config=config)
+
+    smoothed = vg(hp)
+    course = losses.softmax_loss
+    monkeypatch.setattr(losses, "softmax_loss", lambda s, y, ls=None: course(s, y))
+    jax.tree.map(np.testing.assert_array_equal, smoothed, vg(hp))
+
+
+def test_svm_refuses_a_concrete_label_smoothing():
+    config = _config(loss="svm", dtype="float32")
+    params = _params(config)
+    X, y = _data(np.float32)
+    models.loss_fn(params, {}, X, y, make_hparams(label_smoothing=0.0), config=config)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        models.loss_fn(params, {}, X, y, make_hparams(label_smoothing=0.1), config=config)
 
 
 @pytest.mark.parametrize("normalization", [None, "layernorm"])

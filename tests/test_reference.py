@@ -232,6 +232,28 @@ def test_softmax_loss_is_stable_and_matches_formula():
     assert abs(loss_big - loss) < 1e-9 and rel_error(dx_big, dx) < 1e-9
 
 
+@pytest.mark.parametrize("ls", [0.1, 0.5])
+def test_smoothed_softmax_loss_matches_formula_and_central_differences(ls):
+    r = np.random.RandomState(1)
+    x, y = r.randn(6, 5), r.randint(5, size=6)
+    target = (1 - ls) * np.eye(5)[y] + ls / 5
+    p = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
+    loss, dx = L.softmax_loss(x, y, ls)
+    assert abs(loss + np.mean(np.sum(target * np.log(p), axis=1))) < 1e-12
+    assert rel_error(dx, (p - target) / 6) < 1e-12
+    num = eval_numerical_gradient(lambda v: L.softmax_loss(v, y, ls)[0], x, verbose=False)
+    assert np.abs(dx).min() > 5e-4  # entries near 0 would measure round-off, not the gradient
+    assert rel_error(dx, num) < 1e-7
+    loss0, dx0 = L.softmax_loss(x, y, 0.0)  # no smoothing: the course's loss, bit for bit
+    assert loss0 == L.softmax_loss(x, y)[0] and np.array_equal(dx0, L.softmax_loss(x, y)[1])
+
+
+@pytest.mark.parametrize("ls", [1.0, -0.1, np.nan])
+def test_softmax_loss_rejects_bad_label_smoothing(ls):
+    with pytest.raises(ValueError, match="label_smoothing"):
+        L.softmax_loss(np.zeros((2, 3)), np.array([0, 1]), ls)
+
+
 @pytest.mark.parametrize("loss_fn", [L.svm_loss, L.softmax_loss])
 @pytest.mark.parametrize("y", [np.array([0, 3]), np.array([0.0, 1.0]), np.array([0, 1, 2])])
 def test_losses_reject_bad_labels(loss_fn, y):

@@ -162,9 +162,9 @@ class Solver:
             setattr(self, name, kwargs.pop(name, value))
         if kwargs:
             raise ValueError("Unrecognized arguments " + ", ".join(f'"{k}"' for k in kwargs))
-        if not isinstance(self.update_rule, str) or self.update_rule not in RULE_DEFAULTS:
+        if not isinstance(self.update_rule, str) or self.update_rule not in course_optim.__all__:
             raise ValueError(
-                f'Invalid update_rule "{self.update_rule}"; expected one of {sorted(RULE_DEFAULTS)}'
+                f'Invalid update_rule "{self.update_rule}"; expected one of {course_optim.__all__}'
             )
         self._rule, self.update_rule = self.update_rule, getattr(course_optim, self.update_rule)
         self._check_args()

@@ -264,6 +264,8 @@ def test_bad_arguments():
         Solver(model, data, learning_rate=1e-3)
     with pytest.raises(ValueError, match='Invalid update_rule "nesterov"'):
         Solver(model, data, update_rule="nesterov")
+    with pytest.raises(ValueError, match='Invalid update_rule "adamw"'):  # not a course rule
+        Solver(model, data, update_rule="adamw")
     with pytest.raises(ValueError, match="X_val"):
         Solver(model, {k: v for k, v in data.items() if k != "X_val"})
     for kw, match in [
