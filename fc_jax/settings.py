@@ -16,15 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from fc_jax.hparams import HParams, validate_hparams
+from fc_jax.data.datasets import DATASETS
+from fc_jax.hparams import HPARAMS, check_integer, validate_hparams
+from fc_jax.optim import OPTIMIZERS
 from fc_jax.runs.space import check_seed
 
 __all__ = [
     "DEFAULTS",
     "RULES",
-    "HPARAM_NAMES",
-    "INPUT_DIMS",
-    "PIXEL_SCALE",
     "settings",
     "check_settings",
     "config_of",
@@ -34,10 +33,7 @@ __all__ = [
     "load_data",
 ]
 
-RULES = ("sgd", "sgd_momentum", "rmsprop", "adam")
-HPARAM_NAMES = HParams._fields  # the hyperparameter vocabulary, defined once (fc_jax.hparams)
-INPUT_DIMS = {"cifar10": 3 * 32 * 32, "digits": 64}
-PIXEL_SCALE = {"cifar10": 1.0, "digits": 1 / 16}  # raw pixels -> the scale get_dataset uses
+RULES = tuple(OPTIMIZERS)  # the update rules: the optimizers' registry (fc_jax.optim)
 
 _COMMON: dict[str, Any] = dict(
     keep_prob=1.0,  # dropout keep probability; 1 = the net has no dropout layers
@@ -76,7 +72,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         weight_scale=1e-1,
     ),
 }
-_HP_SETTINGS = ("learning_rate", "lr_decay", "reg", "weight_scale", "keep_prob")
 
 
 def settings(dataset: str, given: dict) -> dict:
@@ -92,9 +87,7 @@ def settings(dataset: str, given: dict) -> dict:
 def check_settings(s: dict) -> None:
     """ValueError naming the first invalid setting."""
     for k in ("epochs", "batch_size"):
-        v = s[k]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+        check_integer(k, s[k])
     check_seed(s["seed"])
     dims = s["hidden_dims"]
     if not isinstance(dims, list | tuple) or not all(
@@ -111,7 +104,7 @@ def check_settings(s: dict) -> None:
         raise ValueError(f"dtype must be float32 or float64, got {s['dtype']!r}")
     if s["sampling"] not in ("replace", "permutation"):
         raise ValueError(f"sampling must be replace or permutation, got {s['sampling']!r}")
-    validate_hparams({k: s[k] for k in _HP_SETTINGS})
+    validate_hparams({k: s[k] for k in HPARAMS if k in s})
 
 
 def config_of(s: dict, *, dropout: bool | None = None):
@@ -120,7 +113,7 @@ def config_of(s: dict, *, dropout: bool | None = None):
 
     return NetConfig(
         hidden_dims=tuple(s["hidden_dims"]),
-        input_dim=INPUT_DIMS[s["dataset"]],
+        input_dim=DATASETS[s["dataset"]].input_dim,
         normalization=None if s["normalization"] == "none" else s["normalization"],
         dropout=bool(s["keep_prob"] < 1) if dropout is None else dropout,
         dtype=s["dtype"],
@@ -128,8 +121,9 @@ def config_of(s: dict, *, dropout: bool | None = None):
 
 
 def hparams_of(s: dict, **overrides) -> dict:
-    """The `HParams` values of settings `s` (a dict of floats for `make_hparams`)."""
-    return {**{k: float(s[k]) for k in _HP_SETTINGS}, **overrides}
+    """The `HParams` values that settings `s` set (floats for `make_hparams`, which fills the rest
+    with the update rule's defaults)."""
+    return {**{k: float(s[k]) for k in HPARAMS if s.get(k) is not None}, **overrides}
 
 
 def merge_resume(saved: dict, given: dict) -> dict:

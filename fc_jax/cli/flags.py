@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from fc_jax.hparams import HPARAMS, RULE_DEFAULTS
 from fc_jax.runs.space import MAX_SEED
 from fc_jax.settings import DEFAULTS, RULES
 
@@ -101,14 +102,17 @@ def add_net(p) -> None:
 
 
 def add_hparams(p) -> None:
-    a = p.add_argument
-    a("--keep-prob", type=float,
-      help=f"dropout KEEP probability in (0, 1]; 1 = no dropout ({_default('keep_prob')})")  # fmt: skip
-    a("--learning-rate", type=float, help=f"initial learning rate ({_default('learning_rate')})")
-    a("--lr-decay", type=float,
-      help=f"learning rate multiplier after each epoch, in (0, 1] ({_default('lr_decay')})")  # fmt: skip
-    a("--reg", type=float, help=f"L2 strength ({_default('reg')})")
-    a("--weight-scale", type=float, help=f"std of the initial weights ({_default('weight_scale')})")
+    """One flag per `HParams` field, from the vocabulary's table (`fc_jax.hparams.HPARAMS`)."""
+    by_rule = {name for rule in RULE_DEFAULTS.values() for name in rule}
+    for name, row in HPARAMS.items():
+        if name in DEFAULTS["cifar10"]:
+            default = _default(name)
+        elif name in by_rule:
+            default = f"default: the update rule's ({row.default:g} for most)"
+        else:
+            default = f"default: {row.default:g}"
+        help = f"{row.help}; {row.expected} ({default})"
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, help=help)
 
 
 def add_schedule(p) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from fc_jax import settings
 from fc_jax.cli import flags
+from fc_jax.data.datasets import DATASETS
 from fc_jax.hparams import HParams
 from fc_jax.runs import space
 
@@ -243,7 +244,7 @@ def _save_models(result, mean_image, out: Path, s: dict) -> None:
                    pick(result.best_model_state), mean_image,
                    meta={"settings": s, "trial": trial,
                          "best_val_acc": float(result.best_val_acc[k])},
-                   pixel_scale=settings.PIXEL_SCALE[s["dataset"]])  # fmt: skip
+                   pixel_scale=DATASETS[s["dataset"]].pixel_scale)  # fmt: skip
 
 
 def _retrain(s, data, fingerprint, trial, epochs, out: Path, lead):

@@ -18,11 +18,13 @@ import numpy as np
 
 from fc_jax import models, settings
 from fc_jax.cli import flags
+from fc_jax.data.datasets import DATASETS
+from fc_jax.hparams import HPARAMS
 from fc_jax.runs import loop
 
 __all__ = ["add_parser", "run", "SETTING_NAMES"]
 
-SETTING_NAMES = ("dataset", *settings.DEFAULTS["cifar10"])
+SETTING_NAMES = ("dataset", *settings.DEFAULTS["cifar10"], *HPARAMS)
 CHUNKS_PER_EPOCH = 20  # compiled calls per epoch (the progress bar's resolution); saved for resume
 NUM_TRAIN_SAMPLES = 1000  # training subsample for the per-epoch train accuracy
 
@@ -119,7 +121,7 @@ def _finish(s, out, res, data) -> dict:
     export_params(out / "best_params.npz", res["best_params"], res["best_state"])
     save_model(out / "model.npz", settings.config_of(s), res["best_params"], res["best_state"],
                data["mean_image"], meta={"settings": s, "test_acc": test_acc},
-               pixel_scale=settings.PIXEL_SCALE[s["dataset"]])  # fmt: skip
+               pixel_scale=DATASETS[s["dataset"]].pixel_scale)  # fmt: skip
     summary = dict(settings=s, best_val_acc=best_val, test_acc=test_acc, history=h)
     atomic_write_text(out / "history.json", json.dumps(summary, indent=1))
     plot_history(h, out / "curves.png", title=f"{s['dataset']} {s['hidden_dims']}", settings=s)

@@ -39,7 +39,7 @@ from fc_jax.cs231n import optim as course_optim
 from fc_jax.cs231n._bridge import HPARAM_FILLERS, cached_jit, keep_prob_of
 from fc_jax.cs231n.classifiers.fc_net import FullyConnectedNet, TwoLayerNet
 from fc_jax.data.datasets import check_labels
-from fc_jax.hparams import RULE_DEFAULTS, HParams, validate_hparams
+from fc_jax.hparams import RULE_DEFAULTS, HParams, check_integer, validate_hparams
 from fc_jax.models import x64_scope
 from fc_jax.optim import get_optimizer
 
@@ -184,8 +184,7 @@ class Solver:
             v = getattr(self, name)
             if v is None and name.endswith("_samples"):
                 continue
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < least:
-                raise ValueError(f"{name} must be an integer >= {least}; got {v!r}")
+            check_integer(name, v, least)
         if not isinstance(self.optim_config, dict):
             raise TypeError(f"optim_config must be a dict; got {type(self.optim_config).__name__}")
         validate_hparams(

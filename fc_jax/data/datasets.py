@@ -5,7 +5,8 @@ python-pickle batches with a restricted unpickler (numpy array globals only) and
 file (the official files also against their official md5, see ``fc_jax.data.cifar10``), raising
 ``DataError`` that names the file, the fault and the fix. ``get_dataset(name)`` returns the
 cs231n split dict (``X_train, y_train, X_val, y_val, X_test, y_test, mean_image``);
-``PIXEL_SCALE[name]`` is the factor applied to raw pixels before ``mean_image`` is subtracted.
+``DATASETS[name]`` is the table row: default sizes, ``input_dim`` and ``pixel_scale`` (the factor
+applied to raw pixels before ``mean_image`` is subtracted).
 ``check_finite`` and ``check_labels`` are the input guards the trainers use. Locating, reading
 one file, downloading CIFAR-10 and ``provenance`` live in ``fc_jax.data.download`` (re-exported here).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import operator
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,7 +25,7 @@ from fc_jax.data.download import ensure_cifar10
 
 __all__ = [
     "DATASETS",
-    "PIXEL_SCALE",
+    "Dataset",
     "check_finite",
     "check_labels",
     "get_dataset",
@@ -32,10 +34,25 @@ __all__ = [
     "synthetic",
 ]
 
+
 # name -> (default num_training, num_validation, num_test, train+val pool size, test pool size)
-DATASETS = {"cifar10": (49000, 1000, 1000, 50000, 10000), "digits": (1197, 300, 300, 1497, 300)}
-# The factor get_dataset applies to raw pixels before subtracting mean_image.
-PIXEL_SCALE = {"cifar10": 1.0, "digits": 1.0 / 16.0}
+class Dataset(NamedTuple):
+    """One row of the table of datasets."""
+
+    num_training: int  # default split sizes
+    num_validation: int
+    num_test: int
+    pool: int  # train + val examples available
+    test_pool: int  # test examples available
+    input_dim: int  # flattened example size
+    pixel_scale: float  # raw pixels -> the scale get_dataset returns (before mean subtraction)
+
+
+# THE table of datasets: adding one is a row here and its loader in `get_dataset`.
+DATASETS: dict[str, Dataset] = {
+    "cifar10": Dataset(49000, 1000, 1000, 50000, 10000, input_dim=3 * 32 * 32, pixel_scale=1.0),
+    "digits": Dataset(1197, 300, 300, 1497, 300, input_dim=8 * 8, pixel_scale=1.0 / 16.0),
+}
 _DIGITS = Path(__file__).with_name("digits.npz")
 
 
@@ -175,7 +192,7 @@ def get_dataset(
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if np.dtype(dtype).kind != "f":
         raise TypeError(f"dtype must be a float dtype, got {np.dtype(dtype)}")
-    d_tr, d_val, d_te, pool, test_pool = DATASETS[name]
+    d_tr, d_val, d_te, pool, test_pool = DATASETS[name][:5]
     n_tr = _count(num_training, d_tr, "num_training", 1)
     n_val = _count(num_validation, d_val, "num_validation", 0)
     n_te = _count(num_test, d_te, "num_test", 0)
@@ -188,7 +205,7 @@ def get_dataset(
         X = X.reshape(-1, 1, 8, 8)
         order = np.random.default_rng(seed).permutation(len(X))
         Xp, yp, Xt, yt = X[order[:pool]], y[order[:pool]], X[order[pool:]], y[order[pool:]]
-    scale = PIXEL_SCALE[name]
+    scale = DATASETS[name].pixel_scale
     _check_sizes(name, n_tr, n_val, n_te, len(Xp), len(Xt))  # the files may hold fewer
     parts = {
         "train": (Xp[:n_tr], yp[:n_tr]),

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from fc_jax import train
+from fc_jax.hparams import check_integer
 from fc_jax.runs.space import check_seed
 
 __all__ = [
@@ -72,23 +73,19 @@ def rung_budgets(num_epochs: int, halving: Halving | None) -> list[int]:
 def check_schedule(s: Schedule, num_train: int) -> None:
     """ValueError naming the first bad schedule entry (before anything compiles)."""
 
-    def integer(name, v, lo):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-    integer("num_epochs", s.num_epochs, 1)
-    integer("batch_size", s.batch_size, 1)
-    integer("chunks_per_epoch", s.chunks_per_epoch, 1)
+    check_integer("num_epochs", s.num_epochs, 1)
+    check_integer("batch_size", s.batch_size, 1)
+    check_integer("chunks_per_epoch", s.chunks_per_epoch, 1)
     check_seed(s.seed)
     if s.num_train_samples is not None:
-        integer("num_train_samples", s.num_train_samples, 1)
+        check_integer("num_train_samples", s.num_train_samples, 1)
     if s.batch_size > num_train:
         raise ValueError(
             f"batch_size {s.batch_size} is larger than the training set ({num_train} examples)"
         )
     if s.halving is not None:
-        integer("eta", s.halving.eta, 2)
-        integer("min_epochs", s.halving.min_epochs, 1)
+        check_integer("eta", s.halving.eta, 2)
+        check_integer("min_epochs", s.halving.min_epochs, 1)
 
 
 def chunks_of(steps: int, requested: int) -> int:

@@ -24,6 +24,7 @@ import numpy as np
 
 from fc_jax import models
 
+from fc_jax.hparams import check_integer
 from fc_jax.runs import loop
 
 from fc_jax.runs import space
@@ -185,9 +186,8 @@ def run_sweep(
     trials = [{**t, "seed": t.get("seed", seed)} for t in space.check_trials(trials)]
     sched = make_schedule(num_epochs, batch_size, seed, replace, independent_batches,
                           chunks_per_epoch, num_train_samples, schedule, eta, min_epochs)  # fmt: skip
-    if max_lanes is not None and (isinstance(max_lanes, bool) or not isinstance(max_lanes, int)
-                                  or max_lanes < 1):  # fmt: skip
-        raise ValueError(f"max_lanes must be an integer >= 1, got {max_lanes!r}")
+    if max_lanes is not None:
+        check_integer("max_lanes", max_lanes)
     devices = list(jax.devices() if devices is None else devices)
     with x64_scope(config):
         dtype = np.dtype(config.dtype)

@@ -64,7 +64,7 @@ def save_model(
       mean_image: the image `get_dataset` subtracted (its `mean_image`), or None.
       meta: JSON-ready extras (dataset, accuracy, hyperparameters, ...).
       pixel_scale: the factor applied to raw pixels before the mean was subtracted
-        (`fc_jax.data.datasets.PIXEL_SCALE[dataset]`: 1 for cifar10, 1/16 for digits).
+        (`fc_jax.data.datasets.DATASETS[name].pixel_scale`: 1 for cifar10, 1/16 for digits).
 
     Returns:
       The file written.
