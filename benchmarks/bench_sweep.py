@@ -97,7 +97,7 @@ def main(argv=None) -> None:
     trials = space.grid(GRID)[: a.configs]
     K, data = len(trials), _data(a.data, a.rows)
     devices = jax.devices()
-    auto = sweep.lane_group_size(cfg, "adam", K, devices)
+    auto = sweep.lane_group_size(K, devices)
     names = [*sorted({min(w, K) for w in a.widths} | {1}), "default"]
     rows = {w: (float("inf"), 0.0, None) for w in names}
     for rep in range(a.repeats + 1):  # the first round warms up; the contenders take turns (noise)

@@ -93,10 +93,6 @@ class NetConfig:
         return len(self.hidden_dims) + 1
 
     @property
-    def use_dropout(self) -> bool:
-        return self.dropout
-
-    @property
     def dims(self) -> tuple[int, ...]:
         return (self.input_dim, *self.hidden_dims, self.num_classes)
 
@@ -201,7 +197,7 @@ def forward(
         raise ValueError(
             "this net has batchnorm: pass state=init_state(config) with its running statistics"
         )
-    use_dropout = train and config.use_dropout
+    use_dropout = train and config.dropout
     if use_dropout and masks is None:
         if key is None:
             raise ValueError(

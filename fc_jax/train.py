@@ -131,7 +131,7 @@ def train_step(
     Returns:
       (new TrainState, the minibatch loss before the update; NaN once the run has diverged).
     """
-    key = jax.random.fold_in(ts.key, ts.step) if config.use_dropout and masks is None else None
+    key = jax.random.fold_in(ts.key, ts.step) if config.dropout and masks is None else None
     grad_fn = jax.value_and_grad(models.loss_fn, has_aux=True)
     (loss, (model_state, _)), grads = grad_fn(
         ts.params,

@@ -628,16 +628,15 @@ def test_sweep_resumes_exactly_from_any_epoch(x64, schedule):
 
 def test_lane_group_size_model():
     """One lane per CPU device (a wider group on one device is no faster), all on an accelerator."""
-    cfg = models.NetConfig((100, 100, 100, 100), input_dim=3072)
     cpu = jax.devices("cpu")[0]
-    assert sweep.lane_group_size(cfg, "adam", 16, [cpu]) == 1
-    assert sweep.lane_group_size(cfg, "adam", 16, [cpu, cpu]) == 2
-    assert sweep.lane_group_size(cfg, "adam", 1, [cpu, cpu]) == 1
+    assert sweep.lane_group_size(16, [cpu]) == 1
+    assert sweep.lane_group_size(16, [cpu, cpu]) == 2
+    assert sweep.lane_group_size(1, [cpu, cpu]) == 1
 
     class Gpu:
         platform = "gpu"
 
-    assert sweep.lane_group_size(cfg, "adam", 16, [Gpu()]) == 16
+    assert sweep.lane_group_size(16, [Gpu()]) == 16
 
 
 _DEVICES = (

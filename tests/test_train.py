@@ -349,7 +349,7 @@ def test_fit_rejects_bad_hparams_and_rule():
             hparams=make_hparams("sgd")._replace(learning_rate=jnp.asarray(-1.0)),
             num_epochs=1,
         )
-    with pytest.raises(ValueError, match="adamw"):
-        fit.fit(cfg, _data(), update_rule="adamw", num_epochs=1)
+    with pytest.raises(ValueError, match="nadam"):
+        fit.fit(cfg, _data(), update_rule="nadam", num_epochs=1)
     with pytest.raises(ValueError, match="features"):
         fit.fit(models.NetConfig((8,), input_dim=D + 1, num_classes=C), _data(), num_epochs=1)

@@ -32,7 +32,7 @@ from fc_jax.runs.schedule import Halving, Schedule, rung_budgets
 from fc_jax.runs.loop import Lanes
 from fc_jax.models import x64_scope
 
-__all__ = ["SweepResult", "run_sweep", "run_groups", "lane_group_size", "result_of", "SCHEDULES"]
+__all__ = ["SweepResult", "run_sweep", "lane_group_size", "result_of", "SCHEDULES"]
 
 SCHEDULES = ("full", "halving")
 
@@ -74,13 +74,11 @@ class SweepResult(NamedTuple):
         return int(self.epochs.sum())
 
 
-def lane_group_size(config: models.NetConfig, update_rule: str, K: int, devices: list) -> int:
+def lane_group_size(K: int, devices: list) -> int:
     """How many lanes to run at once when `max_lanes` is not given (see the module docstring).
 
-    All K on an accelerator; on CPUs one lane per device. `config` and `update_rule` are part of
-    the signature so a finer model (e.g. per architecture) can replace this one.
+    All K on an accelerator; on CPUs one lane per device.
     """
-    del config, update_rule
     return K if any(d.platform != "cpu" for d in devices) else min(K, len(devices))
 
 
@@ -193,26 +191,10 @@ def run_sweep(
         dtype = np.dtype(config.dtype)
         hp = jax.tree.map(np.asarray, space.stack_hparams(trials, update_rule, dtype))
         seeds = space.trial_seeds(trials)
-        width = max_lanes or lane_group_size(config, update_rule, len(trials), devices)
+        width = max_lanes or lane_group_size(len(trials), devices)
         lanes = loop.train_lanes(
             config, data, hp, seeds, update_rule=update_rule, schedule=sched, width=width,
             devices=devices, resume=resume, on_epoch_end=on_epoch_end, on_diverge="stop", log=log,
             progress=progress,
         )  # fmt: skip
     return result_of(lanes, config, update_rule, trials, hp, sched, devices)
-
-
-def run_groups(
-    groups: list[tuple[models.NetConfig, list[dict]]], data: dict, **kwargs
-) -> list[SweepResult]:
-    """Run one sweep per `(config, trials)` pair, one after another (one compilation each).
-
-    Every configuration and trial list is checked before the first sweep starts.
-    """
-    if not groups:
-        raise ValueError("run_groups needs at least one (config, trials) pair")
-    for config, trials in groups:
-        if not isinstance(config, models.NetConfig):
-            raise TypeError(f"each group needs a NetConfig, got {type(config).__name__}")
-        space.check_trials(trials)
-    return [run_sweep(config, data, trials, **kwargs) for config, trials in groups]
