@@ -52,6 +52,7 @@ _SUBMODULES = (
     "optim",
     "train",
     "gradcheck",
+    "precision",
     "runs",
     "data",
     "storage",

@@ -13,8 +13,13 @@ Names, argument orders and semantics mirror cs231n's `layers.py`; the course's m
 `dropout_param` dicts live only in the facade (`fc_jax.cs231n`). Here batchnorm's running statistics are
 separate pure functions and dropout takes an explicit mask drawn outside the custom VJP, so every
 backward is deterministic. Everything is dtype-polymorphic: dtypes come from the inputs.
+
+Mixed precision: the affine layers (`affine`, `affine_t`, `affine_relu`) take an optional static
+`compute_dtype` (e.g. "bfloat16"): their matmuls, forward and backward, then run on operands of that
+dtype and accumulate in the master dtype (b's, float32); see `fc_jax.precision`.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -68,67 +73,111 @@ def _check_affine(x, w, b) -> None:
         )
 
 
+# ---------------------------------------------------------------- mixed precision
+# A compute dtype (`compute_dtype`, e.g. "bfloat16"; None: none) is a static, hashable argument of
+# the affine layers (a `nondiff_argnums` entry of their custom VJPs). With one, the forward casts x
+# and w to it once and keeps those copies in the cache, and every product (forward, dx, dw) runs on
+# compute-dtype operands and accumulates in the master dtype (b's, float32): outputs and gradients
+# stay float32. No loss scaling is needed: see `fc_jax.precision`. With None nothing is cast and the
+# products are the plain float32 ones, op for op.
+def _cast(compute_dtype, *arrays):
+    return arrays if compute_dtype is None else tuple(a.astype(compute_dtype) for a in arrays)
+
+
+def _dot(a, b, acc_dtype, dims=None):
+    """`a @ b` (or `lax.dot_general` over `dims`), accumulated in `acc_dtype` when not None."""
+    if dims is None:
+        return jnp.matmul(a, b, preferred_element_type=acc_dtype)
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=acc_dtype)
+
+
+def _master(x, b, compute_dtype):
+    """Under a compute dtype, x joins the master dtype (b's) before the custom VJP, so the
+    hand-written dx (accumulated in that dtype) has x's dtype; a no-op on a float32 net."""
+    return x if compute_dtype is None or x.dtype == b.dtype else x.astype(b.dtype)
+
+
+def _check_policy(w, b, compute_dtype) -> None:
+    if compute_dtype is not None and w.dtype != b.dtype:
+        raise ValueError(
+            f"affine: with compute_dtype={compute_dtype!r}, w and b hold the master weights and "
+            f"must share one dtype; got w {w.dtype}, b {b.dtype}"
+        )
+
+
 # ---------------------------------------------------------------- affine
 class AffineCache(NamedTuple):
-    x: Array  # (N, d1, ..., dk) the input as given
-    w: Array  # (D, M)
+    x: Array  # (N, d1, ..., dk) the input as given (its compute-dtype copy under a policy)
+    w: Array  # (D, M) (its compute-dtype copy under a policy)
 
 
-def affine_forward(x: Array, w: Array, b: Array) -> tuple[Array, AffineCache]:
+def affine_forward(x: Array, w: Array, b: Array, compute_dtype=None) -> tuple[Array, AffineCache]:
     """Affine layer: `out = x.reshape(N, D) @ w + b`. Mirrors cs231n `affine_forward`.
 
     Args:
       x: (N, d1, ..., dk) inputs; D = d1 * ... * dk.
       w: (D, M) weights.
       b: (M,) biases.
+      compute_dtype: None, or the dtype of the matmul's operands (e.g. "bfloat16"): x and w are cast
+        to it and the product accumulates in b's dtype (float32 master weights).
 
     Returns:
-      out: (N, M); cache: `AffineCache(x, w)`.
+      out: (N, M) in b's dtype under a compute dtype; cache: `AffineCache(x, w)` (the cast copies).
     """
     _check_affine(x, w, b)
-    out = x.reshape(x.shape[0], -1) @ w + b[None, :]
-    return out, AffineCache(x, w)
+    _check_policy(w, b, compute_dtype)
+    acc = None if compute_dtype is None else b.dtype
+    xc, wc = _cast(compute_dtype, x, w)
+    out = _dot(xc.reshape(x.shape[0], -1), wc, acc) + b[None, :]
+    return out, AffineCache(xc, wc)
 
 
-def affine_backward(dout: Array, cache: AffineCache) -> tuple[Array, Array, Array]:
+def affine_backward(
+    dout: Array, cache: AffineCache, compute_dtype=None
+) -> tuple[Array, Array, Array]:
     """Backward of `affine_forward`. Mirrors cs231n `affine_backward`.
 
     Args:
       dout: (N, M) upstream gradient.
-      cache: from `affine_forward`.
+      cache: from `affine_forward` (with the same `compute_dtype`).
+      compute_dtype: as in `affine_forward`: dout is cast to it and dx, dw accumulate in dout's dtype.
 
     Returns:
-      dx: (N, d1, ..., dk), dw: (D, M), db: (M,).
+      dx: (N, d1, ..., dk), dw: (D, M), db: (M,), all in dout's dtype under a compute dtype.
     """
     x, w = cache
+    acc = None if compute_dtype is None else dout.dtype
+    (d,) = _cast(compute_dtype, dout)
     x2 = x.reshape(x.shape[0], -1)
-    dx = (dout @ w.T).reshape(x.shape)
+    dx = _dot(d, w.T, acc).reshape(x.shape)
     # dw = x2.T @ dout. XLA:CPU runs this dot (contracting the batch axis of both operands into a
     # tall (D, M) output) 2.5x slower than a plain (D, N) @ (N, M) product, so materialize x2.T
     # first; the barrier stops XLA from folding the transpose back into the dot. On a W1-style
     # epoch this takes 100 steps from 0.34 s to 0.22 s on one CPU core (benchmarks/RESULTS.md).
-    dw = jax.lax.optimization_barrier(x2.T) @ dout
+    dw = _dot(jax.lax.optimization_barrier(x2.T), d, acc)
     db = jnp.sum(dout, axis=0)
     return dx, dw, db
 
 
-@jax.custom_vjp
-def _affine(x, w, b):
-    return affine_forward(x, w, b)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _affine(x, w, b, compute_dtype):
+    return affine_forward(x, w, b, compute_dtype)[0]
 
 
-_affine.defvjp(affine_forward, lambda cache, g: affine_backward(g, cache))
+_affine.defvjp(affine_forward, lambda cd, cache, g: affine_backward(g, cache, cd))
 
 
-def affine(x: Array, w: "Array | TransposedWeight", b: Array) -> Array:
+def affine(x: Array, w: "Array | TransposedWeight", b: Array, compute_dtype=None) -> Array:
     """Affine layer with the hand-written backward as its VJP. See `affine_forward`.
 
     `w` may be a `TransposedWeight` (the training engine's storage of the input layer's weight);
-    the layer then runs `affine_t` on its (M, D) array.
+    the layer then runs `affine_t` on its (M, D) array. `compute_dtype` (None or e.g. "bfloat16",
+    static) is the matmul precision policy of the module comment above.
     """
+    x = _master(x, b, compute_dtype)
     if isinstance(w, TransposedWeight):
-        return _affine_t(x, w.t, b)
-    return _affine(x, w, b)
+        return _affine_t(x, w.t, b, compute_dtype)
+    return _affine(x, w, b, compute_dtype)
 
 
 # ---------------------------------------------------------------- affine, transposed weight
@@ -145,44 +194,53 @@ class TransposedWeight(NamedTuple):
 
 
 class AffineTCache(NamedTuple):
-    x: Array  # (N, d1, ..., dk) the input as given
-    w_t: Array  # (M, D) the weight, transposed
+    x: Array  # (N, d1, ..., dk) the input as given (its compute-dtype copy under a policy)
+    w_t: Array  # (M, D) the weight, transposed (its compute-dtype copy under a policy)
 
 
-def affine_t_forward(x: Array, w_t: Array, b: Array) -> tuple[Array, AffineTCache]:
-    """`affine_forward(x, w_t.T, b)` with the weight stored transposed, (M, D).
+def affine_t_forward(
+    x: Array, w_t: Array, b: Array, compute_dtype=None
+) -> tuple[Array, AffineTCache]:
+    """`affine_forward(x, w_t.T, b, compute_dtype)` with the weight stored transposed, (M, D).
 
     The training engine keeps the input layer's weight in this layout inside an epoch: on CPU both
     products of this layer (`x @ w_t.T` and `dw_t = dout.T @ x`) then run as fast GEMMs with no
     transpose copies (benchmarks/RESULTS.md). Public params always hold `W1` as (D, M).
     """
     _check_affine(x, w_t.T, b)
-    x2 = x.reshape(x.shape[0], -1)
+    _check_policy(w_t, b, compute_dtype)
+    acc = None if compute_dtype is None else b.dtype
+    xc, wc = _cast(compute_dtype, x, w_t)
+    x2 = xc.reshape(x.shape[0], -1)
     # (w_t @ x2.T).T rather than x2 @ w_t.T: equal math, but under a sweep's vmap over stacked
     # weights (K, M, D) this orientation is one (K*M, D) x (D, N) GEMM with no (D, K*M) transpose
     # copy of all K weights (6.4 vs 8.2 ms for K=16 on 2 CPU cores); alone it is no slower.
-    out = jax.lax.dot_general(w_t, x2, (((1,), (1,)), ((), ()))).T + b[None, :]
-    return out, AffineTCache(x, w_t)
+    out = _dot(wc, x2, acc, (((1,), (1,)), ((), ()))).T + b[None, :]
+    return out, AffineTCache(xc, wc)
 
 
-def affine_t_backward(dout: Array, cache: AffineTCache) -> tuple[Array, Array, Array]:
+def affine_t_backward(
+    dout: Array, cache: AffineTCache, compute_dtype=None
+) -> tuple[Array, Array, Array]:
     """Backward of `affine_t_forward`: dx (N, d1, ..., dk), dw_t (M, D), db (M,)."""
     x, w_t = cache
+    acc = None if compute_dtype is None else dout.dtype
+    (d,) = _cast(compute_dtype, dout)
     x2 = x.reshape(x.shape[0], -1)
-    return (dout @ w_t).reshape(x.shape), dout.T @ x2, jnp.sum(dout, axis=0)
+    return _dot(d, w_t, acc).reshape(x.shape), _dot(d.T, x2, acc), jnp.sum(dout, axis=0)
 
 
-@jax.custom_vjp
-def _affine_t(x, w_t, b):
-    return affine_t_forward(x, w_t, b)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _affine_t(x, w_t, b, compute_dtype):
+    return affine_t_forward(x, w_t, b, compute_dtype)[0]
 
 
-_affine_t.defvjp(affine_t_forward, lambda cache, g: affine_t_backward(g, cache))
+_affine_t.defvjp(affine_t_forward, lambda cd, cache, g: affine_t_backward(g, cache, cd))
 
 
-def affine_t(x: Array, w_t: Array, b: Array) -> Array:
+def affine_t(x: Array, w_t: Array, b: Array, compute_dtype=None) -> Array:
     """Affine layer with a transposed (M, D) weight and its hand-written VJP. See `affine_t_forward`."""
-    return _affine_t(x, w_t, b)
+    return _affine_t(_master(x, b, compute_dtype), w_t, b, compute_dtype)
 
 
 # ---------------------------------------------------------------- relu
@@ -211,36 +269,41 @@ relu.defvjp(relu_forward, lambda cache, g: (relu_backward(g, cache),))
 
 # ---------------------------------------------------------------- affine_relu
 class AffineReluCache(NamedTuple):
-    x: Array  # (N, d1, ..., dk) input
-    w: Array  # (D, M)
-    a: Array  # (N, M) pre-activation
+    x: Array  # (N, d1, ..., dk) input (its compute-dtype copy under a policy)
+    w: Array  # (D, M) (its compute-dtype copy under a policy)
+    a: Array  # (N, M) pre-activation, in the master dtype
 
 
-def affine_relu_forward(x: Array, w: Array, b: Array) -> tuple[Array, AffineReluCache]:
+def affine_relu_forward(
+    x: Array, w: Array, b: Array, compute_dtype=None
+) -> tuple[Array, AffineReluCache]:
     """Affine then ReLU. Mirrors cs231n `layer_utils.affine_relu_forward`."""
-    a, _ = affine_forward(x, w, b)
-    return jnp.maximum(a, 0), AffineReluCache(x, w, a)
+    a, c = affine_forward(x, w, b, compute_dtype)
+    return jnp.maximum(a, 0), AffineReluCache(c.x, c.w, a)
 
 
-def affine_relu_backward(dout: Array, cache: AffineReluCache) -> tuple[Array, Array, Array]:
+def affine_relu_backward(
+    dout: Array, cache: AffineReluCache, compute_dtype=None
+) -> tuple[Array, Array, Array]:
     """Backward of `affine_relu_forward`: (dx, dw, db)."""
     da = relu_backward(dout, ReluCache(cache.a))
-    return affine_backward(da, AffineCache(cache.x, cache.w))
+    return affine_backward(da, AffineCache(cache.x, cache.w), compute_dtype)
 
 
-@jax.custom_vjp
-def _affine_relu(x, w, b):
-    return affine_relu_forward(x, w, b)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _affine_relu(x, w, b, compute_dtype):
+    return affine_relu_forward(x, w, b, compute_dtype)[0]
 
 
-_affine_relu.defvjp(affine_relu_forward, lambda cache, g: affine_relu_backward(g, cache))
+_affine_relu.defvjp(affine_relu_forward, lambda cd, cache, g: affine_relu_backward(g, cache, cd))
 
 
-def affine_relu(x: Array, w: "Array | TransposedWeight", b: Array) -> Array:
-    """Affine then ReLU, with the hand-written backward as its VJP (`w` as in `affine`)."""
+def affine_relu(x: Array, w: "Array | TransposedWeight", b: Array, compute_dtype=None) -> Array:
+    """Affine then ReLU, with the hand-written backward as its VJP (`w`, `compute_dtype` as in `affine`)."""
+    x = _master(x, b, compute_dtype)
     if isinstance(w, TransposedWeight):
-        return relu(_affine_t(x, w.t, b))
-    return _affine_relu(x, w, b)
+        return relu(_affine_t(x, w.t, b, compute_dtype))
+    return _affine_relu(x, w, b, compute_dtype)
 
 
 # ---------------------------------------------------------------- dropout

@@ -11,6 +11,8 @@ is the single loss signature, for `jax.value_and_grad(loss_fn, has_aux=True)`. T
 course's {affine - [batch/layer norm] - relu - [dropout]} x (L - 1) - affine - softmax (or svm), built
 only from the custom-VJP layers, so `jax.grad(loss_fn)` runs the hand-written backward passes.
 Hyperparameters (reg, keep_prob) come from `hparams` as data, so they can be swept without recompiling.
+`NetConfig.compute_dtype` ("bfloat16") is the matmul precision policy, passed to every affine layer
+(float32 master weights; see `fc_jax.precision`).
 """
 
 import contextlib
@@ -55,6 +57,11 @@ class NetConfig:
         exactly the net without dropout).
       dtype: "float32" or "float64" for parameters and computation.
       loss: "softmax" or "svm".
+      compute_dtype: the precision policy of the affine layers' matmuls. None (or "float32", or
+        `dtype`: all normalized to None) runs everything in `dtype`. "bfloat16" (dtype "float32"
+        only) casts each matmul's operands to bfloat16 and accumulates in float32, forward and
+        backward; parameters, optimizer state, batchnorm statistics, the norms, the loss and the
+        update rules stay float32 (master weights). See `fc_jax.precision`.
     """
 
     hidden_dims: tuple[int, ...] = (100, 100)  # hidden layer widths
@@ -64,6 +71,7 @@ class NetConfig:
     dropout: bool = False  # dropout layers present; their keep probability is hparams.keep_prob
     dtype: str = "float32"  # "float32" | "float64"
     loss: str = "softmax"  # "softmax" | "svm"
+    compute_dtype: str | None = None  # None ("float32": = dtype) | "bfloat16" (dtype float32)
 
     def __post_init__(self):
         dims = tuple(self.hidden_dims)
@@ -87,6 +95,18 @@ class NetConfig:
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
         if self.loss not in ("softmax", "svm"):
             raise ValueError(f"loss must be 'softmax' or 'svm'; got {self.loss!r}")
+        if self.compute_dtype in ("float32", self.dtype):
+            object.__setattr__(self, "compute_dtype", None)  # one config, one jit cache entry
+        if self.compute_dtype not in (None, "bfloat16"):
+            raise ValueError(
+                f"compute_dtype must be None or 'float32' (matmuls in dtype) or 'bfloat16'; "
+                f"got {self.compute_dtype!r}"
+            )
+        if self.compute_dtype == "bfloat16" and self.dtype != "float32":
+            raise ValueError(
+                f"compute_dtype 'bfloat16' needs dtype 'float32' (float32 master weights); "
+                f"got dtype {self.dtype!r}"
+            )
 
     @property
     def num_layers(self) -> int:
@@ -212,12 +232,13 @@ def forward(
         )
     new_state = dict(state)
     norm = config.normalization
+    cd = config.compute_dtype  # static: the affine layers' matmul policy; None casts nothing
     for i in range(1, config.num_layers):
         w, b = params[f"W{i}"], params[f"b{i}"]
         if norm is None:
-            h = layers.affine_relu(h, w, b)
+            h = layers.affine_relu(h, w, b, cd)
         else:
-            a = layers.affine(h, w, b)
+            a = layers.affine(h, w, b, cd)
         if norm is not None:
             gamma, beta = params[f"gamma{i}"], params[f"beta{i}"]
             if norm == "layernorm":
@@ -239,7 +260,7 @@ def forward(
                 mask = layers.dropout_mask(keys[i - 1], hparams.keep_prob, h.shape, h.dtype)
             h = layers.dropout(h, mask)
     L = config.num_layers
-    return layers.affine(h, params[f"W{L}"], params[f"b{L}"]), new_state
+    return layers.affine(h, params[f"W{L}"], params[f"b{L}"], cd), new_state
 
 
 def loss_fn(

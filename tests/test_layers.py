@@ -324,3 +324,84 @@ def test_transposed_weight_is_the_same_layer(fn, x64):
     np.testing.assert_allclose(dw_t.t.T, dw, rtol=1e-13)
     np.testing.assert_allclose(dx_t, dx, rtol=1e-13)
     np.testing.assert_allclose(db_t, db, rtol=1e-13)
+
+
+# ---------------------------------------------------------------- the bfloat16 policy
+# Tolerance: bfloat16 keeps 8 significant bits (unit roundoff 2**-9, about 2e-3). Each product
+# rounds its two operands once and accumulates in float32, so its norm-wise relative error is a few
+# units of 2**-9 (3e-3 here); 1e-2 is the documented bound. A ReLU kink would add more where a
+# pre-activation lies within bfloat16 rounding of zero (its unit's gradient flips): none does here.
+BF16_TOL = 1e-2
+
+
+def _nrel(got, want):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+_POLICY = {  # name -> (layer, weight as the layer takes it from the (D, M) array)
+    "affine": (layers.affine, lambda w: w),
+    "affine/TransposedWeight": (layers.affine, lambda w: layers.TransposedWeight(w.T)),
+    "affine_t": (layers.affine_t, lambda w: w.T),
+    "affine_relu": (layers.affine_relu, lambda w: w),
+    "affine_relu/TransposedWeight": (layers.affine_relu, lambda w: layers.TransposedWeight(w.T)),
+}
+
+
+@pytest.mark.parametrize("name", list(_POLICY))
+def test_bfloat16_vjp_matches_float64(name, x64):
+    fn, as_w = _POLICY[name]
+    r = np.random.default_rng(5)
+    x, w, b = r.normal(size=(16, 3, 8)), r.normal(size=(24, 10)), r.normal(size=10)
+    g = r.normal(size=(16, 10))
+    out64, vjp64 = jax.vjp(fn, jnp.asarray(x), as_w(jnp.asarray(w)), jnp.asarray(b))
+    args32 = (
+        jnp.asarray(x, jnp.float32),
+        as_w(jnp.asarray(w, jnp.float32)),
+        jnp.asarray(b, jnp.float32),
+    )
+    out, vjp = jax.vjp(lambda *a: fn(*a, "bfloat16"), *args32)
+    grads = vjp(jnp.asarray(g, jnp.float32))
+    assert out.dtype == jnp.float32
+    assert all(t.dtype == jnp.float32 for t in jax.tree.leaves(grads))  # dx, dw (any layout), db
+    assert _nrel(out, out64) < BF16_TOL
+    for got, want in zip(
+        jax.tree.leaves(grads), jax.tree.leaves(vjp64(jnp.asarray(g))), strict=True
+    ):
+        assert _nrel(got, want) < BF16_TOL
+    assert not np.array_equal(out, fn(*args32))  # the products really ran on bfloat16 operands
+
+
+@pytest.mark.parametrize(
+    "fwd,bwd,transposed",
+    [
+        (layers.affine_forward, layers.affine_backward, False),
+        (layers.affine_t_forward, layers.affine_t_backward, True),
+        (layers.affine_relu_forward, layers.affine_relu_backward, False),
+    ],
+)
+def test_bfloat16_cache_holds_the_cast_copies(fwd, bwd, transposed):
+    # Cast once: the forward keeps bfloat16 copies of x and w for the backward; dx, dw, db float32.
+    r = np.random.default_rng(6)
+    x, w, b = (jnp.asarray(r.normal(size=s), jnp.float32) for s in ((4, 6), (6, 3), (3,)))
+    w = w.T if transposed else w
+    out, cache = fwd(x, w, b, "bfloat16")
+    assert out.dtype == jnp.float32
+    assert cache[0].dtype == cache[1].dtype == jnp.bfloat16
+    grads = bwd(jnp.ones((4, 3), jnp.float32), cache, "bfloat16")
+    assert [t.dtype for t in grads] == [jnp.float32] * 3
+    assert [t.shape for t in grads] == [x.shape, w.shape, b.shape]
+    with pytest.raises(ValueError, match="master weights"):
+        fwd(x, w.astype(jnp.bfloat16), b, "bfloat16")
+
+
+def test_bfloat16_affine_under_vmap_of_stacked_transposed_weights():
+    # The sweep's form: K stacked (M, D) weights under vmap, each lane the layer alone.
+    r = np.random.default_rng(7)
+    x, b = jnp.asarray(r.normal(size=(5, 6)), jnp.float32), jnp.zeros(3, jnp.float32)
+    wt = jnp.asarray(r.normal(size=(2, 3, 6)), jnp.float32)
+    f = lambda t: layers.affine(x, layers.TransposedWeight(t), b, "bfloat16")  # noqa: E731
+    out = jax.jit(jax.vmap(f))(wt)
+    assert out.dtype == jnp.float32
+    for k in range(2):
+        np.testing.assert_array_equal(out[k], f(wt[k]))

@@ -18,6 +18,7 @@ CORE = (
     "optim",
     "train",
     "gradcheck",
+    "precision",
 )
 RING = (
     "fc_jax.runs",

@@ -353,3 +353,28 @@ def test_fit_rejects_bad_hparams_and_rule():
         fit.fit(cfg, _data(), update_rule="nadam", num_epochs=1)
     with pytest.raises(ValueError, match="features"):
         fit.fit(models.NetConfig((8,), input_dim=D + 1, num_classes=C), _data(), num_epochs=1)
+
+
+def test_bfloat16_epoch_keeps_float32_master_state():
+    # The policy changes the matmuls only: params, optimizer state and batchnorm statistics stay
+    # float32 through an epoch (and a step), and the losses track float32's within bfloat16 rounding.
+    f32 = models.NetConfig((16,), input_dim=D, num_classes=C, normalization="batchnorm")
+    bf16 = models.NetConfig((16,), input_dim=D, num_classes=C, normalization="batchnorm",
+                            compute_dtype="bfloat16")  # fmt: skip
+    opt = optim.get_optimizer("adam")
+    d = _data()
+    X, y = jnp.asarray(d["X_train"]), jnp.asarray(d["y_train"])
+    ts0 = train.init_train_state(jax.random.key(0), bf16, opt, 0.1)
+    idx = train.sample_indices(jax.random.key(1), X.shape[0], 4, 32)
+    hp = make_hparams("adam", learning_rate=1e-2)
+    ts, losses = train.make_epoch(bf16, opt)(ts0, X, y, idx, hp)
+    ts1, _ = train.make_step(bf16, opt)(ts0, X[idx[0]], y[idx[0]], hp)
+    chex.assert_trees_all_equal_shapes_and_dtypes(ts, ts0)
+    chex.assert_trees_all_equal_shapes_and_dtypes(ts1, ts0)
+    assert {v.dtype for v in jax.tree.leaves((ts.params, ts.opt_state, ts.model_state))} == {
+        jnp.dtype(jnp.float32),
+        jnp.dtype(jnp.int32),  # adam's t
+    }
+    assert not np.array_equal(ts.params["W1"], ts0.params["W1"])
+    _, losses32 = train.make_epoch(f32, opt)(ts0, X, y, idx, hp)
+    np.testing.assert_allclose(losses, losses32, rtol=1e-2)
