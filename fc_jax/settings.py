@@ -24,6 +24,7 @@ from fc_jax.runs.space import check_seed
 __all__ = [
     "DEFAULTS",
     "RULES",
+    "PRECISIONS",
     "settings",
     "check_settings",
     "config_of",
@@ -33,6 +34,7 @@ __all__ = [
     "load_data",
 ]
 
+PRECISIONS = {"float32": None, "bf16": "bfloat16"}  # --precision -> NetConfig.compute_dtype
 RULES = tuple(OPTIMIZERS)  # the update rules: the optimizers' registry (fc_jax.optim)
 
 _COMMON: dict[str, Any] = dict(
@@ -41,6 +43,7 @@ _COMMON: dict[str, Any] = dict(
     learning_rate=1e-3,
     reg=0.0,
     dtype="float32",
+    precision="float32",  # or "bf16": bfloat16 matmuls, float32 master weights (fc_jax.precision)
     sampling="replace",
     seed=0,
     num_training=None,  # None: the dataset's default split
@@ -102,6 +105,10 @@ def check_settings(s: dict) -> None:
         )
     if s["dtype"] not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64, got {s['dtype']!r}")
+    if s.get("precision", "float32") not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {s['precision']!r}")
+    if s.get("precision") == "bf16" and s["dtype"] != "float32":
+        raise ValueError("--precision bf16 keeps float32 master weights: it needs --dtype float32")
     if s["sampling"] not in ("replace", "permutation"):
         raise ValueError(f"sampling must be replace or permutation, got {s['sampling']!r}")
     validate_hparams({k: s[k] for k in HPARAMS if k in s})
@@ -117,6 +124,7 @@ def config_of(s: dict, *, dropout: bool | None = None):
         normalization=None if s["normalization"] == "none" else s["normalization"],
         dropout=bool(s["keep_prob"] < 1) if dropout is None else dropout,
         dtype=s["dtype"],
+        compute_dtype=PRECISIONS[s.get("precision", "float32")],  # older runs: float32
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fc_jax.hparams import HPARAMS, RULE_DEFAULTS
 from fc_jax.runs.space import MAX_SEED
-from fc_jax.settings import DEFAULTS, RULES
+from fc_jax.settings import DEFAULTS, PRECISIONS, RULES
 
 __all__ = [
     "Parser",
@@ -99,6 +99,9 @@ def add_net(p) -> None:
       help=_default("normalization"))  # fmt: skip
     a("--update-rule", choices=RULES, help=_default("update_rule"))
     a("--dtype", choices=("float32", "float64"), help=_default("dtype"))
+    a("--precision", choices=tuple(PRECISIONS),
+      help="bf16: bfloat16 matmuls with float32 accumulation and float32 master weights; faster "
+           f"on GPUs and CPUs with AVX-512 BF16 or AMX ({_default('precision')})")  # fmt: skip
 
 
 def add_hparams(p) -> None:

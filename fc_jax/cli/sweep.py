@@ -26,13 +26,14 @@ from fc_jax import settings
 from fc_jax.cli import flags
 from fc_jax.data.datasets import DATASETS
 from fc_jax.hparams import HParams
+from fc_jax.precision import precision_notice
 from fc_jax.runs import space
 
 __all__ = ["add_parser", "run", "SWEPT"]
 
 SWEPT = space.SWEEPABLE  # every sweepable name: the HParams vocabulary plus lane seeds
 _FLAG = {n: ("seeds" if n == "seed" else n.replace("_", "-")) for n in SWEPT}
-_NET = ("dataset", "hidden_dims", "normalization", "update_rule", "dtype", "epochs", "batch_size",
+_NET = ("dataset", "hidden_dims", "normalization", "update_rule", "dtype", "precision", "epochs", "batch_size",
         "sampling", "seed", "num_training", "num_validation", "num_test")  # fmt: skip
 _SPACE = ("random", "spec", *(_FLAG[n].replace("-", "_") for n in SWEPT))
 _RUN = ("schedule", "eta", "min_epochs", "independent_batches", "max_lanes", "random_seed")
@@ -162,6 +163,8 @@ def run(args) -> int:
     say = (lambda line: print(line, flush=True)) if lead else (lambda line: None)
     note(f"{s['dataset']}: {len(trials)} configurations of {list(config.hidden_dims)} "
          f"({s['update_rule']}, {opts['schedule']}) on {len(jax.devices())} device(s) -> {out}")  # fmt: skip
+    if notice := precision_notice(config, jax.devices()):
+        note(notice)
     from fc_jax.storage.files import lock_folder, remove_stale_temps
 
     lock = lock_folder(out) if lead else None

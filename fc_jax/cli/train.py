@@ -14,12 +14,14 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from fc_jax import models, settings
 from fc_jax.cli import flags
 from fc_jax.data.datasets import DATASETS
 from fc_jax.hparams import HPARAMS
+from fc_jax.precision import precision_notice
 from fc_jax.runs import loop
 
 __all__ = ["add_parser", "run", "SETTING_NAMES"]
@@ -51,6 +53,8 @@ def _prepare(args):
     given = flags.given(args, SETTING_NAMES)
     if args.resume is None:
         s = settings.settings(given.get("dataset", "cifar10"), given)
+        if args.backend == "numpy" and s["precision"] != "float32":
+            raise ValueError("--precision bf16 needs --backend jax (the numpy reference is float)")
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
         out = flags.check_out_dir(args.out or f"runs/{s['dataset']}-{stamp}")
         if (out / "checkpoint.npz").exists():
@@ -83,6 +87,8 @@ def run(args) -> int:
     if not args.quiet:
         n = [len(data[f"X_{k}"]) for k in ("train", "val", "test")]
         print(f"{s['dataset']}: {n[0]} train, {n[1]} val, {n[2]} test -> {out}", file=sys.stderr)
+        if args.backend == "jax" and (notice := precision_notice(config, jax.devices())):
+            print(notice, file=sys.stderr)
     from fc_jax.storage.files import lock_folder, remove_stale_temps
 
     with lock_folder(out):  # creates the folder; a second process on it gets a clear error
