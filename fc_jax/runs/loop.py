@@ -53,6 +53,8 @@ __all__ = [
     "Lanes",
     "DivergedError",
     "train_lanes",
+    "init_lanes",
+    "promote",
     "check_data",
     "HISTORY_KEYS",
 ]
@@ -163,7 +165,7 @@ def init_lanes(fns: placement.LaneFns, hparams: HParams, seeds: np.ndarray, budg
     )
 
 
-def _promote(lanes: Lanes, schedule: Schedule) -> Lanes | None:
+def promote(lanes: Lanes, schedule: Schedule) -> Lanes | None:
     """Successive halving's step between rungs; None when no rung is left."""
     budgets = rung_budgets(schedule.num_epochs, schedule.halving)
     frontier = int(lanes.budget.max())
@@ -243,7 +245,7 @@ def train_lanes(
         while True:
             todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
             if not len(todo):
-                promoted = _promote(lanes, schedule) if schedule.halving else None
+                promoted = promote(lanes, schedule) if schedule.halving else None
                 if promoted is None:
                     return lanes
                 lanes = promoted
