@@ -20,10 +20,7 @@ Prints a table, the three headline figures (W1 fraction of peak, Solver/engine, 
 float32: the engine's adam epoch for W1 ([100] x 4, batch 100), [2048, 1024] batch 200 and
 [1024, 1024] batch 500, each compiled apart, best of `--repeats` interleaved epochs, with the ratio,
 the mean-loss gap and the machine (lscpu model name, cpu family, `fc_jax.precision.fast_bfloat16`).
-On the 2-core AMD EPYC VM (family 23, Zen 2: AVX2, no AVX-512 BF16/AMX), shared and loaded (load
-average 4-5), `--precision --steps 10 --repeats 3 --n 10000` gave bf16/f32 1.10x (W1: 0.092 vs
-0.084 s), 1.10x ([2048, 1024]: 3.76 vs 3.42 s) and 1.11x ([1024, 1024]: 2.17 vs 1.96 s): slower,
-as `precision_notice` warns there.
+The figures, with the machine that gave them, are in benchmarks/RESULTS.md.
 
     python benchmarks/bench_train.py                 # full size
     python benchmarks/bench_train.py --steps 20      # quick check

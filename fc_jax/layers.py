@@ -151,9 +151,9 @@ def affine_backward(
     x2 = x.reshape(x.shape[0], -1)
     dx = _dot(d, w.T, acc).reshape(x.shape)
     # dw = x2.T @ dout. XLA:CPU runs this dot (contracting the batch axis of both operands into a
-    # tall (D, M) output) 2.5x slower than a plain (D, N) @ (N, M) product, so materialize x2.T
-    # first; the barrier stops XLA from folding the transpose back into the dot. On a W1-style
-    # epoch this takes 100 steps from 0.34 s to 0.22 s on one CPU core (benchmarks/RESULTS.md).
+    # tall (D, M) output) much slower than a plain (D, N) @ (N, M) product, so materialize x2.T
+    # first; the barrier stops XLA from folding the transpose back into the dot (the figures are
+    # in benchmarks/RESULTS.md).
     dw = _dot(jax.lax.optimization_barrier(x2.T), d, acc)
     db = jnp.sum(dout, axis=0)
     return dx, dw, db

@@ -19,7 +19,8 @@ Contract: an optimizer is an `Optimizer(init, update)` pair of pure functions,
     update instead (`skippable`, for a rule written without `skip`) gives the same values (up to
     how XLA rounds a fused multiply-add), but XLA then recomputes the state inside the parameter
     update and, since the old state is still read there, copies every parameter and state buffer
-    each step (7% of a W1 epoch on CPU: `benchmarks/ab_engine.py`, "select after").
+    each step (measured by `benchmarks/ab_engine.py`, "select after"; figures in
+    benchmarks/RESULTS.md).
 
 `update` returns the new parameters (cs231n's `next_w`), not an update to apply, and nothing
 here closes over a hyperparameter: a new learning rate is new data, not a new compilation, and

@@ -181,7 +181,7 @@ def _engine_layout(config: models.NetConfig) -> _Layout:
 
     The input layer's weight is held transposed (`layers.TransposedWeight`, (H1, D)): XLA:CPU then
     runs both of its products as plain GEMMs, with no transpose copy of the (N, D) minibatch, about
-    10% off a W1 epoch (benchmarks/RESULTS.md). Everything else keeps the public layout.
+    faster on a W1 epoch (benchmarks/RESULTS.md). Everything else keeps the public layout.
     """
     del config  # one rule for every net today; the hook for a per-device or per-net choice
 

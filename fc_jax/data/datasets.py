@@ -66,9 +66,9 @@ def load_cifar10(
     """Load the six CIFAR-10 python batches from ``root``.
 
     Every file is checked (keys, a (rows_per_file, 3072) uint8 array, as many labels in 0..9)
-    before the arrays are built. Parsing takes ~0.3 s; the float conversion (allocating and
-    filling 740 MB) dominates the rest, so ``dtype=np.uint8`` is the fastest and smallest
-    (180 MB); ``get_dataset`` uses it and converts only the slices it returns.
+    before the arrays are built. The float conversion (allocating and filling 740 MB) dominates
+    the parsing, so ``dtype=np.uint8`` is the fastest and smallest (180 MB); ``get_dataset`` uses
+    it and converts only the slices it returns.
 
     Args:
       root: the folder holding ``data_batch_1..5`` and ``test_batch``.

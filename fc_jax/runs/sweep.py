@@ -8,8 +8,7 @@ by all lanes by default (the input layer of K nets is then one wide matmul), or 
 (`independent_batches`). `schedule="halving"` runs successive halving (`eta`, `min_epochs`): the
 stopped trials stay in the result, their history ending where they stopped. A diverged lane stops
 without touching the others. `max_lanes` bounds the lanes run at once; without it,
-`lane_group_size` chooses: every lane at once on an accelerator (one H100 ran 16 lanes in 0.146x the
-time of 16 runs), one lane per device on CPUs: on one CPU device a wider group is no faster than one
+`lane_group_size` chooses: every lane at once on an accelerator, one lane per device on CPUs: on one CPU device a wider group is no faster than one
 lane at a time (the engine's GEMMs already use every core), but lanes on separate CPU devices run
 concurrently, each on its own thread (`benchmarks/bench_sweep.py`; `fc-jax sweep` makes one CPU
 device per core, see `fc_jax.cli.cpu_devices_for_sweeps`). The lane axis is sharded over
