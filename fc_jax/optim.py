@@ -14,8 +14,9 @@ Contract: an optimizer is an `Optimizer(init, update)` pair of pure functions,
     each cast to the dtype of the parameter it updates, so float32 hyperparameters do not upcast
     float64 parameters (and back): the dtypes of params and state never change.
   skip: None, or a scalar bool array; where true the step is skipped: params and state come back
-    unchanged, bit for bit (the training step passes its divergence flag). Each rule applies it to
-    its new state first and computes the new params from that guarded state. Selecting after the
+    unchanged, bit for bit (the training step passes its divergence flag). Every rule is written
+    for one array (its math only) and lifted to pytrees by `_lift`, which applies `skip` to the new
+    state first and computes the new params from that guarded state. Selecting after the
     update instead (`skippable`, for a rule written without `skip`) gives the same values (up to
     how XLA rounds a fused multiply-add), but XLA then recomputes the state inside the parameter
     update and, since the old state is still read there, copies every parameter and state buffer
@@ -119,9 +120,26 @@ def _scalars(grads: Grads, params: Params, hparams: HParams, make: Callable[...,
     return {d: make(d) for d in dtypes}
 
 
-def _unzip(params: Params, out: Any, n: int) -> tuple:
-    """Split a tree of n-tuples (one per leaf of `params`) into n trees shaped like `params`."""
-    return tuple(jax.tree.map(lambda _, o, i=i: o[i], params, out) for i in range(n))
+def _lift(leaf, grads: Grads, buffers: tuple, params: Params, scalars: dict, skip) -> tuple:
+    """Apply a rule written for one array to every leaf, with `skip` applied here, once.
+
+    `leaf(p, g, *buffers, *scalars) -> (new_buffers, step)` is the rule's math on one array (`g`
+    already cast to `p.dtype`, `scalars` the rule's constants for that dtype): its new state
+    buffers, and `step(*buffers) -> new p`. The new buffers are guarded first and the parameter
+    is computed from the guarded ones, so a skipped step returns everything unchanged, bit for
+    bit, and XLA can update every buffer in place (see the module docstring).
+
+    Returns:
+      (new params, *new buffer trees), each shaped like `params`.
+    """
+
+    def one(p, g, *old):
+        new, step = leaf(p, jnp.asarray(g, p.dtype), *old, *scalars[p.dtype])
+        new = tuple(_keep(skip, n, o) for n, o in zip(new, old, strict=True))
+        return (_keep(skip, step(*new), p), *new)
+
+    out = jax.tree.map(one, params, grads, *buffers)
+    return tuple(jax.tree.map(lambda _, o, i=i: o[i], params, out) for i in range(1 + len(buffers)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,8 +147,8 @@ class SGDState(NamedTuple):
     """Vanilla SGD keeps no state."""
 
 
-def _sgd_leaf(p, g, lr, skip):
-    return _keep(skip, p - lr * jnp.asarray(g, p.dtype), p)
+def _sgd_leaf(p, g, lr):
+    return (), lambda: p - lr * g
 
 
 def sgd() -> Optimizer:
@@ -158,7 +176,8 @@ def sgd() -> Optimizer:
 
     def update(grads, state, params, hparams, skip=None):
         s = _scalars(grads, params, hparams, lambda d: (jnp.asarray(hparams.learning_rate, d),))
-        return jax.tree.map(lambda p, g: _sgd_leaf(p, g, *s[p.dtype], skip), params, grads), state
+        (new_params,) = _lift(_sgd_leaf, grads, (), params, s, skip)
+        return new_params, state
 
     return Optimizer(init, update)
 
@@ -170,9 +189,9 @@ class MomentumState(NamedTuple):
     velocity: Params  # like params: the running velocity v
 
 
-def _momentum_leaf(p, g, v, lr, mu, skip):
-    v = _keep(skip, mu * v - lr * jnp.asarray(g, p.dtype), v)
-    return _keep(skip, p + v, p), v
+def _momentum_leaf(p, g, v, lr, mu):
+    v = mu * v - lr * g  # velocity
+    return (v,), lambda v: p + v
 
 
 def sgd_momentum() -> Optimizer:
@@ -194,13 +213,7 @@ def sgd_momentum() -> Optimizer:
             return jnp.asarray(hparams.learning_rate, d), jnp.asarray(hparams.momentum, d)
 
         s = _scalars(grads, params, hparams, make)
-        out = jax.tree.map(
-            lambda p, g, v: _momentum_leaf(p, g, v, *s[p.dtype], skip),
-            params,
-            grads,
-            state.velocity,
-        )
-        new_params, velocity = _unzip(params, out, 2)
+        new_params, velocity = _lift(_momentum_leaf, grads, (state.velocity,), params, s, skip)
         return new_params, MomentumState(velocity=velocity)
 
     return Optimizer(init, update)
@@ -213,10 +226,9 @@ class RMSPropState(NamedTuple):
     cache: Params  # like params: the moving average of squared gradients
 
 
-def _rmsprop_leaf(p, g, cache, lr, dr, one_minus_dr, eps, skip):
-    g = jnp.asarray(g, p.dtype)
-    cache = _keep(skip, dr * cache + one_minus_dr * (g * g), cache)
-    return _keep(skip, p - lr * g / (jnp.sqrt(cache) + eps), p), cache
+def _rmsprop_leaf(p, g, cache, lr, dr, one_minus_dr, eps):
+    cache = dr * cache + one_minus_dr * (g * g)  # moving average of g^2
+    return (cache,), lambda cache: p - lr * g / (jnp.sqrt(cache) + eps)
 
 
 def rmsprop() -> Optimizer:
@@ -243,10 +255,7 @@ def rmsprop() -> Optimizer:
             return lr, dr, 1 - dr, eps
 
         s = _scalars(grads, params, hparams, make)
-        out = jax.tree.map(
-            lambda p, g, c: _rmsprop_leaf(p, g, c, *s[p.dtype], skip), params, grads, state.cache
-        )
-        new_params, cache = _unzip(params, out, 2)
+        new_params, cache = _lift(_rmsprop_leaf, grads, (state.cache,), params, s, skip)
         return new_params, RMSPropState(cache=cache)
 
     return Optimizer(init, update)
@@ -261,12 +270,11 @@ class AdamState(NamedTuple):
     v: Params  # like params: the moving average of squared gradients (second moment)
 
 
-def _adam_leaf(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_bc2, skip):
-    g = jnp.asarray(g, p.dtype)
-    m = _keep(skip, b1 * m + one_minus_b1 * g, m)  # first moment
-    v = _keep(skip, b2 * v + one_minus_b2 * (g * g), v)  # second moment
+def _adam_leaf(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_bc2):
+    m = b1 * m + one_minus_b1 * g  # first moment
+    v = b2 * v + one_minus_b2 * (g * g)  # second moment
     # w - lr * (m / bc1) / (sqrt(v / bc2) + eps), with lr / bc1 and 1 / bc2 folded into scalars.
-    return _keep(skip, p - step * m / (jnp.sqrt(v * inv_bc2) + eps), p), m, v
+    return (m, v), lambda m, v: p - step * m / (jnp.sqrt(v * inv_bc2) + eps)
 
 
 def adam() -> Optimizer:
@@ -316,14 +324,7 @@ def adam() -> Optimizer:
             return b1, 1 - b1, b2, 1 - b2, eps, lr / bc1, 1 / bc2
 
         s = _scalars(grads, params, hparams, make)
-        out = jax.tree.map(
-            lambda p, g, m, v: _adam_leaf(p, g, m, v, *s[p.dtype], skip),
-            params,
-            grads,
-            state.m,
-            state.v,
-        )
-        new_params, m, v = _unzip(params, out, 3)
+        new_params, m, v = _lift(_adam_leaf, grads, (state.m, state.v), params, s, skip)
         return new_params, AdamState(t=_keep(skip, t, state.t), m=m, v=v)
 
     return Optimizer(init, update)
@@ -338,12 +339,11 @@ class AdamWState(NamedTuple):
     v: Params  # like params: the moving average of squared gradients (second moment)
 
 
-def _adamw_leaf(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_bc2, lr_wd, skip):
-    g = jnp.asarray(g, p.dtype)
-    m = _keep(skip, b1 * m + one_minus_b1 * g, m)  # first moment
-    v = _keep(skip, b2 * v + one_minus_b2 * (g * g), v)  # second moment
+def _adamw_leaf(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_bc2, lr_wd):
+    m = b1 * m + one_minus_b1 * g  # first moment
+    v = b2 * v + one_minus_b2 * (g * g)  # second moment
     # w - lr * (mhat / (sqrt(vhat) + eps) + wd * w), with lr / bc1, 1 / bc2 and lr * wd as scalars.
-    return _keep(skip, p - (step * m / (jnp.sqrt(v * inv_bc2) + eps) + lr_wd * p), p), m, v
+    return (m, v), lambda m, v: p - (step * m / (jnp.sqrt(v * inv_bc2) + eps) + lr_wd * p)
 
 
 def adamw() -> Optimizer:
@@ -402,14 +402,7 @@ def adamw() -> Optimizer:
             return b1, 1 - b1, b2, 1 - b2, eps, lr / bc1, 1 / bc2, lr * wd
 
         s = _scalars(grads, params, hparams, make)
-        out = jax.tree.map(
-            lambda p, g, m, v: _adamw_leaf(p, g, m, v, *s[p.dtype], skip),
-            params,
-            grads,
-            state.m,
-            state.v,
-        )
-        new_params, m, v = _unzip(params, out, 3)
+        new_params, m, v = _lift(_adamw_leaf, grads, (state.m, state.v), params, s, skip)
         return new_params, AdamWState(t=_keep(skip, t, state.t), m=m, v=v)
 
     return Optimizer(init, update)
@@ -422,11 +415,10 @@ class LionState(NamedTuple):
     m: Params  # like params: the momentum, a moving average of gradients
 
 
-def _lion_leaf(p, g, m, lr, b1, one_minus_b1, b2, one_minus_b2, lr_wd, skip):
-    g = jnp.asarray(g, p.dtype)
+def _lion_leaf(p, g, m, lr, b1, one_minus_b1, b2, one_minus_b2, lr_wd):
     c = b1 * m + one_minus_b1 * g  # the interpolation whose sign is the step, from the old m
-    new_m = _keep(skip, b2 * m + one_minus_b2 * g, m)
-    return _keep(skip, p - (lr * jnp.sign(c) + lr_wd * p), p), new_m
+    m = b2 * m + one_minus_b2 * g  # momentum
+    return (m,), lambda m: p - (lr * jnp.sign(c) + lr_wd * p)
 
 
 def lion() -> Optimizer:
@@ -471,10 +463,7 @@ def lion() -> Optimizer:
             return lr, b1, 1 - b1, b2, 1 - b2, lr * wd
 
         s = _scalars(grads, params, hparams, make)
-        out = jax.tree.map(
-            lambda p, g, m: _lion_leaf(p, g, m, *s[p.dtype], skip), params, grads, state.m
-        )
-        new_params, m = _unzip(params, out, 2)
+        new_params, m = _lift(_lion_leaf, grads, (state.m,), params, s, skip)
         return new_params, LionState(m=m)
 
     return Optimizer(init, update)
