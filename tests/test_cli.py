@@ -259,3 +259,47 @@ def test_python_m_fc_jax_help():
             ("gradcheck" in proc.stdout) if argv == ["--help"] else ("--hidden-dims" in proc.stdout)
         )
     assert cli.main(["--help"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ("train --lr 1e-3", "unknown flag --lr; did you mean --learning-rate?"),
+        ("train --lr-dec 0.5", "unknown flag --lr-dec; did you mean --lr-decay?"),  # no prefixes
+        ("train --learn 1e-3", "unknown flag --learn; did you mean --learning-rate?"),
+        ("train --lerning-rate=1e-3", "unknown flag --lerning-rate; did you mean --learning-rate?"),
+        ("sweep --lr 1e-3 1e-2", "unknown flag --lr; did you mean --learning-rate?"),
+        ("sweep --learning-rate-r 1e-4 1e-2", "did you mean --learning-rate-range?"),
+        ("train --dropout 0.25", "did you mean --keep-prob? (--keep-prob is the KEEP probability = "
+         "1 - dropout rate: --dropout 0.25 is --keep-prob 0.75)"),
+        ("sweep --dropout 0.5 0.25", "--dropout 0.5 0.25 is --keep-prob 0.5 0.75"),
+        ("train --weight-decay 1e-3", "did you mean --reg? (--reg is the L2 strength)"),
+        ("eval run --input x.npy", "unknown flag --input; did you mean --inputs?"),
+        ("train --zzz", "fc-jax train: unknown flag --zzz (see fc-jax train --help)"),
+    ],
+)  # fmt: skip
+def test_an_unknown_flag_names_the_closest_real_one(argv, message):
+    from fc_jax.cli.flags import UsageError
+
+    with pytest.raises(UsageError) as exc:
+        cli.build_parser().parse_args(argv.split())
+    assert message in str(exc.value)
+
+
+def test_an_unknown_flag_is_one_line_and_creates_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, lines, err = _train(capsys, "--dataset", "digits", "--lr", "1e-3", "--out", out)
+    assert code == 2 and not lines and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "error: fc-jax train: unknown flag --lr; did you mean --learning-rate? "
+        "(see fc-jax train --help)"
+    ]
+    assert not out.exists()
+    # exact names still parse
+    args = cli.build_parser().parse_args(["train", "--lr-decay", "0.5", "--learning-rate", "1"])
+    assert (args.lr_decay, args.learning_rate) == (0.5, 1.0)
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == "fc-jax 0.1.0\n"

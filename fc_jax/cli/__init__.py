@@ -26,9 +26,11 @@ __all__ = ["main", "console", "build_parser"]
 
 def build_parser():
     """The `fc-jax` parser; each subcommand sets `func(args) -> exit code`."""
+    from fc_jax import __version__
     from fc_jax.cli import evaluate, flags, gradcheck, sweep, train
 
     p = flags.Parser(prog="fc-jax", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"fc-jax {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=flags.Parser)
     for module in (train, sweep, evaluate, gradcheck):
         module.add_parser(sub)

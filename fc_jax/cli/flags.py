@@ -1,7 +1,9 @@
 """Flags shared by the subcommands, each defined once, and the checks on output folders.
 
 Contract: `Parser` is an `argparse.ArgumentParser` whose usage errors raise `UsageError` (one
-line, exit 2 in `fc_jax.cli.main`) instead of printing usage and exiting. `add_data`, `add_net`,
+line, exit 2 in `fc_jax.cli.main`) instead of printing usage and exiting; it takes no abbreviated
+flags (`--lr` is not `--lr-decay`), and an unknown flag names the closest real one (or the one a
+common alias means: `--lr`, `--dropout`). `add_data`, `add_net`,
 `add_hparams`, `add_schedule` and `add_output` add a group of flags whose help shows its default
 (per dataset where the recipes differ, from `fc_jax.settings.DEFAULTS`); they default to None so
 the recipe (or, with `--resume`, the checkpoint) fills them. `check_out_dir(path, flag)` refuses an
@@ -11,6 +13,7 @@ one-line bar on stderr.
 """
 
 import argparse
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -39,9 +42,80 @@ class UsageError(ValueError):
     """A command-line mistake (unknown flag, bad value): one line, exit code 2."""
 
 
+# Names users reach for that are not ours: flag -> (ours, a note on the difference).
+_ALIASES = {
+    "--lr": ("--learning-rate", ""),
+    "--lr-range": ("--learning-rate-range", ""),
+    "--dropout": ("--keep-prob", "--keep-prob is the KEEP probability = 1 - dropout rate"),
+    "--dropout-range": ("--keep-prob-range", "a range of KEEP probabilities = 1 - dropout rate"),
+    "--weight-decay": ("--reg", "--reg is the L2 strength"),
+    "--l2": ("--reg", ""),
+    "--num-epochs": ("--epochs", ""),
+}
+
+
 class Parser(argparse.ArgumentParser):
+    """No prefix matching (`--lr` is never taken as `--lr-decay`); an unknown flag names the
+    closest real one."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # subparsers are built by this class too
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # argparse would print the usage and exit
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self._subparser(namespace)
+            parser.error(parser._unknown(extras))
+        return namespace
+
+    def _subparser(self, namespace) -> "Parser":
+        """The subcommand's parser that read the arguments (itself when there is none)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(getattr(namespace, action.dest, None))
+                if isinstance(chosen, Parser):
+                    return chosen._subparser(namespace)
+        return self
+
+    def _unknown(self, extras: list[str]) -> str:
+        """'unknown flag --lr; did you mean --learning-rate?' for the first unknown flag."""
+        flag = next((a for a in extras if a.startswith("--") or a[:1] == "-" and a[1:2].isalpha()),
+                    None)  # fmt: skip
+        if flag is None:
+            return f"unrecognized arguments: {' '.join(extras)}"
+        name = flag.split("=", 1)[0]
+        options = [o for o in self._option_string_actions if o.startswith("--")]
+        alias, note = _ALIASES.get(name, (None, ""))
+        if alias not in options:  # a flag it abbreviates, else the closest spelling
+            longer = [o for o in options if o.startswith(name)]
+            close = difflib.get_close_matches(name, longer or options, n=1, cutoff=0.6)
+            alias, note = (close[0], "") if close else (None, "")
+        if alias is None:
+            return f"unknown flag {name}"
+        if alias.startswith("--keep-prob") and name.startswith("--dropout"):
+            note += _as_keep_prob(flag, extras[extras.index(flag) + 1 :])
+        return f"unknown flag {name}; did you mean {alias}?" + (f" ({note})" if note else "")
+
+
+def _as_keep_prob(flag: str, rest: list[str]) -> str:
+    """': --dropout 0.25 is --keep-prob 0.75' for the dropout rates given after `flag`."""
+    values = [flag.split("=", 1)[1]] if "=" in flag else rest
+    rates = []
+    for v in values:
+        try:
+            rates.append(float(v))
+        except ValueError:
+            break
+    if not rates or not all(0 <= r < 1 for r in rates):
+        return ""
+    name = flag.split("=", 1)[0]
+    keeps = [1 - r for r in rates]
+    keep = " ".join(f"{k:.6g}" for k in (keeps[::-1] if name.endswith("-range") else keeps))
+    return f": {name} {' '.join(f'{r:g}' for r in rates)} is {name.replace('dropout', 'keep-prob')} {keep}"
 
 
 def _default(key: str) -> str:
