@@ -303,3 +303,44 @@ def test_an_unknown_flag_is_one_line_and_creates_nothing(tmp_path, capsys):
 def test_version(capsys):
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out == "fc-jax 0.1.0\n"
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_out_is_never_a_foreign_folder_or_the_data_folder(tmp_path, capsys, monkeypatch, command):
+    mine = tmp_path / "mine"
+    (mine / "photos").mkdir(parents=True)
+    for name in ("a.txt", "b.npy", "c.csv", "d.md"):
+        (mine / name).write_text("keep me")
+    data = tmp_path / "data"
+    (data / "cifar-10-batches-py").mkdir(parents=True)
+    monkeypatch.setenv("FC_JAX_DATA_DIR", str(data))
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    space = ["--learning-rate", "1e-3", "1e-2"] if command == "sweep" else []
+    for out, extra, message in [
+        (mine, [], f"--out {mine} holds other files (a.txt, b.npy, c.csv, d.md and 1 more) and "
+         f"is not an fc-jax run; give a new or empty folder, e.g. --out {mine / 'run'}"),
+        (data, [], f"--out {data} is the data folder ($FC_JAX_DATA_DIR), which fc-jax never "
+         "writes to"),
+        (data / "run", [], f"lies inside the data folder {data} ($FC_JAX_DATA_DIR)"),
+        (mine / "x", ["--data-dir", mine], f"lies inside the data folder {mine} (--data-dir)"),
+    ]:  # fmt: skip
+        code = cli.main(
+            [command, "--dataset", "digits", *space, *map(str, extra), "--out", str(out)]
+        )
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert message in lines[0]
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_out_may_be_an_fc_jax_run_or_an_empty_folder(tmp_path):
+    from fc_jax.cli.flags import check_out_dir
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".lock").write_text("")  # left by a run stopped before its checkpoint
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.npz").write_bytes(b"")
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    for name in ("empty", "run", "new"):
+        assert check_out_dir(tmp_path / name) == tmp_path / name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "run"]

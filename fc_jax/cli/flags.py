@@ -6,8 +6,9 @@ flags (`--lr` is not `--lr-decay`), and an unknown flag names the closest real o
 common alias means: `--lr`, `--dropout`). `add_data`, `add_net`,
 `add_hparams`, `add_schedule` and `add_output` add a group of flags whose help shows its default
 (per dataset where the recipes differ, from `fc_jax.settings.DEFAULTS`); they default to None so
-the recipe (or, with `--resume`, the checkpoint) fills them. `check_out_dir(path, flag)` refuses an
-output folder that cannot be one (an existing file, under a file, a name too long) without creating
+the recipe (or, with `--resume`, the checkpoint) fills them. `check_out_dir(path, flag, data_dir)`
+refuses an output folder that cannot be one (an existing file, under a file, a name too long, the
+data folder or inside it, a folder of other files that is not an fc-jax run) without creating
 anything; `resume_dir(path)` accepts the run folder or its checkpoint file. `progress_bar` draws a
 one-line bar on stderr.
 """
@@ -31,6 +32,7 @@ __all__ = [
     "add_output",
     "given",
     "check_out_dir",
+    "RUN_FILES",
     "resume_dir",
     "progress_bar",
     "positive_int",
@@ -209,8 +211,19 @@ def given(args, names) -> dict:
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
-def check_out_dir(path, flag: str = "--out") -> Path:
-    """`path` as an output folder, refused with a ValueError if it cannot be one; creates nothing."""
+# What fc-jax writes into a run or sweep folder: a folder holding one of these is an fc-jax run.
+RUN_FILES = ("checkpoint.npz", "model.npz", "history.json", "history.csv", "curves.png",
+             "best_params.npz", "results.json", "results.csv", "sweep.png", "models", "retrain")  # fmt: skip
+
+
+def check_out_dir(path, flag: str = "--out", data_dir=None) -> Path:
+    """`path` as an output folder, refused with a ValueError if it cannot be one; creates nothing.
+
+    Refused: an existing file or a path under one, a name too long, a folder without write
+    permission, the data folder (`data_dir`, `$FC_JAX_DATA_DIR`) or a folder inside it, and an
+    existing folder that holds files but none that fc-jax writes (`RUN_FILES`; the folder lock and
+    leftover temporary files do not count).
+    """
     out = Path(path).expanduser()
     for part in out.parts:
         if len(os.fsencode(part)) > 255:
@@ -230,7 +243,42 @@ def check_out_dir(path, flag: str = "--out") -> Path:
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise ValueError(f"{flag} {out}: cannot create it in {parent} (permission denied)")
             break
+    _check_not_data(out, flag, data_dir)
+    _check_foreign(out, flag)
     return out
+
+
+def _check_not_data(out: Path, flag: str, data_dir) -> None:
+    real = out.resolve()
+    for folder, source in ((data_dir, "--data-dir"), (os.environ.get("FC_JAX_DATA_DIR"), "$FC_JAX_DATA_DIR")):  # fmt: skip
+        if not folder:
+            continue
+        data = Path(folder).expanduser().resolve()
+        if real == data or data in real.parents:
+            where = "is the data folder" if real == data else f"lies inside the data folder {data}"
+            raise ValueError(f"{flag} {out} {where} ({source}), which fc-jax never writes to; "
+                             f"give an output folder elsewhere")  # fmt: skip
+
+
+def _check_foreign(out: Path, flag: str) -> None:
+    from fc_jax.storage.files import LOCK_NAME
+
+    try:
+        if not out.is_dir():
+            return
+        entries = sorted(
+            e.name + ("/" if e.is_dir() else "")
+            for e in out.iterdir()
+            if e.name != LOCK_NAME and not (e.name.startswith(".") and e.name.endswith(".tmp"))
+        )
+    except OSError as exc:
+        raise ValueError(f"{flag} {out}: {exc.strerror}") from None
+    if entries and not {e.rstrip("/") for e in entries} & set(RUN_FILES):
+        shown = ", ".join(entries[:4]) + (
+            f" and {len(entries) - 4} more" if len(entries) > 4 else ""
+        )
+        raise ValueError(f"{flag} {out} holds other files ({shown}) and is not an fc-jax run; give "
+                         f"a new or empty folder, e.g. {flag} {out / 'run'}")  # fmt: skip
 
 
 def resume_dir(path) -> Path:

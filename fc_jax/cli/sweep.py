@@ -123,7 +123,9 @@ def _prepare(args):
         trials = _trials(args, s)
         opts = {k: getattr(args, k) for k in _RUN}
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
-        out = flags.check_out_dir(args.out or f"runs/sweep-{s['dataset']}-{stamp}")
+        out = flags.check_out_dir(
+            args.out or f"runs/sweep-{s['dataset']}-{stamp}", data_dir=args.data_dir
+        )
         if (out / "checkpoint.npz").exists():
             raise ValueError(
                 f"{out} holds a checkpoint already: use --resume {out} or another --out"

@@ -50,7 +50,9 @@ def _prepare(args):
     if args.resume is None:
         s = settings.settings(given.get("dataset", "cifar10"), given)
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
-        out = flags.check_out_dir(args.out or f"runs/{s['dataset']}-{stamp}")
+        out = flags.check_out_dir(
+            args.out or f"runs/{s['dataset']}-{stamp}", data_dir=args.data_dir
+        )
         if (out / "checkpoint.npz").exists():
             raise ValueError(
                 f"{out} holds a checkpoint already: use --resume {out} or another --out"
