@@ -1,8 +1,10 @@
 """`fc-jax sweep`: many configurations of one net on the run loop; resumable; successive halving.
 
 Contract: the space comes from grid lists (`--learning-rate 1e-4 3e-4 --weight-scale 1e-2 5e-2`,
-one flag per `HParams` field plus `--seeds`), from `--random N` with log-uniform ranges
-(`--learning-rate-range 1e-4 1e-2`; list flags then become uniform choices), or from `--spec FILE`
+one flag per `HParams` field plus `--seeds`), from `--random N` with ranges
+(`--learning-rate-range 1e-4 1e-2`: log-uniform for learning rates, weight scales, L2 and epsilon,
+uniform for probabilities and decay factors, as `fc_jax.runs.space.RANGE_SAMPLING` says; list
+flags then become uniform choices), or from `--spec FILE`
 (see `fc_jax.runs.space.from_spec`); unswept hyperparameters take the dataset's recipe
 (`fc_jax.settings.DEFAULTS`). The net has dropout layers when any trial keeps less than 1
 (`--keep-prob 1 0.5` mixes nets without and with dropout). Everything is checked before anything
@@ -50,7 +52,8 @@ def add_parser(sub) -> None:
           help=f"{n} values, a grid axis (default: the recipe's value)")  # fmt: skip
         if n != "seed":
             a(f"--{_FLAG[n]}-range", type=float, nargs=2, metavar=("LO", "HI"),
-              help=f"with --random: {n} log-uniform in [LO, HI] (default: not random)")  # fmt: skip
+              help=f"with --random: {n} {space.RANGE_SAMPLING[n]} in [LO, HI] (default: not "
+                   "random)")  # fmt: skip
     a(
         "--random",
         type=flags.positive_int,
@@ -99,7 +102,7 @@ def _trials(args, s: dict) -> list[dict]:
         both = sorted(set(lists) & set(ranges))
         if both:
             raise ValueError(f"give either a list or a range for {both}, not both")
-        dists = {n: space.log_uniform(*r) for n, r in ranges.items()}
+        dists = {n: space.range_distribution(n, *r) for n, r in ranges.items()}
         dists.update({n: space.choice(v) for n, v in lists.items()})
         trials = space.random(args.random, dists, args.random_seed)
     else:

@@ -8,6 +8,7 @@ A search space is a list of trials:
   grid({"learning_rate": [1e-4, 1e-3], "reg": [0.0, 1e-3]})         # 4 trials (cartesian product)
   random(20, {"learning_rate": log_uniform(1e-4, 1e-2),
               "keep_prob": choice([0.5, 0.75])}, seed=0)             # 20 trials
+  range_distribution("keep_prob", 0.5, 1.0)  # uniform; log-uniform for learning_rate (RANGE_SAMPLING)
   load_spec("space.json")  # {"grid": {...}} or {"random": {"n": 20, "seed": 0, "params": {...}}}
 
 Every constructor checks its input on the host and raises ValueError (naming the hyperparameter and
@@ -38,6 +39,8 @@ __all__ = [
     "log_uniform",
     "uniform",
     "choice",
+    "RANGE_SAMPLING",
+    "range_distribution",
     "grid",
     "random",
     "from_spec",
@@ -114,6 +117,31 @@ def log_uniform(lo: float, hi: float) -> LogUniform:
 def uniform(lo: float, hi: float) -> Uniform:
     """A uniform distribution on [lo, hi]."""
     return Uniform(*_range(lo, hi, "uniform"))
+
+
+# How a range LO..HI of each hyperparameter is sampled (`range_distribution`, `fc-jax sweep
+# --NAME-range`): scales that span decades log-uniformly, probabilities and decay factors (bounded
+# in [0, 1]) uniformly, so keep_prob in [0.5, 1] is not drawn near 0.5 more often than near 1.
+RANGE_SAMPLING = {
+    "learning_rate": "log-uniform",
+    "weight_scale": "log-uniform",
+    "reg": "log-uniform",
+    "epsilon": "log-uniform",
+    "keep_prob": "uniform",
+    "lr_decay": "uniform",
+    "momentum": "uniform",
+    "decay_rate": "uniform",
+    "beta1": "uniform",
+    "beta2": "uniform",
+}
+
+
+def range_distribution(name: str, lo: float, hi: float) -> LogUniform | Uniform:
+    """The distribution of hyperparameter `name` over [lo, hi], as `RANGE_SAMPLING` says."""
+    _check_name(name)
+    if name not in RANGE_SAMPLING:
+        raise ValueError(f"{name} cannot be drawn from a range; give a choice of values")
+    return (log_uniform if RANGE_SAMPLING[name] == "log-uniform" else uniform)(lo, hi)
 
 
 def choice(values) -> Choice:
