@@ -344,3 +344,33 @@ def test_out_may_be_an_fc_jax_run_or_an_empty_folder(tmp_path):
     for name in ("empty", "run", "new"):
         assert check_out_dir(tmp_path / name) == tmp_path / name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "run"]
+
+
+def test_eval_takes_channels_last_images_and_refuses_scaled_ones(tmp_path, capsys):
+    from fc_jax import models
+    from fc_jax.storage.model import save_model
+
+    config = models.NetConfig((8,), input_dim=3072, num_classes=10)
+    params = models.init_params(jax.random.key(3), config, 0.05)
+    mean = np.random.default_rng(4).uniform(0, 255, 3072)
+    save_model(tmp_path / "run", config, params, None, mean,
+               meta={"settings": {"dataset": "cifar10"}})  # fmt: skip
+    chw = np.random.default_rng(5).integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)
+    preds = []
+    for name, x in [("chw", chw), ("hwc", chw.transpose(0, 2, 3, 1))]:
+        np.save(tmp_path / f"{name}.npy", x)
+        assert (
+            cli.main(["eval", str(tmp_path / "run"), "--inputs", str(tmp_path / f"{name}.npy")])
+            == 0
+        )
+        preds.append(capsys.readouterr().out.splitlines()[0])
+    assert preds[0] == preds[1] and len(set(preds[0].split())) > 1
+    np.save(tmp_path / "scaled.npy", chw.transpose(0, 2, 3, 1) / 255.0)
+    code = cli.main(["eval", str(tmp_path / "run"), "--inputs", str(tmp_path / "scaled.npy"),
+                     "--output", str(tmp_path / "pred.npy")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2 and not captured.out and not (tmp_path / "pred.npy").exists()
+    assert captured.err.splitlines() == [
+        f"error: --inputs {tmp_path / 'scaled.npy'}: X looks scaled to [0, 1] (values in [0, 1]); "
+        "pass raw pixel values 0..255 as stored (multiply by 255)"
+    ]

@@ -5,7 +5,8 @@ python-pickle batches with a restricted unpickler (numpy array globals only) and
 file (the official files also against their official md5, see ``fc_jax.data.cifar10``), raising
 ``DataError`` that names the file, the fault and the fix. ``get_dataset(name)`` returns the
 cs231n split dict (``X_train, y_train, X_val, y_val, X_test, y_test, mean_image``);
-``PIXEL_SCALE[name]`` is the factor applied to raw pixels before ``mean_image`` is subtracted.
+``PIXEL_SCALE[name]`` is the factor applied to raw pixels before ``mean_image`` is subtracted;
+``IMAGE_SHAPE[name]`` is one raw image (channels-first) and ``PIXEL_MAX[name]`` its largest value.
 ``check_finite`` and ``check_labels`` are the input guards the trainers use. Locating, reading
 one file, downloading CIFAR-10 and ``provenance`` live in ``fc_jax.data.download`` (re-exported here).
 """
@@ -24,6 +25,8 @@ from fc_jax.data.download import ensure_cifar10
 __all__ = [
     "DATASETS",
     "PIXEL_SCALE",
+    "IMAGE_SHAPE",
+    "PIXEL_MAX",
     "check_finite",
     "check_labels",
     "get_dataset",
@@ -36,6 +39,9 @@ __all__ = [
 DATASETS = {"cifar10": (49000, 1000, 1000, 50000, 10000), "digits": (1197, 300, 300, 1497, 300)}
 # The factor get_dataset applies to raw pixels before subtracting mean_image.
 PIXEL_SCALE = {"cifar10": 1.0, "digits": 1.0 / 16.0}
+# One raw image, channels-first as get_dataset reads it, and the largest raw pixel value.
+IMAGE_SHAPE = {"cifar10": (3, 32, 32), "digits": (1, 8, 8)}
+PIXEL_MAX = {"cifar10": 255, "digits": 16}
 _DIGITS = Path(__file__).with_name("digits.npz")
 
 
