@@ -4,6 +4,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -374,3 +375,110 @@ def test_eval_takes_channels_last_images_and_refuses_scaled_ones(tmp_path, capsy
         f"error: --inputs {tmp_path / 'scaled.npy'}: X looks scaled to [0, 1] (values in [0, 1]); "
         "pass raw pixel values 0..255 as stored (multiply by 255)"
     ]
+
+
+def _prepared(command: str):
+    """The settings and folder `fc-jax train` would use for a printed command line (no training)."""
+    from fc_jax.cli import train as train_cli
+
+    words = shlex.split(command)
+    assert words[:2] == ["fc-jax", "train"]
+    s, out, _, _ = train_cli._prepare(cli.build_parser().parse_args(words[1:]))
+    return s, out
+
+
+@pytest.mark.parametrize(
+    "dataset, given",
+    [
+        ("digits", {}),
+        ("digits", {"learning_rate": 1e-5, "hidden_dims": [7, 5], "keep_prob": 0.5, "seed": 3}),
+        ("cifar10", {"normalization": "none", "num_training": 500, "data_dir": str(DATA)}),
+    ],
+)
+def test_train_command_starts_a_run_with_these_settings(tmp_path, dataset, given):
+    from fc_jax.cli.flags import train_command
+
+    s = settings.settings(dataset, given)
+    command = train_command(s, tmp_path / "a run")
+    assert f"--out '{tmp_path / 'a run'}'" in command
+    got, out = _prepared(command)
+    assert out == tmp_path / "a run" and not out.exists()
+    assert got == {k: v for k, v in s.items() if k != "data_dir"}
+
+
+def test_ctrl_c_before_any_checkpoint_says_so_and_how_to_start_again(tmp_path, capsys, monkeypatch):
+    from fc_jax.runs import fit, sweep
+
+    checkpointed = []
+
+    def interrupt(*args, **kwargs):
+        for out in checkpointed:  # a checkpoint was written before Ctrl-C
+            (out / "checkpoint.npz").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit, "fit", interrupt)
+    monkeypatch.setattr(sweep, "run_sweep", interrupt)
+    for command, space in [("train", []), ("sweep", ["--learning-rate", "1e-3", "1e-2"])]:
+        out = tmp_path / command
+        argv = [command, *SMALL_DIGITS, *space, "--out", str(out), "--quiet"]
+        again = f"fc-jax {command} {' '.join(SMALL_DIGITS + space)} --quiet --out {out}"
+        want = [f"interrupted before any checkpoint was written: nothing was saved; start again "
+                f"with: {again}"]  # fmt: skip
+        assert cli.main(argv) == 130
+        assert capsys.readouterr().err.splitlines() == want
+        assert _files(out) == set()
+        assert cli.main(shlex.split(again)[1:]) == 130  # the command is accepted as it is
+        assert capsys.readouterr().err.splitlines() == want
+        checkpointed[:] = [out]
+        assert cli.main(argv) == 130
+        assert capsys.readouterr().err.splitlines() == [
+            f"interrupted; continue with: fc-jax {command} --resume {out}"
+        ]
+        checkpointed.clear()
+
+
+def test_divergence_prints_a_command_that_starts_again_lower(tmp_path, capsys, monkeypatch):
+    from fc_jax.runs import fit, loop
+
+    def diverge(*args, **kwargs):
+        raise loop.DivergedError(5, 1, 25)
+
+    monkeypatch.setattr(fit, "fit", diverge)
+    out = tmp_path / "run"
+    code, _, err = _train(capsys, *SMALL_DIGITS, "--learning-rate", "1e-3", "--hidden-dims", 9,
+                          "--epochs", 7, "--out", out, "--quiet")  # fmt: skip
+    assert code == 3
+    (line,) = err.splitlines()
+    assert line.startswith("error: training diverged") and "lower the learning rate" in line
+    start = "Start again with a 10x lower learning rate: "
+    assert start in line
+    s, new_out = _prepared(line.split(start)[1])
+    assert new_out == tmp_path / "run-lr0.0001" and s["learning_rate"] == pytest.approx(1e-4)
+    want = settings.settings("digits", dict(learning_rate=1e-4, hidden_dims=[9], epochs=7,
+                                            num_training=300, num_validation=100, num_test=100))  # fmt: skip
+    assert s == {**want, "learning_rate": s["learning_rate"]}
+
+
+def test_resume_with_another_learning_rate_prints_the_new_run_command(
+    tmp_path, capsys, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from fc_jax.storage import checkpoint
+
+    saved = {**settings.settings("digits", {"learning_rate": 1e6, "hidden_dims": [32]}),
+             "data_dir": None}  # fmt: skip
+    monkeypatch.setattr(checkpoint, "load_run", lambda out: (SimpleNamespace(epoch=4),
+                                                             {"settings": saved}))  # fmt: skip
+    run = tmp_path / "div"
+    run.mkdir()
+    code, lines, err = _train(capsys, "--resume", run, "--learning-rate", "1e-2")
+    assert code == 2 and not lines
+    (line,) = err.splitlines()
+    assert line.startswith(
+        "error: conflicts with the checkpoint: --learning-rate 0.01 (checkpoint: 1000000.0); omit "
+        "them to continue this run, or start a new one with them: fc-jax train --dataset digits "
+    )
+    s, out = _prepared(line.split("start a new one with them: ")[1])
+    assert out == tmp_path / "div-lr0.01"
+    assert s == {**{k: v for k, v in saved.items() if k != "data_dir"}, "learning_rate": 1e-2}

@@ -16,6 +16,7 @@ one-line bar on stderr.
 import argparse
 import difflib
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -34,6 +35,8 @@ __all__ = [
     "check_out_dir",
     "RUN_FILES",
     "resume_dir",
+    "train_command",
+    "interrupted",
     "progress_bar",
     "positive_int",
     "seed",
@@ -291,6 +294,40 @@ def resume_dir(path) -> Path:
     if not p.exists():
         raise ValueError(f"--resume {p}: no such folder (no checkpoint at {p / 'checkpoint.npz'})")
     return p
+
+
+def train_command(s: dict, out) -> str:
+    """The `fc-jax train` command line that starts a run with settings `s` into `out` (the flags
+    that differ from the dataset's recipe, and the data folder)."""
+    recipe = DEFAULTS[s["dataset"]]
+    words = ["fc-jax", "train", "--dataset", s["dataset"]]
+    for k, v in s.items():
+        if (
+            k not in recipe
+            or v is None
+            or v == recipe[k]
+            or (isinstance(v, list | tuple) and list(v) == list(recipe[k] or []))
+        ):
+            continue
+        values = v if isinstance(v, list | tuple) else [v]
+        words += [f"--{k.replace('_', '-')}", *(repr(x) if isinstance(x, float) else str(x)
+                                                 for x in values)]  # fmt: skip
+    if s["dataset"] == "cifar10" and s.get("data_dir"):
+        words += ["--data-dir", str(s["data_dir"])]
+    return shlex.join([*words, "--out", str(out)])
+
+
+def interrupted(command: str, out: Path, argv) -> str:
+    """The line after Ctrl-C: how to resume when a checkpoint exists, else how to start again."""
+    if (out / "checkpoint.npz").exists():
+        return f"interrupted; continue with: fc-jax {command} --resume {shlex.quote(str(out))}"
+    words, skip = [], False
+    for a in argv or [command]:  # the same command line, with --out naming the folder now made
+        if not skip and a != "--out" and not a.startswith("--out="):
+            words.append(a)
+        skip = a == "--out"
+    again = shlex.join(["fc-jax", *words, "--out", str(out)])
+    return f"interrupted before any checkpoint was written: nothing was saved; start again with: {again}"
 
 
 def progress_bar(enabled: bool, epochs: int):

@@ -180,7 +180,7 @@ def run(args) -> int:
         return _sweep(args, s, config, data, trials, opts, out, lanes, new_meta, lead, say, note)
     except KeyboardInterrupt:
         if lead:
-            print(f"interrupted; continue with: fc-jax sweep --resume {out}", file=sys.stderr)
+            print(flags.interrupted("sweep", out, getattr(args, "argv", None)), file=sys.stderr)
         return 130
     finally:
         if lock is not None:

@@ -68,7 +68,17 @@ def _prepare(args):
     run, meta = load_run(out)
     if "settings" not in meta:
         raise ValueError(f"{out}/checkpoint.npz was not written by fc-jax train; it cannot resume")
-    s = settings.merge_resume(meta["settings"], {k: v for k, v in given.items() if k != "data_dir"})
+    given = {k: v for k, v in given.items() if k != "data_dir"}
+    try:
+        s = settings.merge_resume(meta["settings"], given)
+    except ValueError as exc:  # a run continues as saved; other settings make a new run
+        new = settings.settings(meta["settings"]["dataset"], {**meta["settings"], **given})
+        if args.data_dir is not None:
+            new["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
+        lr = new["learning_rate"]
+        name = f"{out}-lr{lr:g}" if lr != meta["settings"]["learning_rate"] else f"{out}-new"
+        raise ValueError(f"{exc} to continue this run, or start a new one with them: "
+                         f"{flags.train_command(new, name)}") from None  # fmt: skip
     if s["epochs"] < run.epoch:
         raise ValueError(f"the run in {out} has trained {run.epoch} epochs already; --epochs "
                          f"{s['epochs']} is below that (give a larger number to train on)")  # fmt: skip
@@ -103,10 +113,7 @@ def run(args) -> int:
             print(json.dumps(line), flush=True)
             return 0
         except KeyboardInterrupt:
-            hint = (
-                "" if args.backend == "numpy" else f"; continue with: fc-jax train --resume {out}"
-            )
-            print(f"interrupted{hint}", file=sys.stderr)
+            print(flags.interrupted("train", out, getattr(args, "argv", None)), file=sys.stderr)
             return 130
 
 
@@ -176,7 +183,10 @@ def _train_jax(config, s, data, run, meta, out, fingerprint, data_dir, quiet):
                           progress=progress if show_bar else None, log=log, **fit_args)  # fmt: skip
         except loop.DivergedError as exc:
             clear()
-            print(f"error: {exc}", file=sys.stderr)
+            lower = {**s, "learning_rate": s["learning_rate"] / 10}
+            again = flags.train_command(lower, f"{out}-lr{lower['learning_rate']:g}")
+            print(f"error: {exc} Start again with a 10x lower learning rate: {again}",
+                  file=sys.stderr)  # fmt: skip
             return 3
         except BaseException:
             clear()
