@@ -429,11 +429,21 @@ def test_cli_rejects_bad_spaces_before_compiling(no_compile, tmp_path, capsys):
         ([], "nothing to sweep"),
         (["--learning-rate-range", "1e-4", "1e-2"], "--random"),
         (["--random", "3", "--learning-rate-range", "1e-2", "1e-4"], "lo <= hi"),
+        (
+            ["--learning-rate", "1e-3", "1e-2", "--schedule", "halving", "--eta", "1"],
+            "argument --eta: expected an integer >= 2",
+        ),
     ]
     for extra, match in cases:
         assert cli.main(base + extra) == 2, extra
         assert match in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_retrain_best_help_says_it_trains_from_scratch():
+    (p,) = [a for a in cli.build_parser()._subparsers._group_actions[0].choices["sweep"]._actions
+            if a.dest == "retrain_best"]  # fmt: skip
+    assert "from scratch for EPOCHS epochs" in p.help and "more" not in p.help
 
 
 def test_cli_random_and_spec_spaces(tmp_path):

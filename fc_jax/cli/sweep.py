@@ -13,12 +13,14 @@ at each rung. With `--out DIR`, a checkpoint of all lanes is written after every
 (`checkpoint.npz`, the format of `fc-jax train`) and `fc-jax sweep --resume DIR` continues a
 killed sweep to exactly the results of an uninterrupted one. At the end: the ranked table, ONE
 final JSON line, and in DIR `results.csv`, `results.json`, `sweep.png`, each trial's best params as
-`models/trial-<k>.npz` (`fc-jax eval` reads them); `--retrain-best EPOCHS` trains the winner with
-`fc-jax train`'s loop into `DIR/retrain/` and reports its test accuracy. Exit codes as `fc_jax.cli`
+`models/trial-<k>.npz` (`fc-jax eval` reads them); `--retrain-best EPOCHS` trains the winner again,
+from scratch, for EPOCHS epochs with `fc-jax train`'s loop into `DIR/retrain/` and reports its
+test accuracy. Exit codes as `fc_jax.cli`
 (3: every configuration diverged, or the retrained winner did). With several processes only
 process 0 prints and writes.
 """
 
+import argparse
 import datetime
 import json
 import sys
@@ -68,7 +70,12 @@ def add_parser(sub) -> None:
     )
     a("--schedule", choices=("full", "halving"), default="full",
       help="full: every configuration trains --epochs; halving: successive halving (default: full)")  # fmt: skip
-    a("--eta", type=flags.positive_int, default=3, help="halving: keep the best 1/eta (default: 3)")
+    a(
+        "--eta",
+        type=_eta,
+        default=3,
+        help="halving: keep the best 1/eta, an integer >= 2 (default: 3)",
+    )
     a("--min-epochs", type=flags.positive_int, default=1,
       help="halving: epochs of the first rung (default: 1)")  # fmt: skip
     a("--independent-batches", action="store_true",
@@ -76,11 +83,21 @@ def add_parser(sub) -> None:
     a("--max-lanes", type=flags.positive_int,
       help="most configurations trained at once (default: all on a GPU, one per device on CPUs)")  # fmt: skip
     a("--retrain-best", type=flags.positive_int, metavar="EPOCHS",
-      help="train the winner for EPOCHS more into OUT/retrain (default: no)")  # fmt: skip
+      help="after the sweep, train the winner again from scratch for EPOCHS epochs into "
+           "OUT/retrain and report its test accuracy (default: no)")  # fmt: skip
     a("--top", type=flags.positive_int, default=20, help="rows of the printed table (default: 20)")
     a("--resume", metavar="DIR", help="continue the sweep saved in DIR (default: a new sweep)")
     flags.add_output(p, "runs/sweep-<dataset>-<timestamp>")
     p.set_defaults(func=run)
+
+
+def _eta(s: str) -> int:
+    v = flags.positive_int(s)
+    if v < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 2 (halving keeps the best 1/eta), got {s}"
+        )
+    return v
 
 
 def _trials(args, s: dict) -> list[dict]:
