@@ -23,7 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FC_JAX_DATA_DIR") or REPO.parent / "shared" / "data")
 HAVE_CIFAR = any((DATA / sub / "data_batch_1").exists() for sub in ("", "cifar-10-batches-py"))
 SMALL_DIGITS = "--dataset digits --num-training 300 --num-validation 100 --num-test 100".split()
-FILES = {"checkpoint.npz", "history.json", "curves.png", "best_params.npz", "model.npz"}
+FILES = {
+    "checkpoint.npz",
+    "history.json",
+    "history.csv",
+    "curves.png",
+    "best_params.npz",
+    "model.npz",
+}
 
 
 class _FakeTTY(io.StringIO):
@@ -83,6 +90,9 @@ def test_train_digits_end_to_end(tmp_path, capsys, monkeypatch):
     hist = json.loads((out / "history.json").read_text())
     assert len(hist["history"]["val_acc"]) == 10 and hist["test_acc"] == res["test_acc"]
     assert max(hist["history"]["val_acc"]) == res["best_val_acc"]
+    rows = [r.split(",") for r in (out / "history.csv").read_text().splitlines()]
+    assert rows[0] == ["epoch", "loss", "train_acc", "val_acc", "lr", "seconds"] and len(rows) == 11
+    assert [float(r[3]) for r in rows[1:]] == pytest.approx(hist["history"]["val_acc"], rel=1e-6)
     assert load_run(out)[0].epoch == 10
 
     # The reported test accuracy, recomputed from best_params.npz by the numpy reference net.

@@ -3,9 +3,10 @@
 Contract: flags -> `fc_jax.settings.settings` (or, with `--resume DIR`, the checkpoint's settings
 merged with the flags) -> every check (settings, output folder, data) before anything is created ->
 lock the output folder -> `fc_jax.runs.fit.fit` with `checkpoint.save_run` after every epoch -> the
-outputs, each written atomically: `history.json`, `curves.png`, `best_params.npz` (the cs231n keys)
-and `model.npz` (what `fc-jax eval` and `fc_jax.storage.model.load_model` read), then the test accuracy
-of the best params and ONE final JSON line on stdout. One line per epoch on stdout, a progress bar
+outputs, each written atomically: `history.json`, `history.csv` (one row per epoch), `curves.png`,
+`best_params.npz` (the cs231n keys) and `model.npz` (what `fc-jax eval` and
+`fc_jax.storage.model.load_model` read), then the test accuracy of the best params and ONE final
+JSON line on stdout. One line per epoch on stdout, a progress bar
 on stderr (TTY only). `--backend numpy` trains the same net with the numpy reference `Solver`.
 """
 
@@ -119,7 +120,7 @@ def run(args) -> int:
 
 def _finish(s, out, res, data) -> dict:
     """Write the run's outputs into `out` (each atomically); returns the final JSON line's dict."""
-    from fc_jax.report.curves import plot_history
+    from fc_jax.report.curves import plot_history, write_history_csv
     from fc_jax.storage.checkpoint import export_params
     from fc_jax.storage.files import atomic_write_text
     from fc_jax.storage.model import save_model
@@ -131,7 +132,8 @@ def _finish(s, out, res, data) -> dict:
                pixel_scale=settings.PIXEL_SCALE[s["dataset"]])  # fmt: skip
     summary = dict(settings=s, best_val_acc=best_val, test_acc=test_acc, history=h)
     atomic_write_text(out / "history.json", json.dumps(summary, indent=1))
-    plot_history(h, out / "curves.png", title=f"{s['dataset']} {s['hidden_dims']}", settings=s)
+    write_history_csv(h, out / "history.csv")
+    plot_history(h, out / "curves.png", settings=s, test_acc=test_acc)
     return dict(
         dataset=s["dataset"],
         test_acc=test_acc,
@@ -235,6 +237,7 @@ def _train_numpy(config, s, data) -> dict:
         "train_acc": [float(v) for v in solver.train_acc_history[-n:]],
         "val_acc": [float(v) for v in solver.val_acc_history[-n:]],
         "epoch_seconds": [seconds / n] * n,
+        "lr": [s["learning_rate"] * s["lr_decay"] ** e for e in range(n)],  # decayed per epoch
     }
     stats = {f"{k}{i}": bn[k] for i, bn in enumerate(model.bn_params, 1) for k in bn
              if k in ("running_mean", "running_var")}  # fmt: skip
