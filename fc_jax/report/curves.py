@@ -98,7 +98,9 @@ def _history_figure(history: dict, title: str | None, settings: dict | None, tes
             markersize=14,
             label=f"best val {acc:.4f} (epoch {epoch})",
         )
-        ax2.annotate(f"{acc:.4f}", (epoch, acc), textcoords="offset points", xytext=(6, -14))
+        last = epoch == len(val) and len(val) > 1  # at the right edge: write it to the left
+        ax2.annotate(f"{acc:.4f}", (epoch, acc), textcoords="offset points",
+                     xytext=(-6 if last else 6, -14), ha="right" if last else "left")  # fmt: skip
     ax2.set_title("Accuracy")
     ax2.set_xlabel("Epoch")
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
