@@ -137,7 +137,7 @@ def test_cifar10_images_channels_first_last_or_flat(tmp_path):
     # the layout matters: the same numbers read as channels-first rows classify differently
     assert not np.array_equal(predict_raw(model, hwc.reshape(30, -1)), want)
     with pytest.raises(ValueError, match=r"^X must be raw images of shape \(N, 3, 32, 32\) "
-                       r"channels-first, \(N, 32, 32, 3\) channels-last, \(N, 3072\) flat; got "
+                       r"channels-first, \(N, 32, 32, 3\) channels-last or \(N, 3072\) flat; got "
                        r"uint8\[30, 32, 96\]$"):  # fmt: skip
         predict_raw(model, chw.reshape(30, 32, 96))
 

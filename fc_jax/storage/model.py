@@ -173,7 +173,8 @@ def _rows(model: Model, X: np.ndarray) -> np.ndarray:
         match = next((axes for shape, axes, _ in layouts if X.shape[1:] == shape), False)
         if match is False:
             forms = [f"(N, {', '.join(map(str, shape))}) {name}" for shape, _, name in layouts]
-            raise ValueError(f"X must be raw images of shape {', '.join(forms)}; got {got}")
+            forms = ", ".join(forms[:-1]) + " or " + forms[-1]
+            raise ValueError(f"X must be raw images of shape {forms}; got {got}")
         if match is not None:
             X = X.transpose(match)
     if X.size:
