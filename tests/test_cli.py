@@ -4,6 +4,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FC_JAX_DATA_DIR") or REPO.parent / "shared" / "data")
 HAVE_CIFAR = any((DATA / sub / "data_batch_1").exists() for sub in ("", "cifar-10-batches-py"))
 SMALL_DIGITS = "--dataset digits --num-training 300 --num-validation 100 --num-test 100".split()
-FILES = {"checkpoint.npz", "history.json", "curves.png", "best_params.npz", "model.npz"}
+FILES = {
+    "checkpoint.npz",
+    "history.json",
+    "history.csv",
+    "curves.png",
+    "best_params.npz",
+    "model.npz",
+}
 
 
 class _FakeTTY(io.StringIO):
@@ -82,6 +90,9 @@ def test_train_digits_end_to_end(tmp_path, capsys, monkeypatch):
     hist = json.loads((out / "history.json").read_text())
     assert len(hist["history"]["val_acc"]) == 10 and hist["test_acc"] == res["test_acc"]
     assert max(hist["history"]["val_acc"]) == res["best_val_acc"]
+    rows = [r.split(",") for r in (out / "history.csv").read_text().splitlines()]
+    assert rows[0] == ["epoch", "loss", "train_acc", "val_acc", "lr", "seconds"] and len(rows) == 11
+    assert [float(r[3]) for r in rows[1:]] == pytest.approx(hist["history"]["val_acc"], rel=1e-6)
     assert load_run(out)[0].epoch == 10
 
     # The reported test accuracy, recomputed from best_params.npz by the numpy reference net.
@@ -259,3 +270,224 @@ def test_python_m_fc_jax_help():
             ("gradcheck" in proc.stdout) if argv == ["--help"] else ("--hidden-dims" in proc.stdout)
         )
     assert cli.main(["--help"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ("train --lr 1e-3", "unknown flag --lr; did you mean --learning-rate?"),
+        ("train --lr-dec 0.5", "unknown flag --lr-dec; did you mean --lr-decay?"),  # no prefixes
+        ("train --learn 1e-3", "unknown flag --learn; did you mean --learning-rate?"),
+        ("train --lerning-rate=1e-3", "unknown flag --lerning-rate; did you mean --learning-rate?"),
+        ("sweep --lr 1e-3 1e-2", "unknown flag --lr; did you mean --learning-rate?"),
+        ("sweep --learning-rate-r 1e-4 1e-2", "did you mean --learning-rate-range?"),
+        ("train --dropout 0.25", "did you mean --keep-prob? (--keep-prob is the KEEP probability = "
+         "1 - dropout rate: --dropout 0.25 is --keep-prob 0.75)"),
+        ("sweep --dropout 0.5 0.25", "--dropout 0.5 0.25 is --keep-prob 0.5 0.75"),
+        ("eval run --input x.npy", "unknown flag --input; did you mean --inputs?"),
+        ("train --zzz", "fc-jax train: unknown flag --zzz (see fc-jax train --help)"),
+    ],
+)  # fmt: skip
+def test_an_unknown_flag_names_the_closest_real_one(argv, message):
+    from fc_jax.cli.flags import UsageError
+
+    with pytest.raises(UsageError) as exc:
+        cli.build_parser().parse_args(argv.split())
+    assert message in str(exc.value)
+
+
+def test_an_unknown_flag_is_one_line_and_creates_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, lines, err = _train(capsys, "--dataset", "digits", "--lr", "1e-3", "--out", out)
+    assert code == 2 and not lines and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "error: fc-jax train: unknown flag --lr; did you mean --learning-rate? "
+        "(see fc-jax train --help)"
+    ]
+    assert not out.exists()
+    # exact names still parse
+    args = cli.build_parser().parse_args(["train", "--lr-decay", "0.5", "--learning-rate", "1"])
+    assert (args.lr_decay, args.learning_rate) == (0.5, 1.0)
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == "fc-jax 0.1.0\n"
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_out_is_never_a_foreign_folder_or_the_data_folder(tmp_path, capsys, monkeypatch, command):
+    mine = tmp_path / "mine"
+    (mine / "photos").mkdir(parents=True)
+    for name in ("a.txt", "b.npy", "c.csv", "d.md"):
+        (mine / name).write_text("keep me")
+    data = tmp_path / "data"
+    (data / "cifar-10-batches-py").mkdir(parents=True)
+    monkeypatch.setenv("FC_JAX_DATA_DIR", str(data))
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    space = ["--learning-rate", "1e-3", "1e-2"] if command == "sweep" else []
+    for out, extra, message in [
+        (mine, [], f"--out {mine} holds other files (a.txt, b.npy, c.csv, d.md and 1 more) and "
+         f"is not an fc-jax run; give a new or empty folder, e.g. --out {mine / 'run'}"),
+        (data, [], f"--out {data} is the data folder ($FC_JAX_DATA_DIR), which fc-jax never "
+         "writes to"),
+        (data / "run", [], f"lies inside the data folder {data} ($FC_JAX_DATA_DIR)"),
+        (mine / "x", ["--data-dir", mine], f"lies inside the data folder {mine} (--data-dir)"),
+    ]:  # fmt: skip
+        code = cli.main(
+            [command, "--dataset", "digits", *space, *map(str, extra), "--out", str(out)]
+        )
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert message in lines[0]
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_out_may_be_an_fc_jax_run_or_an_empty_folder(tmp_path):
+    from fc_jax.cli.flags import check_out_dir
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".lock").write_text("")  # left by a run stopped before its checkpoint
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.npz").write_bytes(b"")
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    for name in ("empty", "run", "new"):
+        assert check_out_dir(tmp_path / name) == tmp_path / name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "run"]
+
+
+def test_eval_takes_channels_last_images_and_refuses_scaled_ones(tmp_path, capsys):
+    from fc_jax import models
+    from fc_jax.storage.model import save_model
+
+    config = models.NetConfig((8,), input_dim=3072, num_classes=10)
+    params = models.init_params(jax.random.key(3), config, 0.05)
+    mean = np.random.default_rng(4).uniform(0, 255, 3072)
+    save_model(tmp_path / "run", config, params, None, mean,
+               meta={"settings": {"dataset": "cifar10"}})  # fmt: skip
+    chw = np.random.default_rng(5).integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)
+    preds = []
+    for name, x in [("chw", chw), ("hwc", chw.transpose(0, 2, 3, 1))]:
+        np.save(tmp_path / f"{name}.npy", x)
+        assert (
+            cli.main(["eval", str(tmp_path / "run"), "--inputs", str(tmp_path / f"{name}.npy")])
+            == 0
+        )
+        preds.append(capsys.readouterr().out.splitlines()[0])
+    assert preds[0] == preds[1] and len(set(preds[0].split())) > 1
+    np.save(tmp_path / "scaled.npy", chw.transpose(0, 2, 3, 1) / 255.0)
+    code = cli.main(["eval", str(tmp_path / "run"), "--inputs", str(tmp_path / "scaled.npy"),
+                     "--output", str(tmp_path / "pred.npy")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2 and not captured.out and not (tmp_path / "pred.npy").exists()
+    assert captured.err.splitlines() == [
+        f"error: --inputs {tmp_path / 'scaled.npy'}: X looks scaled to [0, 1] (values in [0, 1]); "
+        "pass raw pixel values 0..255 as stored (multiply by 255)"
+    ]
+
+
+def _prepared(command: str):
+    """The settings and folder `fc-jax train` would use for a printed command line (no training)."""
+    from fc_jax.cli import train as train_cli
+
+    words = shlex.split(command)
+    assert words[:2] == ["fc-jax", "train"]
+    s, out, _, _ = train_cli._prepare(cli.build_parser().parse_args(words[1:]))
+    return s, out
+
+
+@pytest.mark.parametrize(
+    "dataset, given",
+    [
+        ("digits", {}),
+        ("digits", {"learning_rate": 1e-5, "hidden_dims": [7, 5], "keep_prob": 0.5, "seed": 3}),
+        ("cifar10", {"normalization": "none", "num_training": 500, "data_dir": str(DATA)}),
+    ],
+)
+def test_train_command_starts_a_run_with_these_settings(tmp_path, dataset, given):
+    from fc_jax.cli.flags import train_command
+
+    s = settings.settings(dataset, given)
+    command = train_command(s, tmp_path / "a run")
+    assert f"--out '{tmp_path / 'a run'}'" in command
+    got, out = _prepared(command)
+    assert out == tmp_path / "a run" and not out.exists()
+    assert got == {k: v for k, v in s.items() if k != "data_dir"}
+
+
+def test_ctrl_c_before_any_checkpoint_says_so_and_how_to_start_again(tmp_path, capsys, monkeypatch):
+    from fc_jax.runs import fit, sweep
+
+    checkpointed = []
+
+    def interrupt(*args, **kwargs):
+        for out in checkpointed:  # a checkpoint was written before Ctrl-C
+            (out / "checkpoint.npz").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit, "fit", interrupt)
+    monkeypatch.setattr(sweep, "run_sweep", interrupt)
+    for command, space in [("train", []), ("sweep", ["--learning-rate", "1e-3", "1e-2"])]:
+        out = tmp_path / command
+        argv = [command, *SMALL_DIGITS, *space, "--out", str(out), "--quiet"]
+        again = f"fc-jax {command} {' '.join(SMALL_DIGITS + space)} --quiet --out {out}"
+        want = [f"interrupted before any checkpoint was written: nothing was saved; start again "
+                f"with: {again}"]  # fmt: skip
+        assert cli.main(argv) == 130
+        assert capsys.readouterr().err.splitlines() == want
+        assert _files(out) == set()
+        assert cli.main(shlex.split(again)[1:]) == 130  # the command is accepted as it is
+        assert capsys.readouterr().err.splitlines() == want
+        checkpointed[:] = [out]
+        assert cli.main(argv) == 130
+        assert capsys.readouterr().err.splitlines() == [
+            f"interrupted; continue with: fc-jax {command} --resume {out}"
+        ]
+        checkpointed.clear()
+
+
+def test_divergence_prints_a_command_that_starts_again_lower(tmp_path, capsys, monkeypatch):
+    from fc_jax.runs import fit, loop
+
+    def diverge(*args, **kwargs):
+        raise loop.DivergedError(5, 1, 25)
+
+    monkeypatch.setattr(fit, "fit", diverge)
+    out = tmp_path / "run"
+    code, _, err = _train(capsys, *SMALL_DIGITS, "--learning-rate", "1e-3", "--hidden-dims", 9,
+                          "--epochs", 7, "--out", out, "--quiet")  # fmt: skip
+    assert code == 3
+    (line,) = err.splitlines()
+    assert line.startswith("error: training diverged") and "lower the learning rate" in line
+    start = "Start again with a 10x lower learning rate: "
+    assert start in line
+    s, new_out = _prepared(line.split(start)[1])
+    assert new_out == tmp_path / "run-lr0.0001" and s["learning_rate"] == pytest.approx(1e-4)
+    want = settings.settings("digits", dict(learning_rate=1e-4, hidden_dims=[9], epochs=7,
+                                            num_training=300, num_validation=100, num_test=100))  # fmt: skip
+    assert s == {**want, "learning_rate": s["learning_rate"]}
+
+
+def test_resume_with_another_learning_rate_prints_the_new_run_command(
+    tmp_path, capsys, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from fc_jax.storage import checkpoint
+
+    saved = {**settings.settings("digits", {"learning_rate": 1e6, "hidden_dims": [32]}),
+             "data_dir": None}  # fmt: skip
+    monkeypatch.setattr(checkpoint, "load_run", lambda out: (SimpleNamespace(epoch=4),
+                                                             {"settings": saved}))  # fmt: skip
+    run = tmp_path / "div"
+    run.mkdir()
+    code, lines, err = _train(capsys, "--resume", run, "--learning-rate", "1e-2")
+    assert code == 2 and not lines
+    (line,) = err.splitlines()
+    assert line.startswith(
+        "error: conflicts with the checkpoint: --learning-rate 0.01 (checkpoint: 1000000.0); omit "
+        "them to continue this run, or start a new one with them: fc-jax train --dataset digits "
+    )
+    s, out = _prepared(line.split("start a new one with them: ")[1])
+    assert out == tmp_path / "div-lr0.01"
+    assert s == {**{k: v for k, v in saved.items() if k != "data_dir"}, "learning_rate": 1e-2}

@@ -193,7 +193,7 @@ def _long_name(tmp_path):
         (["--hidden-dims", "100,100"], "separate the widths with spaces, e.g. --hidden-dims 100 100"),
         (["--keep-prob", "0"], "keep_prob"),
         (["--epochs", "two"], "expected an integer >= 1, got 'two'"),
-        (["--lerning-rate", "1"], "unrecognized arguments: --lerning-rate"),
+        (["--lerning-rate", "1"], "unknown flag --lerning-rate; did you mean --learning-rate?"),
     ],
 )  # fmt: skip
 def test_bad_train_input_is_one_line_and_creates_nothing(tmp_path, capsys, argv, message):

@@ -110,3 +110,63 @@ def test_config_is_stored_field_by_field(tmp_path):
     with np.load(tmp_path / "model.npz") as z:
         doc = json.loads(z["meta"].tobytes())
     assert doc["config"] == json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _trained_like(tmp_path, dataset):
+    """A model file as `fc-jax train` writes it (flat mean image, the settings in its meta)."""
+    dim = {"cifar10": 3072, "digits": 64}[dataset]
+    config = models.NetConfig((8,), input_dim=dim, num_classes=10)
+    params = models.init_params(jax.random.key(3), config, 0.05)
+    scale = {"cifar10": 1.0, "digits": 1 / 16}[dataset]
+    top = {"cifar10": 255, "digits": 16}[dataset]  # raw pixels are 0..top
+    mean = np.random.default_rng(4).uniform(0, top, dim) * scale
+    save_model(tmp_path, config, params, None, mean, meta={"settings": {"dataset": dataset}},
+               pixel_scale=scale)  # fmt: skip
+    return load_model(tmp_path)
+
+
+def test_cifar10_images_channels_first_last_or_flat(tmp_path):
+    model = _trained_like(tmp_path, "cifar10")
+    chw = np.random.default_rng(5).integers(0, 256, (30, 3, 32, 32), dtype=np.uint8)
+    want = predict_raw(model, chw)
+    assert len(set(want.tolist())) > 1
+    hwc = chw.transpose(0, 2, 3, 1)  # as PIL / matplotlib / most image files hold them
+    np.testing.assert_array_equal(predict_raw(model, hwc), want)
+    np.testing.assert_array_equal(predict_raw(model, chw.reshape(30, -1)), want)
+    np.testing.assert_array_equal(predict_raw(model, chw.astype(np.float32)), want)
+    # the layout matters: the same numbers read as channels-first rows classify differently
+    assert not np.array_equal(predict_raw(model, hwc.reshape(30, -1)), want)
+    with pytest.raises(ValueError, match=r"^X must be raw images of shape \(N, 3, 32, 32\) "
+                       r"channels-first, \(N, 32, 32, 3\) channels-last or \(N, 3072\) flat; got "
+                       r"uint8\[30, 32, 96\]$"):  # fmt: skip
+        predict_raw(model, chw.reshape(30, 32, 96))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda x: x / 255.0, r"^X looks scaled to \[0, 1\] \(values in \[0, 1\]\); pass raw pixel "
+         r"values 0\.\.255 as stored \(multiply by 255\)$"),
+        (lambda x: x.astype(np.float32) / 255, "multiply by 255"),
+        (lambda x: (x - 127.5) / 127.5, r"values in \[-1, 1\]: not raw pixels 0\.\.255"),
+        (lambda x: x * 2.0, r"values in \[0, 510\]: not raw pixels 0\.\.255"),
+        (lambda x: np.where(x == 255, np.nan, x), r"^X holds \d+ NaN and 0 inf values"),
+    ],
+)  # fmt: skip
+def test_values_that_are_not_raw_pixels_are_refused(tmp_path, make, match):
+    model = _trained_like(tmp_path, "cifar10")
+    x = np.random.default_rng(6).integers(0, 256, (10, 32, 32, 3)).astype(np.float64)
+    x.flat[0], x.flat[1] = 0, 255
+    with pytest.raises(ValueError, match=match):
+        predict_raw(model, make(x))
+
+
+def test_digits_images_in_every_layout_and_values_0_to_16(tmp_path):
+    model = _trained_like(tmp_path, "digits")
+    x = np.random.default_rng(7).integers(0, 17, (40, 8, 8))  # sklearn's digits.images layout
+    want = predict_raw(model, x)
+    assert len(set(want.tolist())) > 1
+    for shaped in (x[:, None], x[..., None], x.reshape(40, 64)):
+        np.testing.assert_array_equal(predict_raw(model, shaped), want)
+    with pytest.raises(ValueError, match=r"multiply by 16"):
+        predict_raw(model, x / 16.0)

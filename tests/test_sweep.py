@@ -429,11 +429,21 @@ def test_cli_rejects_bad_spaces_before_compiling(no_compile, tmp_path, capsys):
         ([], "nothing to sweep"),
         (["--learning-rate-range", "1e-4", "1e-2"], "--random"),
         (["--random", "3", "--learning-rate-range", "1e-2", "1e-4"], "lo <= hi"),
+        (
+            ["--learning-rate", "1e-3", "1e-2", "--schedule", "halving", "--eta", "1"],
+            "argument --eta: expected an integer >= 2",
+        ),
     ]
     for extra, match in cases:
         assert cli.main(base + extra) == 2, extra
         assert match in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_retrain_best_help_says_it_trains_from_scratch():
+    (p,) = [a for a in cli.build_parser()._subparsers._group_actions[0].choices["sweep"]._actions
+            if a.dest == "retrain_best"]  # fmt: skip
+    assert "from scratch for EPOCHS epochs" in p.help and "more" not in p.help
 
 
 def test_cli_random_and_spec_spaces(tmp_path):
@@ -455,6 +465,30 @@ def test_cli_random_and_spec_spaces(tmp_path):
         sweep_cli._trials(parse("--spec", str(tmp_path / "s.json")), s)
     with pytest.raises(ValueError, match="--spec"):
         sweep_cli._trials(parse("--spec", str(tmp_path / "s.json"), "--reg", "0.1"), s)
+
+
+def test_probability_ranges_are_uniform_scales_log_uniform():
+    """One table decides; `--keep-prob-range 0.5 1` is uniform, not crowded near 0.5."""
+    assert set(space.RANGE_SAMPLING) == set(HParams._fields)
+    for name in ("keep_prob", "lr_decay", "momentum", "decay_rate", "beta1", "beta2"):
+        assert space.RANGE_SAMPLING[name] == "uniform", name
+    for name in ("learning_rate", "weight_scale", "reg", "epsilon"):
+        assert space.RANGE_SAMPLING[name] == "log-uniform", name
+    parse = lambda *a: cli.build_parser().parse_args(["sweep", "--dataset", "digits", *a])
+    s = {**settings.DEFAULTS["digits"], "dataset": "digits"}
+    flags_ = ("--random", "400", "--random-seed", "5", "--learning-rate-range", "1e-4", "1e-2")
+    trials = sweep_cli._trials(parse(*flags_, "--keep-prob-range", "0.5", "1", "--beta1-range",
+                                     "0.8", "0.99"), s)  # fmt: skip
+    want = space.random(400, {"learning_rate": space.log_uniform(1e-4, 1e-2),
+                              "keep_prob": space.uniform(0.5, 1), "beta1": space.uniform(0.8, 0.99)},
+                        seed=5)  # fmt: skip
+    assert [{k: t[k] for k in w} for t, w in zip(trials, want, strict=True)] == want
+    keep = np.array([t["keep_prob"] for t in trials])
+    assert 0.4 < np.mean(keep < 0.75) < 0.6  # log-uniform would put 58% below the midpoint
+    helps = {a.dest: a.help for a in cli.build_parser()._subparsers._group_actions[0]
+             .choices["sweep"]._actions}  # fmt: skip
+    assert "keep_prob uniform in [LO, HI]" in helps["keep_prob_range"]
+    assert "learning_rate log-uniform in [LO, HI]" in helps["learning_rate_range"]
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ Contract: `main(argv=None) -> int` parses `argv`, runs one subcommand and return
   3    training diverged (the last good checkpoint is kept)
   4    a file could not be written (disk full, file too large, no permission: the file and the
        cause named; the previous checkpoint is intact)
-  130  interrupted (Ctrl-C); a run or sweep says how to `--resume` it
+  130  interrupted (Ctrl-C); a run or sweep says how to `--resume` it, or, before its first
+       checkpoint, that nothing was saved and the command that starts it again
 
 Subcommands, one module each: `train` (`fc_jax.cli.train`), `sweep` (`fc_jax.cli.sweep`), `eval`
 (`fc_jax.cli.evaluate`), `gradcheck` (`fc_jax.cli.gradcheck`); the flags they share are defined
@@ -26,9 +27,11 @@ __all__ = ["main", "console", "build_parser"]
 
 def build_parser():
     """The `fc-jax` parser; each subcommand sets `func(args) -> exit code`."""
+    from fc_jax import __version__
     from fc_jax.cli import evaluate, flags, gradcheck, sweep, train
 
     p = flags.Parser(prog="fc-jax", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"fc-jax {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=flags.Parser)
     for module in (train, sweep, evaluate, gradcheck):
         module.add_parser(sub)
@@ -94,6 +97,7 @@ def main(argv=None) -> int:
         except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        args.argv = argv  # for the command lines a subcommand prints (e.g. after Ctrl-C)
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -4,9 +4,11 @@ Contract: `fc-jax eval PATH` loads the model of a run folder (`PATH/model.npz`, 
 `fc-jax train` and by a sweep's `--retrain-best` into `OUT/retrain`) or a model file (a sweep's
 `OUT/models/trial-<k>.npz`) with `fc_jax.storage.model.load_model`, and prints the test accuracy of the
 dataset it was trained on (same split, same preprocessing) as ONE JSON line. With
-`--inputs FILE.npy` (raw images as stored: CIFAR-10 pixels 0..255, shape (N, 3, 32, 32) or
-(N, 3072)) it applies the saved preprocessing (the training mean image) and prints the predicted
-classes, or saves them to `--output FILE.npy` (written atomically).
+`--inputs FILE.npy` (raw images as stored: CIFAR-10 pixels 0..255, shape (N, 3, 32, 32)
+channels-first, (N, 32, 32, 3) channels-last or (N, 3072); digits 0..16, (N, 8, 8) or (N, 64)) it
+applies the saved preprocessing (the training mean image) and prints the predicted classes, or
+saves them to `--output FILE.npy` (written atomically). Images scaled to [0, 1] are refused (they
+would all land in one class): multiply them by 255 (digits: 16) first.
 """
 
 import io
@@ -23,8 +25,12 @@ def add_parser(sub) -> None:
     e = sub.add_parser("eval", help="test accuracy or predictions of a trained model",
                        description=__doc__.split("\n\n")[0])  # fmt: skip
     e.add_argument("path", metavar="PATH", help="a run folder (with model.npz) or a model .npz")
-    e.add_argument("--inputs", metavar="FILE.npy", help="raw images to classify (default: none; "
-                   "report the test accuracy)")  # fmt: skip
+    e.add_argument("--inputs", metavar="FILE.npy",
+                   help="raw images to classify, as stored: CIFAR-10 (N, 3, 32, 32) channels-first, "
+                        "(N, 32, 32, 3) channels-last or (N, 3072), pixel values 0..255 (not "
+                        "scaled to [0, 1]: multiply such images by 255); digits (N, 1, 8, 8), "
+                        "(N, 8, 8) or (N, 64), values 0..16 (default: none; report the test "
+                        "accuracy)")  # fmt: skip
     e.add_argument("--output", metavar="FILE.npy",
                    help="save the predictions here instead of printing them (default: print)")  # fmt: skip
     e.add_argument("--data-dir", help="CIFAR-10 folder (default: the one the model was trained on)")
@@ -62,7 +68,10 @@ def run(args) -> int:
     model = load_model(path)
     if args.inputs is not None:
         X = _load_inputs(args.inputs)
-        pred = predict_raw(model, X)
+        try:
+            pred = predict_raw(model, X)
+        except ValueError as exc:
+            raise ValueError(f"--inputs {args.inputs}: {exc}") from None
         if args.output is not None:
             from fc_jax.storage.files import atomic_write_bytes
 

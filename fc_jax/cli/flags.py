@@ -1,17 +1,22 @@
 """Flags shared by the subcommands, each defined once, and the checks on output folders.
 
 Contract: `Parser` is an `argparse.ArgumentParser` whose usage errors raise `UsageError` (one
-line, exit 2 in `fc_jax.cli.main`) instead of printing usage and exiting. `add_data`, `add_net`,
+line, exit 2 in `fc_jax.cli.main`) instead of printing usage and exiting; it takes no abbreviated
+flags (`--lr` is not `--lr-decay`), and an unknown flag names the closest real one (or the one a
+common alias means: `--lr`, `--dropout`). `add_data`, `add_net`,
 `add_hparams`, `add_schedule` and `add_output` add a group of flags whose help shows its default
 (per dataset where the recipes differ, from `fc_jax.settings.DEFAULTS`); they default to None so
-the recipe (or, with `--resume`, the checkpoint) fills them. `check_out_dir(path, flag)` refuses an
-output folder that cannot be one (an existing file, under a file, a name too long) without creating
+the recipe (or, with `--resume`, the checkpoint) fills them. `check_out_dir(path, flag, data_dir)`
+refuses an output folder that cannot be one (an existing file, under a file, a name too long, the
+data folder or inside it, a folder of other files that is not an fc-jax run) without creating
 anything; `resume_dir(path)` accepts the run folder or its checkpoint file. `progress_bar` draws a
 one-line bar on stderr.
 """
 
 import argparse
+import difflib
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -29,7 +34,10 @@ __all__ = [
     "add_output",
     "given",
     "check_out_dir",
+    "RUN_FILES",
     "resume_dir",
+    "train_command",
+    "interrupted",
     "progress_bar",
     "positive_int",
     "seed",
@@ -40,9 +48,79 @@ class UsageError(ValueError):
     """A command-line mistake (unknown flag, bad value): one line, exit code 2."""
 
 
+# Names users reach for that are not ours: flag -> (ours, a note on the difference).
+_ALIASES = {
+    "--lr": ("--learning-rate", ""),
+    "--lr-range": ("--learning-rate-range", ""),
+    "--dropout": ("--keep-prob", "--keep-prob is the KEEP probability = 1 - dropout rate"),
+    "--dropout-range": ("--keep-prob-range", "a range of KEEP probabilities = 1 - dropout rate"),
+    "--l2": ("--reg", ""),
+    "--num-epochs": ("--epochs", ""),
+}
+
+
 class Parser(argparse.ArgumentParser):
+    """No prefix matching (`--lr` is never taken as `--lr-decay`); an unknown flag names the
+    closest real one."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # subparsers are built by this class too
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # argparse would print the usage and exit
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self._subparser(namespace)
+            parser.error(parser._unknown(extras))
+        return namespace
+
+    def _subparser(self, namespace) -> "Parser":
+        """The subcommand's parser that read the arguments (itself when there is none)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(getattr(namespace, action.dest, None))
+                if isinstance(chosen, Parser):
+                    return chosen._subparser(namespace)
+        return self
+
+    def _unknown(self, extras: list[str]) -> str:
+        """'unknown flag --lr; did you mean --learning-rate?' for the first unknown flag."""
+        flag = next((a for a in extras if a.startswith("--") or a[:1] == "-" and a[1:2].isalpha()),
+                    None)  # fmt: skip
+        if flag is None:
+            return f"unrecognized arguments: {' '.join(extras)}"
+        name = flag.split("=", 1)[0]
+        options = [o for o in self._option_string_actions if o.startswith("--")]
+        alias, note = _ALIASES.get(name, (None, ""))
+        if alias not in options:  # a flag it abbreviates, else the closest spelling
+            longer = [o for o in options if o.startswith(name)]
+            close = difflib.get_close_matches(name, longer or options, n=1, cutoff=0.6)
+            alias, note = (close[0], "") if close else (None, "")
+        if alias is None:
+            return f"unknown flag {name}"
+        if alias.startswith("--keep-prob") and name.startswith("--dropout"):
+            note += _as_keep_prob(flag, extras[extras.index(flag) + 1 :])
+        return f"unknown flag {name}; did you mean {alias}?" + (f" ({note})" if note else "")
+
+
+def _as_keep_prob(flag: str, rest: list[str]) -> str:
+    """': --dropout 0.25 is --keep-prob 0.75' for the dropout rates given after `flag`."""
+    values = [flag.split("=", 1)[1]] if "=" in flag else rest
+    rates = []
+    for v in values:
+        try:
+            rates.append(float(v))
+        except ValueError:
+            break
+    if not rates or not all(0 <= r < 1 for r in rates):
+        return ""
+    name = flag.split("=", 1)[0]
+    keeps = [1 - r for r in rates]
+    keep = " ".join(f"{k:.6g}" for k in (keeps[::-1] if name.endswith("-range") else keeps))
+    return f": {name} {' '.join(f'{r:g}' for r in rates)} is {name.replace('dropout', 'keep-prob')} {keep}"
 
 
 def _default(key: str) -> str:
@@ -142,8 +220,19 @@ def given(args, names) -> dict:
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
-def check_out_dir(path, flag: str = "--out") -> Path:
-    """`path` as an output folder, refused with a ValueError if it cannot be one; creates nothing."""
+# What fc-jax writes into a run or sweep folder: a folder holding one of these is an fc-jax run.
+RUN_FILES = ("checkpoint.npz", "model.npz", "history.json", "history.csv", "curves.png",
+             "best_params.npz", "results.json", "results.csv", "sweep.png", "models", "retrain")  # fmt: skip
+
+
+def check_out_dir(path, flag: str = "--out", data_dir=None) -> Path:
+    """`path` as an output folder, refused with a ValueError if it cannot be one; creates nothing.
+
+    Refused: an existing file or a path under one, a name too long, a folder without write
+    permission, the data folder (`data_dir`, `$FC_JAX_DATA_DIR`) or a folder inside it, and an
+    existing folder that holds files but none that fc-jax writes (`RUN_FILES`; the folder lock and
+    leftover temporary files do not count).
+    """
     out = Path(path).expanduser()
     for part in out.parts:
         if len(os.fsencode(part)) > 255:
@@ -163,7 +252,42 @@ def check_out_dir(path, flag: str = "--out") -> Path:
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise ValueError(f"{flag} {out}: cannot create it in {parent} (permission denied)")
             break
+    _check_not_data(out, flag, data_dir)
+    _check_foreign(out, flag)
     return out
+
+
+def _check_not_data(out: Path, flag: str, data_dir) -> None:
+    real = out.resolve()
+    for folder, source in ((data_dir, "--data-dir"), (os.environ.get("FC_JAX_DATA_DIR"), "$FC_JAX_DATA_DIR")):  # fmt: skip
+        if not folder:
+            continue
+        data = Path(folder).expanduser().resolve()
+        if real == data or data in real.parents:
+            where = "is the data folder" if real == data else f"lies inside the data folder {data}"
+            raise ValueError(f"{flag} {out} {where} ({source}), which fc-jax never writes to; "
+                             f"give an output folder elsewhere")  # fmt: skip
+
+
+def _check_foreign(out: Path, flag: str) -> None:
+    from fc_jax.storage.files import LOCK_NAME
+
+    try:
+        if not out.is_dir():
+            return
+        entries = sorted(
+            e.name + ("/" if e.is_dir() else "")
+            for e in out.iterdir()
+            if e.name != LOCK_NAME and not (e.name.startswith(".") and e.name.endswith(".tmp"))
+        )
+    except OSError as exc:
+        raise ValueError(f"{flag} {out}: {exc.strerror}") from None
+    if entries and not {e.rstrip("/") for e in entries} & set(RUN_FILES):
+        shown = ", ".join(entries[:4]) + (
+            f" and {len(entries) - 4} more" if len(entries) > 4 else ""
+        )
+        raise ValueError(f"{flag} {out} holds other files ({shown}) and is not an fc-jax run; give "
+                         f"a new or empty folder, e.g. {flag} {out / 'run'}")  # fmt: skip
 
 
 def resume_dir(path) -> Path:
@@ -176,6 +300,40 @@ def resume_dir(path) -> Path:
     if not p.exists():
         raise ValueError(f"--resume {p}: no such folder (no checkpoint at {p / 'checkpoint.npz'})")
     return p
+
+
+def train_command(s: dict, out) -> str:
+    """The `fc-jax train` command line that starts a run with settings `s` into `out` (the flags
+    that differ from the dataset's recipe, and the data folder)."""
+    recipe = DEFAULTS[s["dataset"]]
+    words = ["fc-jax", "train", "--dataset", s["dataset"]]
+    for k, v in s.items():
+        if (
+            k not in recipe
+            or v is None
+            or v == recipe[k]
+            or (isinstance(v, list | tuple) and list(v) == list(recipe[k] or []))
+        ):
+            continue
+        values = v if isinstance(v, list | tuple) else [v]
+        words += [f"--{k.replace('_', '-')}", *(repr(x) if isinstance(x, float) else str(x)
+                                                 for x in values)]  # fmt: skip
+    if s["dataset"] == "cifar10" and s.get("data_dir"):
+        words += ["--data-dir", str(s["data_dir"])]
+    return shlex.join([*words, "--out", str(out)])
+
+
+def interrupted(command: str, out: Path, argv) -> str:
+    """The line after Ctrl-C: how to resume when a checkpoint exists, else how to start again."""
+    if (out / "checkpoint.npz").exists():
+        return f"interrupted; continue with: fc-jax {command} --resume {shlex.quote(str(out))}"
+    words, skip = [], False
+    for a in argv or [command]:  # the same command line, with --out naming the folder now made
+        if not skip and a != "--out" and not a.startswith("--out="):
+            words.append(a)
+        skip = a == "--out"
+    again = shlex.join(["fc-jax", *words, "--out", str(out)])
+    return f"interrupted before any checkpoint was written: nothing was saved; start again with: {again}"
 
 
 def progress_bar(enabled: bool, epochs: int):

@@ -1,8 +1,10 @@
 """`fc-jax sweep`: many configurations of one net on the run loop; resumable; successive halving.
 
 Contract: the space comes from grid lists (`--learning-rate 1e-4 3e-4 --weight-scale 1e-2 5e-2`,
-one flag per `HParams` field plus `--seeds`), from `--random N` with log-uniform ranges
-(`--learning-rate-range 1e-4 1e-2`; list flags then become uniform choices), or from `--spec FILE`
+one flag per `HParams` field plus `--seeds`), from `--random N` with ranges
+(`--learning-rate-range 1e-4 1e-2`: log-uniform for learning rates, weight scales, L2 and epsilon,
+uniform for probabilities and decay factors, as `fc_jax.runs.space.RANGE_SAMPLING` says; list
+flags then become uniform choices), or from `--spec FILE`
 (see `fc_jax.runs.space.from_spec`); unswept hyperparameters take the dataset's recipe
 (`fc_jax.settings.DEFAULTS`). The net has dropout layers when any trial keeps less than 1
 (`--keep-prob 1 0.5` mixes nets without and with dropout). Everything is checked before anything
@@ -11,12 +13,14 @@ at each rung. With `--out DIR`, a checkpoint of all lanes is written after every
 (`checkpoint.npz`, the format of `fc-jax train`) and `fc-jax sweep --resume DIR` continues a
 killed sweep to exactly the results of an uninterrupted one. At the end: the ranked table, ONE
 final JSON line, and in DIR `results.csv`, `results.json`, `sweep.png`, each trial's best params as
-`models/trial-<k>.npz` (`fc-jax eval` reads them); `--retrain-best EPOCHS` trains the winner with
-`fc-jax train`'s loop into `DIR/retrain/` and reports its test accuracy. Exit codes as `fc_jax.cli`
+`models/trial-<k>.npz` (`fc-jax eval` reads them); `--retrain-best EPOCHS` trains the winner again,
+from scratch, for EPOCHS epochs with `fc-jax train`'s loop into `DIR/retrain/` and reports its
+test accuracy. Exit codes as `fc_jax.cli`
 (3: every configuration diverged, or the retrained winner did). With several processes only
 process 0 prints and writes.
 """
 
+import argparse
 import datetime
 import json
 import sys
@@ -52,7 +56,8 @@ def add_parser(sub) -> None:
           help=f"{n} values, a grid axis (default: the recipe's value)")  # fmt: skip
         if n != "seed":
             a(f"--{_FLAG[n]}-range", type=float, nargs=2, metavar=("LO", "HI"),
-              help=f"with --random: {n} log-uniform in [LO, HI] (default: not random)")  # fmt: skip
+              help=f"with --random: {n} {space.RANGE_SAMPLING[n]} in [LO, HI] (default: not "
+                   "random)")  # fmt: skip
     a(
         "--random",
         type=flags.positive_int,
@@ -67,7 +72,12 @@ def add_parser(sub) -> None:
     )
     a("--schedule", choices=("full", "halving"), default="full",
       help="full: every configuration trains --epochs; halving: successive halving (default: full)")  # fmt: skip
-    a("--eta", type=flags.positive_int, default=3, help="halving: keep the best 1/eta (default: 3)")
+    a(
+        "--eta",
+        type=_eta,
+        default=3,
+        help="halving: keep the best 1/eta, an integer >= 2 (default: 3)",
+    )
     a("--min-epochs", type=flags.positive_int, default=1,
       help="halving: epochs of the first rung (default: 1)")  # fmt: skip
     a("--independent-batches", action="store_true",
@@ -75,11 +85,21 @@ def add_parser(sub) -> None:
     a("--max-lanes", type=flags.positive_int,
       help="most configurations trained at once (default: all on a GPU, one per device on CPUs)")  # fmt: skip
     a("--retrain-best", type=flags.positive_int, metavar="EPOCHS",
-      help="train the winner for EPOCHS more into OUT/retrain (default: no)")  # fmt: skip
+      help="after the sweep, train the winner again from scratch for EPOCHS epochs into "
+           "OUT/retrain and report its test accuracy (default: no)")  # fmt: skip
     a("--top", type=flags.positive_int, default=20, help="rows of the printed table (default: 20)")
     a("--resume", metavar="DIR", help="continue the sweep saved in DIR (default: a new sweep)")
     flags.add_output(p, "runs/sweep-<dataset>-<timestamp>")
     p.set_defaults(func=run)
+
+
+def _eta(s: str) -> int:
+    v = flags.positive_int(s)
+    if v < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 2 (halving keeps the best 1/eta), got {s}"
+        )
+    return v
 
 
 def _trials(args, s: dict) -> list[dict]:
@@ -101,7 +121,7 @@ def _trials(args, s: dict) -> list[dict]:
         both = sorted(set(lists) & set(ranges))
         if both:
             raise ValueError(f"give either a list or a range for {both}, not both")
-        dists = {n: space.log_uniform(*r) for n, r in ranges.items()}
+        dists = {n: space.range_distribution(n, *r) for n, r in ranges.items()}
         dists.update({n: space.choice(v) for n, v in lists.items()})
         trials = space.random(args.random, dists, args.random_seed)
     else:
@@ -125,7 +145,9 @@ def _prepare(args):
         trials = _trials(args, s)
         opts = {k: getattr(args, k) for k in _RUN}
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
-        out = flags.check_out_dir(args.out or f"runs/sweep-{s['dataset']}-{stamp}")
+        out = flags.check_out_dir(
+            args.out or f"runs/sweep-{s['dataset']}-{stamp}", data_dir=args.data_dir
+        )
         if (out / "checkpoint.npz").exists():
             raise ValueError(
                 f"{out} holds a checkpoint already: use --resume {out} or another --out"
@@ -179,7 +201,7 @@ def run(args) -> int:
         return _sweep(args, s, config, data, trials, opts, out, lanes, new_meta, lead, say, note)
     except KeyboardInterrupt:
         if lead:
-            print(f"interrupted; continue with: fc-jax sweep --resume {out}", file=sys.stderr)
+            print(flags.interrupted("sweep", out, getattr(args, "argv", None)), file=sys.stderr)
         return 130
     finally:
         if lock is not None:

@@ -3,9 +3,10 @@
 Contract: flags -> `fc_jax.settings.settings` (or, with `--resume DIR`, the checkpoint's settings
 merged with the flags) -> every check (settings, output folder, data) before anything is created ->
 lock the output folder -> `fc_jax.runs.fit.fit` with `checkpoint.save_run` after every epoch -> the
-outputs, each written atomically: `history.json`, `curves.png`, `best_params.npz` (the cs231n keys)
-and `model.npz` (what `fc-jax eval` and `fc_jax.storage.model.load_model` read), then the test accuracy
-of the best params and ONE final JSON line on stdout. One line per epoch on stdout, a progress bar
+outputs, each written atomically: `history.json`, `history.csv` (one row per epoch), `curves.png`,
+`best_params.npz` (the cs231n keys) and `model.npz` (what `fc-jax eval` and
+`fc_jax.storage.model.load_model` read), then the test accuracy of the best params and ONE final
+JSON line on stdout. One line per epoch on stdout, a progress bar
 on stderr (TTY only). `--backend numpy` trains the same net with the numpy reference `Solver`.
 """
 
@@ -56,7 +57,9 @@ def _prepare(args):
         if args.backend == "numpy" and s["precision"] != "float32":
             raise ValueError("--precision bf16 needs --backend jax (the numpy reference is float)")
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
-        out = flags.check_out_dir(args.out or f"runs/{s['dataset']}-{stamp}")
+        out = flags.check_out_dir(
+            args.out or f"runs/{s['dataset']}-{stamp}", data_dir=args.data_dir
+        )
         if (out / "checkpoint.npz").exists():
             raise ValueError(
                 f"{out} holds a checkpoint already: use --resume {out} or another --out"
@@ -72,7 +75,17 @@ def _prepare(args):
     run, meta = load_run(out)
     if "settings" not in meta:
         raise ValueError(f"{out}/checkpoint.npz was not written by fc-jax train; it cannot resume")
-    s = settings.merge_resume(meta["settings"], {k: v for k, v in given.items() if k != "data_dir"})
+    given = {k: v for k, v in given.items() if k != "data_dir"}
+    try:
+        s = settings.merge_resume(meta["settings"], given)
+    except ValueError as exc:  # a run continues as saved; other settings make a new run
+        new = settings.settings(meta["settings"]["dataset"], {**meta["settings"], **given})
+        if args.data_dir is not None:
+            new["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
+        lr = new["learning_rate"]
+        name = f"{out}-lr{lr:g}" if lr != meta["settings"]["learning_rate"] else f"{out}-new"
+        raise ValueError(f"{exc} to continue this run, or start a new one with them: "
+                         f"{flags.train_command(new, name)}") from None  # fmt: skip
     if s["epochs"] < run.epoch:
         raise ValueError(f"the run in {out} has trained {run.epoch} epochs already; --epochs "
                          f"{s['epochs']} is below that (give a larger number to train on)")  # fmt: skip
@@ -109,16 +122,13 @@ def run(args) -> int:
             print(json.dumps(line), flush=True)
             return 0
         except KeyboardInterrupt:
-            hint = (
-                "" if args.backend == "numpy" else f"; continue with: fc-jax train --resume {out}"
-            )
-            print(f"interrupted{hint}", file=sys.stderr)
+            print(flags.interrupted("train", out, getattr(args, "argv", None)), file=sys.stderr)
             return 130
 
 
 def _finish(s, out, res, data) -> dict:
     """Write the run's outputs into `out` (each atomically); returns the final JSON line's dict."""
-    from fc_jax.report.curves import plot_history
+    from fc_jax.report.curves import plot_history, write_history_csv
     from fc_jax.storage.checkpoint import export_params
     from fc_jax.storage.files import atomic_write_text
     from fc_jax.storage.model import save_model
@@ -130,7 +140,8 @@ def _finish(s, out, res, data) -> dict:
                pixel_scale=DATASETS[s["dataset"]].pixel_scale)  # fmt: skip
     summary = dict(settings=s, best_val_acc=best_val, test_acc=test_acc, history=h)
     atomic_write_text(out / "history.json", json.dumps(summary, indent=1))
-    plot_history(h, out / "curves.png", title=f"{s['dataset']} {s['hidden_dims']}", settings=s)
+    write_history_csv(h, out / "history.csv")
+    plot_history(h, out / "curves.png", settings=s, test_acc=test_acc)
     return dict(
         dataset=s["dataset"],
         test_acc=test_acc,
@@ -182,7 +193,10 @@ def _train_jax(config, s, data, run, meta, out, fingerprint, data_dir, quiet):
                           progress=progress if show_bar else None, log=log, **fit_args)  # fmt: skip
         except loop.DivergedError as exc:
             clear()
-            print(f"error: {exc}", file=sys.stderr)
+            lower = {**s, "learning_rate": s["learning_rate"] / 10}
+            again = flags.train_command(lower, f"{out}-lr{lower['learning_rate']:g}")
+            print(f"error: {exc} Start again with a 10x lower learning rate: {again}",
+                  file=sys.stderr)  # fmt: skip
             return 3
         except BaseException:
             clear()
@@ -231,6 +245,7 @@ def _train_numpy(config, s, data) -> dict:
         "train_acc": [float(v) for v in solver.train_acc_history[-n:]],
         "val_acc": [float(v) for v in solver.val_acc_history[-n:]],
         "epoch_seconds": [seconds / n] * n,
+        "lr": [s["learning_rate"] * s["lr_decay"] ** e for e in range(n)],  # decayed per epoch
     }
     stats = {f"{k}{i}": bn[k] for i, bn in enumerate(model.bn_params, 1) for k in bn
              if k in ("running_mean", "running_var")}  # fmt: skip

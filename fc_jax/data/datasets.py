@@ -5,8 +5,9 @@ python-pickle batches with a restricted unpickler (numpy array globals only) and
 file (the official files also against their official md5, see ``fc_jax.data.cifar10``), raising
 ``DataError`` that names the file, the fault and the fix. ``get_dataset(name)`` returns the
 cs231n split dict (``X_train, y_train, X_val, y_val, X_test, y_test, mean_image``);
-``DATASETS[name]`` is the table row: default sizes, ``input_dim`` and ``pixel_scale`` (the factor
-applied to raw pixels before ``mean_image`` is subtracted).
+``DATASETS[name]`` is the table row: default sizes, ``input_dim``, ``pixel_scale`` (the factor
+applied to raw pixels before ``mean_image`` is subtracted), ``image_shape`` (one raw image,
+channels-first) and ``pixel_max`` (its largest raw value).
 ``check_finite`` and ``check_labels`` are the input guards the trainers use. Locating, reading
 one file, downloading CIFAR-10 and ``provenance`` live in ``fc_jax.data.download`` (re-exported here).
 """
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 
-# name -> (default num_training, num_validation, num_test, train+val pool size, test pool size)
 class Dataset(NamedTuple):
     """One row of the table of datasets."""
 
@@ -46,12 +46,14 @@ class Dataset(NamedTuple):
     test_pool: int  # test examples available
     input_dim: int  # flattened example size
     pixel_scale: float  # raw pixels -> the scale get_dataset returns (before mean subtraction)
+    image_shape: tuple[int, ...]  # one raw image, channels-first as get_dataset reads it
+    pixel_max: int  # the largest raw pixel value
 
 
 # THE table of datasets: adding one is a row here and its loader in `get_dataset`.
 DATASETS: dict[str, Dataset] = {
-    "cifar10": Dataset(49000, 1000, 1000, 50000, 10000, input_dim=3 * 32 * 32, pixel_scale=1.0),
-    "digits": Dataset(1197, 300, 300, 1497, 300, input_dim=8 * 8, pixel_scale=1.0 / 16.0),
+    "cifar10": Dataset(49000, 1000, 1000, 50000, 10000, 3 * 32 * 32, 1.0, (3, 32, 32), 255),
+    "digits": Dataset(1197, 300, 300, 1497, 300, 8 * 8, 1.0 / 16.0, (1, 8, 8), 16),
 }
 _DIGITS = Path(__file__).with_name("digits.npz")
 

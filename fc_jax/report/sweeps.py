@@ -164,17 +164,32 @@ def _panel(ax, cols: dict, acc: np.ndarray, xname: str, yname: str | None, norm,
 
 
 def _plot_rungs(ax, result, rungs) -> None:
-    """Validation accuracy per epoch of every trial; the halving rungs as vertical lines."""
-    for h in result.histories:
-        v = np.asarray(h["val_acc"], float)
+    """Validation accuracy per epoch of every trial; the halving rungs as vertical lines, each
+    labelled on a top axis with how many trials went on. The y-range fits the trials that went
+    past the first rung (the ones halving is about); the others are counted when below it."""
+    curves = [np.asarray(h["val_acc"], float) for h in result.histories]
+    for v in curves:
         if v.size:
             style = dict(lw=1.8, alpha=0.9) if len(v) == max(rungs) else dict(lw=0.8, alpha=0.5)
             ax.plot(np.arange(1, len(v) + 1), v, marker="o", markersize=2, **style)
+    epochs = np.asarray(result.epochs)
+    labels = []
     for r in rungs[:-1]:
         ax.axvline(r, color="k", ls="--", lw=0.8)
-        alive = int(np.sum(np.asarray(result.epochs) > r))
-        ax.text(r, 1.0, f" rung {r}: {alive} go on", va="top", fontsize=7,
-                transform=ax.get_xaxis_transform())  # fmt: skip
+        labels.append(f"{int(np.sum(epochs > r))} of {int(np.sum(epochs >= r))} go on")
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(list(rungs[:-1]), labels, fontsize=7, rotation=90)
+    top.tick_params(length=0)
+    on = [v[np.isfinite(v)] for v, e in zip(curves, epochs, strict=True) if e > rungs[0]]
+    on = np.concatenate(on) if on else np.zeros(0)
+    if on.size:
+        lo, hi = float(on.min()), float(on.max())
+        pad = max(0.01, 0.08 * (hi - lo))
+        ax.set_ylim(lo - pad, hi + pad)
+        hidden = sum(1 for v in curves if np.isfinite(v).any() and np.nanmax(v) < lo - pad)
+        if hidden:
+            ax.text(0.99, 0.02, f"{hidden} stopped trial(s) below {lo - pad:.2f} not shown",
+                    ha="right", va="bottom", fontsize=7, transform=ax.transAxes)  # fmt: skip
     ax.set_xlabel("epoch")
     ax.set_ylabel("val acc")
     ax.set_title(f"successive halving: {len(result.trials)} trials, rungs at {list(rungs)} epochs "
@@ -207,11 +222,11 @@ def plot_sweep(result, path: os.PathLike | str, names: list[str] | None = None) 
     side = 1 if n <= 2 else n - 1
     size = (6.5, 5) if side == 1 else (3.2 * side + 1.2, 3 * side + 0.6)
     rungs = tuple(getattr(result, "rungs", ()) or ())
-    fig = Figure(figsize=(size[0], size[1] + (3.2 if rungs else 0)), layout="constrained")
+    fig = Figure(figsize=(size[0], size[1] + (3.8 if rungs else 0)), layout="constrained")
     FigureCanvasAgg(fig)
     top = fig
     if rungs:  # successive halving: each trial's validation curve, the rungs as dashed lines
-        top, bottom = fig.subfigures(2, 1, height_ratios=[size[1], 3.2])
+        top, bottom = fig.subfigures(2, 1, height_ratios=[size[1], 3.8])
         _plot_rungs(bottom.subplots(), result, rungs)
     axes = np.asarray(top.subplots(side, side, squeeze=False))
     if n <= 2:
@@ -224,8 +239,8 @@ def plot_sweep(result, path: os.PathLike | str, names: list[str] | None = None) 
                     continue
                 im = _panel(axes[r, c], cols, acc, names[c], names[r + 1], norm, n == 3)
     top.colorbar(im, ax=axes.ravel().tolist(), label="best val acc")
-    best = "every trial diverged" if not finite.size else f"best {hi:.4f}"
-    note = "" if n <= 2 else "; each panel: best over the other hyperparameters"
+    best = "every trial diverged" if not finite.size else f"best val acc {hi:.4f}"
+    note = "" if n <= 2 else "\neach panel: best over the other hyperparameters"
     top.suptitle(
         f"{K} trials, {result.update_rule}, hidden {list(result.config.hidden_dims)}: {best}{note}",
         fontsize=9,

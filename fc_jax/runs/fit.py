@@ -17,11 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fc_jax import models, train
-
-from fc_jax.runs import loop
-from fc_jax.runs.schedule import Schedule
 from fc_jax.hparams import HParams, make_hparams, validate_hparams
 from fc_jax.models import x64_scope
+from fc_jax.runs import loop
+from fc_jax.runs.schedule import Schedule
 
 __all__ = [
     "Run",

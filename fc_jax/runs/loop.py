@@ -34,11 +34,10 @@ import numpy as np
 from jax.sharding import Mesh
 
 from fc_jax import models, train
-
-from fc_jax.runs import placement
 from fc_jax.data.datasets import check_finite, check_labels
 from fc_jax.hparams import HParams
 from fc_jax.optim import get_optimizer
+from fc_jax.runs import placement
 from fc_jax.runs.schedule import (
     Schedule,
     check_schedule,

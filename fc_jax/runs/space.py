@@ -8,6 +8,7 @@ A search space is a list of trials:
   grid({"learning_rate": [1e-4, 1e-3], "reg": [0.0, 1e-3]})         # 4 trials (cartesian product)
   random(20, {"learning_rate": log_uniform(1e-4, 1e-2),
               "keep_prob": choice([0.5, 0.75])}, seed=0)             # 20 trials
+  range_distribution("keep_prob", 0.5, 1.0)  # uniform; log-uniform for learning_rate (RANGE_SAMPLING)
   load_spec("space.json")  # {"grid": {...}} or {"random": {"n": 20, "seed": 0, "params": {...}}}
 
 Every constructor checks its input on the host and raises ValueError (naming the hyperparameter and
@@ -26,7 +27,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from fc_jax.hparams import HParams, make_hparams, validate_hparams
+from fc_jax.hparams import HPARAMS, HParams, make_hparams, validate_hparams
 
 __all__ = [
     "SWEEPABLE",
@@ -38,6 +39,8 @@ __all__ = [
     "log_uniform",
     "uniform",
     "choice",
+    "RANGE_SAMPLING",
+    "range_distribution",
     "grid",
     "random",
     "from_spec",
@@ -114,6 +117,23 @@ def log_uniform(lo: float, hi: float) -> LogUniform:
 def uniform(lo: float, hi: float) -> Uniform:
     """A uniform distribution on [lo, hi]."""
     return Uniform(*_range(lo, hi, "uniform"))
+
+
+# How a range LO..HI of each hyperparameter is sampled (`range_distribution`, `fc-jax sweep
+# --NAME-range`), from the vocabulary's table (`fc_jax.hparams.HPARAMS[name].scale`): scales that
+# span decades log-uniformly, probabilities and fractions uniformly, so keep_prob in [0.5, 1] is
+# not drawn near 0.5 more often than near 1.
+RANGE_SAMPLING = {
+    name: "log-uniform" if row.scale == "log" else "uniform" for name, row in HPARAMS.items()
+}
+
+
+def range_distribution(name: str, lo: float, hi: float) -> LogUniform | Uniform:
+    """The distribution of hyperparameter `name` over [lo, hi], as `RANGE_SAMPLING` says."""
+    _check_name(name)
+    if name not in RANGE_SAMPLING:
+        raise ValueError(f"{name} cannot be drawn from a range; give a choice of values")
+    return (log_uniform if RANGE_SAMPLING[name] == "log-uniform" else uniform)(lo, hi)
 
 
 def choice(values) -> Choice:

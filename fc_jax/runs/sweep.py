@@ -22,14 +22,11 @@ import jax
 import numpy as np
 
 from fc_jax import models
-
 from fc_jax.hparams import check_integer
-from fc_jax.runs import loop
-
-from fc_jax.runs import space
-from fc_jax.runs.schedule import Halving, Schedule, rung_budgets
-from fc_jax.runs.loop import Lanes
 from fc_jax.models import x64_scope
+from fc_jax.runs import loop, space
+from fc_jax.runs.loop import Lanes
+from fc_jax.runs.schedule import Halving, Schedule, rung_budgets
 
 __all__ = ["SweepResult", "run_sweep", "lane_group_size", "result_of", "SCHEDULES"]
 

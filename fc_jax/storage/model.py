@@ -8,7 +8,8 @@ change here), `pixel_scale` and the caller's `meta`. `load_model(path)` returns 
 array bit-identical; any fault is one line of `fc_jax.storage.archive.CheckpointError`. `predict_raw(model,
 X)` applies the training preprocessing (`X * pixel_scale - mean_image`, in float64 as
 `fc_jax.data.datasets.get_dataset` does, then the config's dtype), flattens, and returns test-mode class
-predictions as numpy.
+predictions as numpy. It takes channels-first, channels-last (transposed) or flat images of the
+dataset the model was trained on, and refuses values that are not raw pixels (e.g. scaled to [0, 1]).
 """
 
 import dataclasses
@@ -21,6 +22,7 @@ import jax
 import numpy as np
 
 from fc_jax import models
+from fc_jax.data.datasets import DATASETS, check_finite
 from fc_jax.models import x64_scope
 from fc_jax.storage.archive import (
     CheckpointError,
@@ -137,18 +139,67 @@ def load_model(path: os.PathLike | str) -> Model:
     return Model(config, params, state, arrays.get("mean_image"), extra)
 
 
-def predict_raw(model: Model, X: Any) -> np.ndarray:
-    """Class predictions (N,) int32 for raw images `X` (N, ...) with `config.input_dim` values each.
+def _layouts(model: Model) -> tuple[list, int | None]:
+    """([(shape of one example, axes to make it channels-first or None, name)], pixel max).
 
-    Raw means as stored on disk (CIFAR-10: 0..255 pixels, (N, 3, 32, 32) or (N, 3072)).
+    The image shape comes from the dataset the model was trained on (its meta's settings), else
+    from a channels-first mean image; without either, any shape with `input_dim` values is taken.
     """
-    X = np.asarray(X)
-    if X.ndim < 1 or (X.size and X[0].size != model.config.input_dim) or X.dtype.kind not in "biuf":
-        raise ValueError(
-            f"X must be (N, ...) numbers with {model.config.input_dim} values per example; got "
-            f"{X.dtype}{list(X.shape)}"
-        )
-    x = X.reshape(len(X), -1).astype(np.float64) * model.meta["pixel_scale"]
+    row = DATASETS.get((model.meta.get("settings") or {}).get("dataset"))
+    shape = row.image_shape if row else None
+    if shape is None and model.mean_image is not None and model.mean_image.ndim == 3:
+        shape = model.mean_image.shape
+    if shape is None or int(np.prod(shape)) != model.config.input_dim:
+        return [], None
+    C, H, W = shape
+    layouts = [(tuple(shape), None, "channels-first"), ((H, W, C), (0, 3, 1, 2), "channels-last"),
+               ((model.config.input_dim,), None, "flat")]  # fmt: skip
+    if C == 1:
+        layouts.append(((H, W), None, "one channel without its axis"))  # e.g. 8x8 digits
+    return layouts, row.pixel_max if row else None
+
+
+def _rows(model: Model, X: np.ndarray) -> np.ndarray:
+    """(N, input_dim) float64 rows of the raw images `X` in an accepted layout, values checked."""
+    layouts, pixel_max = _layouts(model)
+    D = model.config.input_dim
+    got = f"{X.dtype}{list(X.shape)}"
+    if X.ndim < 1 or X.dtype.kind not in "biuf":
+        raise ValueError(f"X must be (N, ...) numbers; got {got}")
+    if not layouts:
+        if X.size and X[0].size != D:
+            raise ValueError(f"X must be (N, ...) numbers with {D} values per example; got {got}")
+    else:
+        match = next((axes for shape, axes, _ in layouts if X.shape[1:] == shape), False)
+        if match is False:
+            forms = [f"(N, {', '.join(map(str, shape))}) {name}" for shape, _, name in layouts]
+            forms = ", ".join(forms[:-1]) + " or " + forms[-1]
+            raise ValueError(f"X must be raw images of shape {forms}; got {got}")
+        if match is not None:
+            X = X.transpose(match)
+    if X.size:
+        check_finite(X, "X")
+        lo, hi = float(X.min()), float(X.max())
+        if pixel_max is not None and (lo < 0 or hi > pixel_max):
+            raise ValueError(f"X holds values in [{lo:.4g}, {hi:.4g}]: not raw pixels 0..{pixel_max}; "
+                             "pass the images as stored (not normalized or mean-subtracted)")  # fmt: skip
+        if pixel_max is not None and pixel_max > 1 and X.dtype.kind == "f" and 0 < hi <= 1:
+            raise ValueError(f"X looks scaled to [0, 1] (values in [{lo:.4g}, {hi:.4g}]); pass raw "
+                             f"pixel values 0..{pixel_max} as stored (multiply by {pixel_max})")  # fmt: skip
+    return X.reshape(len(X), -1).astype(np.float64)
+
+
+def predict_raw(model: Model, X: Any) -> np.ndarray:
+    """Class predictions (N,) int32 for raw images `X`, as stored on disk.
+
+    For a model trained on CIFAR-10: (N, 3, 32, 32) channels-first (the library's layout),
+    (N, 32, 32, 3) channels-last (transposed here) or (N, 3072) flat rows of channels-first
+    images, pixel values 0..255 (any numeric dtype). Digits: (N, 1, 8, 8), (N, 8, 8, 1), (N, 8, 8)
+    or (N, 64), values 0..16. Raises ValueError for another shape, NaN or inf, values outside the
+    raw range, or floats that look scaled to [0, 1] (every image would land in one class). A model
+    that does not name its dataset takes any shape with `config.input_dim` values per example.
+    """
+    x = _rows(model, np.asarray(X)) * model.meta["pixel_scale"]
     if model.mean_image is not None:
         x = x - model.mean_image.reshape(1, -1)
     with x64_scope(model.config):
