@@ -188,8 +188,10 @@ def variants(ts0):
     v["W1 stored transposed, model fed W1t.T (autodiff)"] = lambda: _variant_epoch(w1t, w1t, w1t)
     v["flat parameter buffer"] = lambda: _variant_epoch(*_flat_layout(ts0.params))
     tw = train._engine_layout(CONFIG)
-    for name, penalty in (("L2 sum skipped when reg == 0 (lax.cond)", _l2_unless_zero),
-                          ("L2 sum as vdot", _l2_vdot)):  # fmt: skip
+    for name, penalty in (
+        ("L2 sum skipped when reg == 0 (lax.cond)", _l2_unless_zero),
+        ("L2 sum as vdot", _l2_vdot),
+    ):
         v[f"engine layout, {name}"] = lambda penalty=penalty: _variant_epoch(
             tw.to_inner, tw.to_public, _identity, penalty=penalty
         )
@@ -305,7 +307,7 @@ def main():
                 for a, b in zip(
                     jax.tree.leaves((ts.params, ts.opt_state, losses)),
                     jax.tree.leaves((reference[0].params, reference[0].opt_state, reference[1])),
-                )  # fmt: skip
+                )
             )
             print(f"{name}: params, optimizer state and losses differ from the engine's by {diff}")
     times = {k: [] for k in compiled}

@@ -20,14 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-ARGS = {"train": "train --dataset digits --num-training 600 --hidden-dims 32 --epochs 8 --quiet",
-        "sweep": "sweep --dataset digits --num-training 600 --hidden-dims 32 --epochs 9 --quiet "
-                 "--learning-rate 1e-3 1e-2 --weight-scale 0.05 0.1 --schedule halving --eta 2"}  # fmt: skip
+ARGS = {
+    "train": "train --dataset digits --num-training 600 --hidden-dims 32 --epochs 8 --quiet",
+    "sweep": "sweep --dataset digits --num-training 600 --hidden-dims 32 --epochs 9 --quiet "
+    "--learning-rate 1e-3 1e-2 --weight-scale 0.05 0.1 --schedule halving --eta 2",
+}
 
 
 def run(argv, kill_after=None, sig=signal.SIGKILL):
-    proc = subprocess.Popen([sys.executable, "-m", "fc_jax", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fc_jax", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if kill_after is not None:
         try:
             proc.wait(timeout=kill_after)

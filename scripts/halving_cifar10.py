@@ -30,32 +30,59 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random search")
     a = p.parse_args()
     s = settings.settings("cifar10", {"hidden_dims": a.hidden_dims})
-    dists = {"learning_rate": space.log_uniform(1e-4, 3e-2), "reg": space.log_uniform(1e-6, 1e-2),
-             "weight_scale": space.log_uniform(1e-3, 1e-1), "keep_prob": space.choice([0.5, 0.75, 1.0])}  # fmt: skip
+    dists = {
+        "learning_rate": space.log_uniform(1e-4, 3e-2),
+        "reg": space.log_uniform(1e-6, 1e-2),
+        "weight_scale": space.log_uniform(1e-3, 1e-1),
+        "keep_prob": space.choice([0.5, 0.75, 1.0]),
+    }
     trials = [{**t, "lr_decay": s["lr_decay"]} for t in space.random(a.trials, dists, a.seed)]
     data = get_dataset("cifar10")
     config = settings.config_of(s, dropout=True)
-    kw = dict(update_rule=s["update_rule"], num_epochs=a.epochs, batch_size=s["batch_size"],
-              replace=False, seed=s["seed"])  # fmt: skip
+    kw = dict(
+        update_rule=s["update_rule"],
+        num_epochs=a.epochs,
+        batch_size=s["batch_size"],
+        replace=False,
+        seed=s["seed"],
+    )
     rows = {}
     for schedule in ("full", "halving"):
         t0 = time.perf_counter()
         res = run_sweep(config, data, trials, schedule=schedule, eta=a.eta, **kw)
-        rows[schedule] = dict(best_val_acc=float(res.best_val_acc.max()), best_trial=res.best,
-                              lane_epochs=res.lane_epochs, wall_s=round(time.perf_counter() - t0, 1),
-                              run_s=round(res.run_seconds, 1), compile_s=round(res.compile_seconds, 1),
-                              devices=len(res.devices))  # fmt: skip
+        rows[schedule] = dict(
+            best_val_acc=float(res.best_val_acc.max()),
+            best_trial=res.best,
+            lane_epochs=res.lane_epochs,
+            wall_s=round(time.perf_counter() - t0, 1),
+            run_s=round(res.run_seconds, 1),
+            compile_s=round(res.compile_seconds, 1),
+            devices=len(res.devices),
+        )
     full, half = rows["full"], rows["halving"]
     print(
         "| schedule | best val acc | best trial | lane-epochs | wall s (compile s) |\n|---|---|---|---|---|"
     )
     for name, r in rows.items():
-        print(f"| {name} | {r['best_val_acc']:.4f} | {r['best_trial']} | {r['lane_epochs']} | "
-              f"{r['wall_s']} ({r['compile_s']}) |")  # fmt: skip
-    print(f"| halving / full | {half['best_val_acc'] - full['best_val_acc']:+.4f} | | "
-          f"{half['lane_epochs'] / full['lane_epochs']:.3f} | {half['wall_s'] / full['wall_s']:.3f} |")  # fmt: skip
-    print(json.dumps({"trials": a.trials, "epochs": a.epochs, "eta": a.eta,
-                      "hidden_dims": a.hidden_dims, **rows}))  # fmt: skip
+        print(
+            f"| {name} | {r['best_val_acc']:.4f} | {r['best_trial']} | {r['lane_epochs']} | "
+            f"{r['wall_s']} ({r['compile_s']}) |"
+        )
+    print(
+        f"| halving / full | {half['best_val_acc'] - full['best_val_acc']:+.4f} | | "
+        f"{half['lane_epochs'] / full['lane_epochs']:.3f} | {half['wall_s'] / full['wall_s']:.3f} |"
+    )
+    print(
+        json.dumps(
+            {
+                "trials": a.trials,
+                "epochs": a.epochs,
+                "eta": a.eta,
+                "hidden_dims": a.hidden_dims,
+                **rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,17 @@ def main() -> None:
     config = settings.config_of(d)  # dropout layers: the recipe keeps 0.75 of the units
     hp = make_hparams(d["update_rule"], jnp.float32, **settings.hparams_of(d))
     t0 = time.perf_counter()
-    run = fit(config, data, update_rule=d["update_rule"], hparams=hp, num_epochs=args.epochs,
-              batch_size=d["batch_size"], seed=args.seed, replace=d["sampling"] == "replace",
-              log=print)  # fmt: skip
+    run = fit(
+        config,
+        data,
+        update_rule=d["update_rule"],
+        hparams=hp,
+        num_epochs=args.epochs,
+        batch_size=d["batch_size"],
+        seed=args.seed,
+        replace=d["sampling"] == "replace",
+        log=print,
+    )
     seconds = time.perf_counter() - t0
     X, y = jnp.asarray(data["X_test"]), jnp.asarray(data["y_test"], jnp.int32)
     test_acc = float(make_evaluate(config)(run.best_params, run.best_model_state, X, y))

@@ -28,10 +28,26 @@ NO_COLLECTIVES = "no cross-process CPU collectives:"  # starts the reason on std
 # subsample, so every host<->device step of the sweep (lane-sharded and replicated) runs.
 K, N_TRAIN, N_VAL, D, C = 6, 48, 24, 6, 3
 CLI_ARGV = [
-    "sweep", "--dataset", "digits", "--hidden-dims", "16", "--learning-rate", "1e-3", "1e-2",
-    "--weight-scale", "0.1", "--epochs", "1", "--num-training", "200", "--num-validation", "100",
-    "--num-test", "100", "--quiet",
-]  # fmt: skip
+    "sweep",
+    "--dataset",
+    "digits",
+    "--hidden-dims",
+    "16",
+    "--learning-rate",
+    "1e-3",
+    "1e-2",
+    "--weight-scale",
+    "0.1",
+    "--epochs",
+    "1",
+    "--num-training",
+    "200",
+    "--num-validation",
+    "100",
+    "--num-test",
+    "100",
+    "--quiet",
+]
 
 
 def gather_process_indices() -> list:
@@ -60,13 +76,27 @@ def sweep_result() -> dict:
     )
     trials = space.grid({"learning_rate": [1e-3, 1e-2, 3e-2], "seed": [0, 1], "keep_prob": [0.8]})
     assert len(trials) == K
-    res = run_sweep(config, data, trials, update_rule="adam", num_epochs=2, batch_size=8,
-                    seed=0, independent_batches=True, max_lanes=4,
-                    num_train_samples=32)  # fmt: skip
-    tree = {"history": res.history, "best_val_acc": res.best_val_acc,
-            "best_epoch": res.best_epoch, "diverged": res.diverged,
-            "best_params": res.best_params, "best_model_state": res.best_model_state,
-            "final_state": res.final_state}  # fmt: skip
+    res = run_sweep(
+        config,
+        data,
+        trials,
+        update_rule="adam",
+        num_epochs=2,
+        batch_size=8,
+        seed=0,
+        independent_batches=True,
+        max_lanes=4,
+        num_train_samples=32,
+    )
+    tree = {
+        "history": res.history,
+        "best_val_acc": res.best_val_acc,
+        "best_epoch": res.best_epoch,
+        "diverged": res.diverged,
+        "best_params": res.best_params,
+        "best_model_state": res.best_model_state,
+        "final_state": res.final_state,
+    }
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
@@ -93,13 +123,19 @@ def main(argv=None) -> int:
             got = gather_process_indices()
         except Exception as exc:  # noqa: BLE001
             impl = jax.config.jax_cpu_collectives_implementation
-            print(f"{NO_COLLECTIVES} jax {jax.__version__} with jax_cpu_collectives_implementation="
-                  f"{impl!r}: {type(exc).__name__}: {exc}", file=sys.stderr)  # fmt: skip
+            print(
+                f"{NO_COLLECTIVES} jax {jax.__version__} with jax_cpu_collectives_implementation="
+                f"{impl!r}: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
             return EXIT_NO_COLLECTIVES
         if got != list(range(args.num_processes)):  # collectives that run but are wrong: fail
             raise SystemExit(f"process_allgather of the process indices gave {got}")
-    print(f"process {jax.process_index()} / {jax.process_count()}: "
-          f"{jax.local_device_count()} local of {jax.device_count()} devices", file=sys.stderr)  # fmt: skip
+    print(
+        f"process {jax.process_index()} / {jax.process_count()}: "
+        f"{jax.local_device_count()} local of {jax.device_count()} devices",
+        file=sys.stderr,
+    )
     np.savez(args.result, **sweep_result())
 
     from fc_jax import cli

@@ -58,9 +58,21 @@ def _array(a: np.ndarray) -> bytes:  # what Python 2 cPickle wrote for an ndarra
         + _i(0)
         + b"tb"
     )
-    return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + _i(0) + b"\x85"
-            + _s(b"b") + b"\x87R(" + _i(1) + b"(" + b"".join(map(_i, a.shape)) + b"t" + dtype
-            + b"\x89" + _s(a.tobytes()) + b"tb")  # fmt: skip
+    return (
+        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+        + _i(0)
+        + b"\x85"
+        + _s(b"b")
+        + b"\x87R("
+        + _i(1)
+        + b"("
+        + b"".join(map(_i, a.shape))
+        + b"t"
+        + dtype
+        + b"\x89"
+        + _s(a.tobytes())
+        + b"tb"
+    )
 
 
 def py2_pickle(batch: dict) -> bytes:
@@ -82,8 +94,11 @@ def write_cifar(folder: Path, n: int = 4, seed: int = 0, **override) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for name in FILES:
-        batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, n).tolist(),
-                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}  # fmt: skip
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": rng.integers(0, 10, n).tolist(),
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        }
         (folder / name).write_bytes(py2_pickle(batch))
         out[name] = (batch[b"data"], batch[b"labels"])
     (folder / "cifar10.meta").write_bytes(py2_pickle({b"num_cases_per_batch": b"n"}))
@@ -137,8 +152,11 @@ class _Evil:
 def _break(folder: Path, how: str) -> str:
     """Damage data_batch_3 in one way; return a phrase the error must contain."""
     f, rng = folder / "data_batch_3", np.random.default_rng(5)
-    good = {b"batch_label": b"x", b"labels": [1] * 4,
-            b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8)}  # fmt: skip
+    good = {
+        b"batch_label": b"x",
+        b"labels": [1] * 4,
+        b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+    }
     if how == "missing":
         f.unlink()
         return "is missing"
@@ -170,9 +188,13 @@ def _break(folder: Path, how: str) -> str:
         f.write_bytes(pickle.dumps([1, 2], protocol=2))
         return "expected a dict"
     f.write_bytes(py2_pickle(bad))
-    return {"shape": "has data of shape", "label10": "expected 0..9",
-            "labelcount": "expected 4 integers", "nokey": "lacks the keys ['labels']",
-            "float": "has data of dtype float32"}[how]  # fmt: skip
+    return {
+        "shape": "has data of shape",
+        "label10": "expected 0..9",
+        "labelcount": "expected 4 integers",
+        "nokey": "lacks the keys ['labels']",
+        "float": "has data of dtype float32",
+    }[how]
 
 
 @pytest.mark.parametrize(
@@ -189,7 +211,7 @@ def _break(folder: Path, how: str) -> str:
         "float",
         "evil",
         "notdict",
-    ],  # fmt: skip
+    ],
 )
 def test_broken_file_raises_clear_error(tmp_path, how):
     write_cifar(tmp_path, n=4)
@@ -214,9 +236,13 @@ class _Reduce:
 
 @pytest.mark.parametrize(
     "payload",
-    [(eval, ("1+1",)), (getattr, ("abc", "upper")), (np.load, ("x.npy",)),
-     (codecs.encode, (b"x", "zlib_codec"))],  # codecs.encode is allowed for latin1 only
-)  # fmt: skip
+    [
+        (eval, ("1+1",)),
+        (getattr, ("abc", "upper")),
+        (np.load, ("x.npy",)),
+        (codecs.encode, (b"x", "zlib_codec")),
+    ],  # codecs.encode is allowed for latin1 only
+)
 def test_other_globals_are_refused(tmp_path, payload):
     (tmp_path / "b").write_bytes(pickle.dumps({b"data": _Reduce(*payload)}, protocol=2))
     with pytest.raises(DataError, match="which was refused"):
@@ -295,8 +321,10 @@ def test_download_moves_the_folder_in_one_rename(tmp_path, monkeypatch):
 
 
 def _snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
-            for p in sorted(folder.rglob("*"))}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def test_download_bad_md5_leaves_everything_untouched(tmp_path):
@@ -334,10 +362,14 @@ def _member(name, kind=tarfile.REGTYPE, payload=b"x", link=""):
 
 @pytest.mark.parametrize(
     "member",
-    [_member("../evil"), _member("/tmp/fc_jax_evil_abs"), _member("cifar-10-batches-py/../../evil"),
-     _member("cifar-10-batches-py/ln", tarfile.SYMTYPE, link="/etc/passwd"),
-     _member("cifar-10-batches-py/hl", tarfile.LNKTYPE, link="cifar-10-batches-py/test_batch")],
-)  # fmt: skip
+    [
+        _member("../evil"),
+        _member("/tmp/fc_jax_evil_abs"),
+        _member("cifar-10-batches-py/../../evil"),
+        _member("cifar-10-batches-py/ln", tarfile.SYMTYPE, link="/etc/passwd"),
+        _member("cifar-10-batches-py/hl", tarfile.LNKTYPE, link="cifar-10-batches-py/test_batch"),
+    ],
+)
 def test_download_rejects_unsafe_archives(tmp_path, member):
     url, md5, _ = make_archive(tmp_path, [member])
     dest = tmp_path / "a" / "b"
@@ -387,8 +419,9 @@ def test_get_cifar10_script(tmp_path, monkeypatch, capsys):
     spec = importlib.util.spec_from_file_location("get_cifar10", ROOT / "scripts/get_cifar10.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    monkeypatch.setattr(script, "load_cifar10", functools.partial(datasets.load_cifar10,
-                                                                  rows_per_file=None))  # fmt: skip
+    monkeypatch.setattr(
+        script, "load_cifar10", functools.partial(datasets.load_cifar10, rows_per_file=None)
+    )
     url, md5, _ = make_archive(tmp_path)
     args = ["--data-dir", str(tmp_path / "d"), "--url", url, "--quiet"]
     assert script.main([*args, "--md5", "f" * 32]) == 1
@@ -531,9 +564,16 @@ def test_the_real_files_are_verified(real_files, monkeypatch):
 # ---------------------------------------------------------------- digits
 # np.bincount(sklearn.datasets.load_digits().target), as printed in scikit-learn tutorials.
 DIGIT_COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
-FIRST_FOUR = [[0, 0, 0, 1, 11, 0, 0, 0], [0, 0, 0, 7, 8, 0, 0, 0], [0, 0, 1, 13, 6, 2, 2, 0],
-              [0, 0, 7, 15, 0, 9, 8, 0], [0, 5, 16, 10, 0, 16, 6, 0], [0, 4, 15, 16, 13, 16, 1, 0],
-              [0, 0, 0, 3, 15, 10, 0, 0], [0, 0, 0, 2, 16, 4, 0, 0]]  # fmt: skip
+FIRST_FOUR = [
+    [0, 0, 0, 1, 11, 0, 0, 0],
+    [0, 0, 0, 7, 8, 0, 0, 0],
+    [0, 0, 1, 13, 6, 2, 2, 0],
+    [0, 0, 7, 15, 0, 9, 8, 0],
+    [0, 5, 16, 10, 0, 16, 6, 0],
+    [0, 4, 15, 16, 13, 16, 1, 0],
+    [0, 0, 0, 3, 15, 10, 0, 0],
+    [0, 0, 0, 2, 16, 4, 0, 0],
+]
 
 
 def test_load_digits():
@@ -548,16 +588,26 @@ def test_load_digits():
 def test_get_dataset_digits():
     d = datasets.get_dataset("digits")
     sizes = {k: v.shape for k, v in d.items()}
-    assert sizes == {"X_train": (1197, 64), "y_train": (1197,), "X_val": (300, 64),
-                     "y_val": (300,), "X_test": (300, 64), "y_test": (300,),
-                     "mean_image": (64,)}  # fmt: skip
-    assert all(d[f"X_{s}"].dtype == np.float32 and d[f"y_{s}"].dtype == np.int64
-               for s in ("train", "val", "test"))  # fmt: skip
+    assert sizes == {
+        "X_train": (1197, 64),
+        "y_train": (1197,),
+        "X_val": (300, 64),
+        "y_val": (300,),
+        "X_test": (300, 64),
+        "y_test": (300,),
+        "mean_image": (64,),
+    }
+    assert all(
+        d[f"X_{s}"].dtype == np.float32 and d[f"y_{s}"].dtype == np.int64
+        for s in ("train", "val", "test")
+    )
     np.testing.assert_allclose(d["X_train"].mean(axis=0), 0, atol=1e-6)
     # adding the mean back gives pixels/16, and the three splits partition the 1797 images
     X, y = datasets.load_digits(dtype=np.uint8)
-    rows = [np.column_stack([np.rint((d[f"X_{s}"] + d["mean_image"]) * 16), d[f"y_{s}"]])
-            for s in ("train", "val", "test")]  # fmt: skip
+    rows = [
+        np.column_stack([np.rint((d[f"X_{s}"] + d["mean_image"]) * 16), d[f"y_{s}"]])
+        for s in ("train", "val", "test")
+    ]
     ours = np.concatenate(rows).astype(np.int64)
     assert np.abs((d["X_val"] + d["mean_image"]) * 16 - rows[1][:, :64]).max() < 1e-4
     full = np.column_stack([X, y]).astype(np.int64)
@@ -584,16 +634,18 @@ def test_get_dataset_digits_split_semantics():
 
 @pytest.mark.parametrize(
     "kwargs, error, phrase",
-    [(dict(name="mnist"), ValueError, "cifar10, digits"),
-     (dict(num_training=1400, num_validation=98), ValueError, "too many"),
-     (dict(num_test=301), ValueError, "too many"),
-     (dict(num_training=0), ValueError, "num_training"),
-     (dict(num_validation=-1), ValueError, "num_validation"),
-     (dict(num_training=1.5), TypeError, "num_training"),
-     (dict(num_test=True), TypeError, "num_test"),
-     (dict(dtype=np.int32), TypeError, "dtype"),
-     (dict(name="cifar10", num_training=49001), ValueError, "too many")],
-)  # fmt: skip
+    [
+        (dict(name="mnist"), ValueError, "cifar10, digits"),
+        (dict(num_training=1400, num_validation=98), ValueError, "too many"),
+        (dict(num_test=301), ValueError, "too many"),
+        (dict(num_training=0), ValueError, "num_training"),
+        (dict(num_validation=-1), ValueError, "num_validation"),
+        (dict(num_training=1.5), TypeError, "num_training"),
+        (dict(num_test=True), TypeError, "num_test"),
+        (dict(dtype=np.int32), TypeError, "dtype"),
+        (dict(name="cifar10", num_training=49001), ValueError, "too many"),
+    ],
+)
 def test_get_dataset_rejects_bad_requests(kwargs, error, phrase):
     kwargs = {"name": "digits", **kwargs}
     with pytest.raises(error, match=phrase):
@@ -601,8 +653,9 @@ def test_get_dataset_rejects_bad_requests(kwargs, error, phrase):
 
 
 # ---------------------------------------------------------------- the course split
-def course_get_CIFAR10_data(X_train, y_train, X_test, y_test, num_training, num_validation,
-                            num_test, subtract_mean=True):  # fmt: skip
+def course_get_CIFAR10_data(
+    X_train, y_train, X_test, y_test, num_training, num_validation, num_test, subtract_mean=True
+):
     """cs231n data_utils.get_CIFAR10_data after load_CIFAR10 (NHWC float64), verbatim."""
     mask = list(range(num_training, num_training + num_validation))
     X_val = X_train[mask]
@@ -621,8 +674,14 @@ def course_get_CIFAR10_data(X_train, y_train, X_test, y_test, num_training, num_
     X_train = X_train.transpose(0, 3, 1, 2).copy()
     X_val = X_val.transpose(0, 3, 1, 2).copy()
     X_test = X_test.transpose(0, 3, 1, 2).copy()
-    return {"X_train": X_train, "y_train": y_train, "X_val": X_val, "y_val": y_val,
-            "X_test": X_test, "y_test": y_test}  # fmt: skip
+    return {
+        "X_train": X_train,
+        "y_train": y_train,
+        "X_val": X_val,
+        "y_val": y_val,
+        "X_test": X_test,
+        "y_test": y_test,
+    }
 
 
 def _course_batch(data_rows, labels):
@@ -698,8 +757,9 @@ def test_real_cifar10(real):
     np.testing.assert_array_equal(np.bincount(ytr), [5000] * 10)
     np.testing.assert_array_equal(np.bincount(yte), [1000] * 10)
     mean = Xtr.mean(axis=(0, 2, 3), dtype=np.float64)  # the published per-channel mean
-    np.testing.assert_allclose(mean, [125.306918046875, 122.950394140625, 113.86538318359375],
-                               rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        mean, [125.306918046875, 122.950394140625, 113.86538318359375], rtol=1e-12
+    )
 
 
 @pytest.mark.slow
@@ -708,13 +768,19 @@ def test_real_course_split(real, monkeypatch):
     as_uint8 = tuple(a.astype(np.uint8) if a.dtype == np.float32 else a for a in real)
     monkeypatch.setattr(datasets, "load_cifar10", lambda root, dtype=None: as_uint8)  # read once
     nhwc = lambda X: X.transpose(0, 2, 3, 1).astype(np.float64)
-    course = course_get_CIFAR10_data(nhwc(Xtr[:3000]), ytr[:3000], nhwc(Xte[:500]), yte[:500],
-                                     2000, 1000, 500)  # fmt: skip
+    course = course_get_CIFAR10_data(
+        nhwc(Xtr[:3000]), ytr[:3000], nhwc(Xte[:500]), yte[:500], 2000, 1000, 500
+    )
     _assert_split_equal(data_utils.get_CIFAR10_data(2000, 1000, 500, cifar10_dir=REAL), course)
     full = data_utils.get_CIFAR10_data(cifar10_dir=REAL)
     assert {k: v.shape for k, v in full.items()} == {
-        "X_train": (49000, 3, 32, 32), "y_train": (49000,), "X_val": (1000, 3, 32, 32),
-        "y_val": (1000,), "X_test": (1000, 3, 32, 32), "y_test": (1000,)}  # fmt: skip
+        "X_train": (49000, 3, 32, 32),
+        "y_train": (49000,),
+        "X_val": (1000, 3, 32, 32),
+        "y_val": (1000,),
+        "X_test": (1000, 3, 32, 32),
+        "y_test": (1000,),
+    }
     np.testing.assert_array_equal(full["y_val"], ytr[49000:])
     np.testing.assert_allclose(full["X_train"].mean(axis=0, dtype=np.float64), 0, atol=1e-3)
 

@@ -618,8 +618,9 @@ def test_policy_in_the_jaxpr(cd):
     # Default: no bfloat16 anywhere (no convert, no dot), so the float32 path is today's program.
     # bfloat16: every product (3 per layer: forward, dx, dw) is bf16 x bf16 -> float32, and each
     # layer casts 3 arrays (x and w in the forward, dout in the backward): once per step.
-    config = models.NetConfig((7, 6), input_dim=D, num_classes=C, normalization="batchnorm",
-                              compute_dtype=cd)  # fmt: skip
+    config = models.NetConfig(
+        (7, 6), input_dim=D, num_classes=C, normalization="batchnorm", compute_dtype=cd
+    )
     params, state = models.init_params(jax.random.key(0), config), models.init_state(config)
     X, y = _data(np.float32)
     grad = jax.value_and_grad(models.loss_fn, has_aux=True)

@@ -75,8 +75,11 @@ def _run_processes(tmp: Path, num_processes: int, local_devices: int, tag: str) 
                 argv += ["--num-processes", str(num_processes)]
             logs.append(tmp / f"{tag}_{i}.log")
             with open(logs[-1], "w") as log:
-                procs.append(subprocess.Popen(argv, env=_env(local_devices), stdout=log,
-                                              stderr=subprocess.STDOUT, cwd=tmp))  # fmt: skip
+                procs.append(
+                    subprocess.Popen(
+                        argv, env=_env(local_devices), stdout=log, stderr=subprocess.STDOUT, cwd=tmp
+                    )
+                )
         deadline, timed_out = time.monotonic() + TIMEOUT_S, False
         while any(p.poll() is None for p in procs):
             if any(p.poll() not in (None, 0) for p in procs):
@@ -117,8 +120,9 @@ def test_two_processes_of_2_devices_equal_one_of_4(tmp_path):
         with np.load(tmp_path / f"mp_{i}.npz") as f:
             got = dict(f)
         assert sorted(got) == sorted(ref)
-        diff = max(float(np.nanmax(np.abs(got[k].astype(np.float64) - ref[k]), initial=0.0))
-                   for k in ref)  # fmt: skip
+        diff = max(
+            float(np.nanmax(np.abs(got[k].astype(np.float64) - ref[k]), initial=0.0)) for k in ref
+        )
         for k in ref:
             np.testing.assert_array_equal(
                 got[k], ref[k], err_msg=f"process {i}: {k} (max abs diff {diff})"

@@ -333,10 +333,14 @@ def test_skip_returns_params_and_state_unchanged_bit_for_bit(rule, rng):
 def test_skip_is_per_lane_under_vmap(rule, rng):
     opt = optim.get_optimizer(rule)
     stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
-    params = [{k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
-              for _ in range(2)]  # fmt: skip
-    grads = [{k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
-             for _ in range(2)]  # fmt: skip
+    params = [
+        {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
+        for _ in range(2)
+    ]
+    grads = [
+        {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
+        for _ in range(2)
+    ]
     hp = make_hparams(rule)
     states = [opt.init(p) for p in params]
     skip = jnp.asarray([True, False])

@@ -209,8 +209,10 @@ def _halving_result():
     for e in epochs:
         start = rng.uniform(0.1, 0.45) if e == 1 else rng.uniform(0.4, 0.5)
         histories.append({"val_acc": list(np.minimum(0.6, start + 0.1 * np.log1p(np.arange(e))))})
-    res = _result({"learning_rate": list(np.geomspace(1e-4, 1e-2, 27))},
-                  acc=[max(h["val_acc"]) for h in histories])  # fmt: skip
+    res = _result(
+        {"learning_rate": list(np.geomspace(1e-4, 1e-2, 27))},
+        acc=[max(h["val_acc"]) for h in histories],
+    )
     res.histories, res.epochs, res.rungs = histories, epochs, (1, 3, 9, 27)
     return res
 

@@ -118,9 +118,14 @@ def test_fc_net_initial_loss_matches_course_notebook(normalization, losses):
     X, y = np.random.randn(2, 15), np.random.randint(10, size=(2,))
     for reg, expected in zip((0, 3.14), losses, strict=True):
         model = FullyConnectedNet(
-            [20, 30], input_dim=15, num_classes=10, reg=reg, weight_scale=5e-2,
-            dtype=np.float64, normalization=normalization,
-        )  # fmt: skip
+            [20, 30],
+            input_dim=15,
+            num_classes=10,
+            reg=reg,
+            weight_scale=5e-2,
+            dtype=np.float64,
+            normalization=normalization,
+        )
         assert abs(model.loss(X, y)[0] - expected) < 1e-12
 
 
@@ -172,7 +177,7 @@ def _layer_cases():
             (xn, gamma, beta),
             L.batchnorm_backward,
             (4, 5),
-        ),  # fmt: skip
+        ),
         (
             "layernorm",
             lambda x, g, b: L.layernorm_forward(x, g, b, {}),
@@ -389,9 +394,14 @@ def test_fc_net_gradients_match_central_differences(name, reg):
     np.random.seed(0)
     X, y = np.random.randn(5, 8), np.random.randint(6, size=5)
     model = FullyConnectedNet(
-        [10, 9], input_dim=8, num_classes=6, reg=reg, weight_scale=0.5, dtype=np.float64,
+        [10, 9],
+        input_dim=8,
+        num_classes=6,
+        reg=reg,
+        weight_scale=0.5,
+        dtype=np.float64,
         **FC_CONFIGS[name],
-    )  # fmt: skip
+    )
     loss, grads = model.loss(X, y)
     assert sorted(grads) == sorted(model.params)
     for k, g in grads.items():
@@ -405,8 +415,9 @@ def test_fc_net_gradients_match_central_differences(name, reg):
 
 def test_fc_net_init_follows_course_order_and_dtype():
     np.random.seed(7)
-    model = FullyConnectedNet([4, 3], input_dim=5, num_classes=2, normalization="layernorm",
-                              weight_scale=0.1)  # fmt: skip
+    model = FullyConnectedNet(
+        [4, 3], input_dim=5, num_classes=2, normalization="layernorm", weight_scale=0.1
+    )
     np.random.seed(7)
     dims = [5, 4, 3, 2]
     for i in range(1, 4):
@@ -427,8 +438,9 @@ def test_fc_net_init_follows_course_order_and_dtype():
 def test_fc_net_modes_and_running_stats():
     np.random.seed(0)
     X, y = np.random.randn(6, 5), np.random.randint(3, size=6)
-    model = FullyConnectedNet([4], input_dim=5, num_classes=3, normalization="batchnorm",
-                              dropout_keep_ratio=0.5, reg=0.5)  # fmt: skip
+    model = FullyConnectedNet(
+        [4], input_dim=5, num_classes=3, normalization="batchnorm", dropout_keep_ratio=0.5, reg=0.5
+    )
     model.loss(X, y)
     bn = model.bn_params[0]
     assert bn["mode"] == "train" and model.dropout_param["mode"] == "train"
@@ -454,8 +466,16 @@ def test_solver_trains_and_prints_course_lines(capsys):
     np.random.seed(231)
     data = _toy_data()
     model = FullyConnectedNet([20], input_dim=5, num_classes=3, weight_scale=1e-2)
-    solver = Solver(model, data, update_rule="adam", optim_config={"learning_rate": 5e-2},
-                    lr_decay=0.5, batch_size=5, num_epochs=2, print_every=4)  # fmt: skip
+    solver = Solver(
+        model,
+        data,
+        update_rule="adam",
+        optim_config={"learning_rate": 5e-2},
+        lr_decay=0.5,
+        batch_size=5,
+        num_epochs=2,
+        print_every=4,
+    )
     solver.train()
     lines = capsys.readouterr().out.splitlines()
     its = [ln for ln in lines if ln.startswith("(Iteration")]

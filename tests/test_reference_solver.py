@@ -23,8 +23,12 @@ class _Recorder:
 
 
 def _run(N, batch_size, epochs, **kw):
-    data = {"X_train": np.arange(N, dtype=float)[:, None], "y_train": np.zeros(N, int),
-            "X_val": np.zeros((3, 1)), "y_val": np.zeros(3, int)}  # fmt: skip
+    data = {
+        "X_train": np.arange(N, dtype=float)[:, None],
+        "y_train": np.zeros(N, int),
+        "X_val": np.zeros((3, 1)),
+        "y_val": np.zeros(3, int),
+    }
     model = _Recorder()
     np.random.seed(7)
     Solver(model, data, batch_size=batch_size, num_epochs=epochs, verbose=False, **kw).train()
@@ -70,7 +74,15 @@ def test_permutation_trains_a_real_net():
     data = {"X_train": X[:80], "y_train": y[:80], "X_val": X[80:], "y_val": y[80:]}
     np.random.seed(0)
     model = FullyConnectedNet([16], input_dim=6, num_classes=2, weight_scale=0.1)
-    solver = Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-2},
-                    batch_size=20, num_epochs=10, sampling="permutation", verbose=False)  # fmt: skip
+    solver = Solver(
+        model,
+        data,
+        update_rule="adam",
+        optim_config={"learning_rate": 1e-2},
+        batch_size=20,
+        num_epochs=10,
+        sampling="permutation",
+        verbose=False,
+    )
     solver.train()
     assert solver.loss_history[-1] < solver.loss_history[0] and solver.best_val_acc >= 0.9

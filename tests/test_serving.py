@@ -120,8 +120,15 @@ def _trained_like(tmp_path, dataset):
     scale = {"cifar10": 1.0, "digits": 1 / 16}[dataset]
     top = {"cifar10": 255, "digits": 16}[dataset]  # raw pixels are 0..top
     mean = np.random.default_rng(4).uniform(0, top, dim) * scale
-    save_model(tmp_path, config, params, None, mean, meta={"settings": {"dataset": dataset}},
-               pixel_scale=scale)  # fmt: skip
+    save_model(
+        tmp_path,
+        config,
+        params,
+        None,
+        mean,
+        meta={"settings": {"dataset": dataset}},
+        pixel_scale=scale,
+    )
     return load_model(tmp_path)
 
 
@@ -136,23 +143,29 @@ def test_cifar10_images_channels_first_last_or_flat(tmp_path):
     np.testing.assert_array_equal(predict_raw(model, chw.astype(np.float32)), want)
     # the layout matters: the same numbers read as channels-first rows classify differently
     assert not np.array_equal(predict_raw(model, hwc.reshape(30, -1)), want)
-    with pytest.raises(ValueError, match=r"^X must be raw images of shape \(N, 3, 32, 32\) "
-                       r"channels-first, \(N, 32, 32, 3\) channels-last or \(N, 3072\) flat; got "
-                       r"uint8\[30, 32, 96\]$"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^X must be raw images of shape \(N, 3, 32, 32\) "
+        r"channels-first, \(N, 32, 32, 3\) channels-last or \(N, 3072\) flat; got "
+        r"uint8\[30, 32, 96\]$",
+    ):
         predict_raw(model, chw.reshape(30, 32, 96))
 
 
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda x: x / 255.0, r"^X looks scaled to \[0, 1\] \(values in \[0, 1\]\); pass raw pixel "
-         r"values 0\.\.255 as stored \(multiply by 255\)$"),
+        (
+            lambda x: x / 255.0,
+            r"^X looks scaled to \[0, 1\] \(values in \[0, 1\]\); pass raw pixel "
+            r"values 0\.\.255 as stored \(multiply by 255\)$",
+        ),
         (lambda x: x.astype(np.float32) / 255, "multiply by 255"),
         (lambda x: (x - 127.5) / 127.5, r"values in \[-1, 1\]: not raw pixels 0\.\.255"),
         (lambda x: x * 2.0, r"values in \[0, 510\]: not raw pixels 0\.\.255"),
         (lambda x: np.where(x == 255, np.nan, x), r"^X holds \d+ NaN and 0 inf values"),
     ],
-)  # fmt: skip
+)
 def test_values_that_are_not_raw_pixels_are_refused(tmp_path, make, match):
     model = _trained_like(tmp_path, "cifar10")
     x = np.random.default_rng(6).integers(0, 256, (10, 32, 32, 3)).astype(np.float64)

@@ -22,17 +22,26 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
-    e = sub.add_parser("eval", help="test accuracy or predictions of a trained model",
-                       description=__doc__.split("\n\n")[0])  # fmt: skip
+    e = sub.add_parser(
+        "eval",
+        help="test accuracy or predictions of a trained model",
+        description=__doc__.split("\n\n")[0],
+    )
     e.add_argument("path", metavar="PATH", help="a run folder (with model.npz) or a model .npz")
-    e.add_argument("--inputs", metavar="FILE.npy",
-                   help="raw images to classify, as stored: CIFAR-10 (N, 3, 32, 32) channels-first, "
-                        "(N, 32, 32, 3) channels-last or (N, 3072), pixel values 0..255 (not "
-                        "scaled to [0, 1]: multiply such images by 255); digits (N, 1, 8, 8), "
-                        "(N, 8, 8) or (N, 64), values 0..16 (default: none; report the test "
-                        "accuracy)")  # fmt: skip
-    e.add_argument("--output", metavar="FILE.npy",
-                   help="save the predictions here instead of printing them (default: print)")  # fmt: skip
+    e.add_argument(
+        "--inputs",
+        metavar="FILE.npy",
+        help="raw images to classify, as stored: CIFAR-10 (N, 3, 32, 32) channels-first, "
+        "(N, 32, 32, 3) channels-last or (N, 3072), pixel values 0..255 (not "
+        "scaled to [0, 1]: multiply such images by 255); digits (N, 1, 8, 8), "
+        "(N, 8, 8) or (N, 64), values 0..16 (default: none; report the test "
+        "accuracy)",
+    )
+    e.add_argument(
+        "--output",
+        metavar="FILE.npy",
+        help="save the predictions here instead of printing them (default: print)",
+    )
     e.add_argument("--data-dir", help="CIFAR-10 folder (default: the one the model was trained on)")
     e.set_defaults(func=run)
 
@@ -41,8 +50,10 @@ def _model_path(path: str) -> Path:
     p = Path(path).expanduser()
     if p.is_dir() and not (p / "model.npz").exists():
         if (p / "models").is_dir():
-            raise ValueError(f"{p} is a sweep folder: pass {p / 'models'}/trial-<k>.npz or, after "
-                             f"--retrain-best, {p / 'retrain'}")  # fmt: skip
+            raise ValueError(
+                f"{p} is a sweep folder: pass {p / 'models'}/trial-<k>.npz or, after "
+                f"--retrain-best, {p / 'retrain'}"
+            )
         raise ValueError(f"{p} holds no model.npz (a finished fc-jax train run writes one)")
     if not p.exists():
         raise ValueError(f"{p}: no such run folder or model file")
@@ -81,8 +92,17 @@ def run(args) -> int:
         else:
             print(" ".join(map(str, pred.tolist())))
         counts = np.bincount(pred, minlength=model.config.num_classes).tolist()
-        print(json.dumps({"model": str(path), "inputs": args.inputs, "num_inputs": len(pred),
-                          "class_counts": counts, "output": args.output}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "model": str(path),
+                    "inputs": args.inputs,
+                    "num_inputs": len(pred),
+                    "class_counts": counts,
+                    "output": args.output,
+                }
+            )
+        )
         return 0
     s = model.meta.get("settings")
     if not s:
@@ -99,7 +119,10 @@ def run(args) -> int:
     with x64_scope(model.config):
         X, y = data["X_test"].reshape(len(data["X_test"]), -1), data["y_test"].astype(np.int32)
         acc = float(make_evaluate(model.config)(model.params, model.model_state, X, y))
-    print(json.dumps({"model": str(path), "dataset": s["dataset"], "num_test": len(y),
-                      "test_acc": acc}))  # fmt: skip
+    print(
+        json.dumps(
+            {"model": str(path), "dataset": s["dataset"], "num_test": len(y), "test_acc": acc}
+        )
+    )
     sys.stdout.flush()
     return 0

@@ -10,8 +10,11 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
-    g = sub.add_parser("gradcheck", help="central differences vs every layer, loss and nets",
-                       description=__doc__.split("\n\n")[0])  # fmt: skip
+    g = sub.add_parser(
+        "gradcheck",
+        help="central differences vs every layer, loss and nets",
+        description=__doc__.split("\n\n")[0],
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
     g.set_defaults(func=run)
 

@@ -99,8 +99,13 @@ def _history_figure(history: dict, title: str | None, settings: dict | None, tes
             label=f"best val {acc:.4f} (epoch {epoch})",
         )
         last = epoch == len(val) and len(val) > 1  # at the right edge: write it to the left
-        ax2.annotate(f"{acc:.4f}", (epoch, acc), textcoords="offset points",
-                     xytext=(-6 if last else 6, -14), ha="right" if last else "left")  # fmt: skip
+        ax2.annotate(
+            f"{acc:.4f}",
+            (epoch, acc),
+            textcoords="offset points",
+            xytext=(-6 if last else 6, -14),
+            ha="right" if last else "left",
+        )
     ax2.set_title("Accuracy")
     ax2.set_xlabel("Epoch")
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -161,6 +166,14 @@ def write_history_csv(history: dict, path: os.PathLike | str) -> Path:
     for e in range(epochs):
         chunk = loss[e * steps : (e + 1) * steps]
         mean = f"{float(np.nanmean(chunk)):.7g}" if np.isfinite(chunk).any() else ""
-        w.writerow([e + 1, mean, cell("train_acc", e), cell("val_acc", e), cell("lr", e),
-                    cell("epoch_seconds", e)])  # fmt: skip
+        w.writerow(
+            [
+                e + 1,
+                mean,
+                cell("train_acc", e),
+                cell("val_acc", e),
+                cell("lr", e),
+                cell("epoch_seconds", e),
+            ]
+        )
     return atomic_write_text(path, text.getvalue())

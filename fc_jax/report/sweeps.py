@@ -188,12 +188,22 @@ def _plot_rungs(ax, result, rungs) -> None:
         ax.set_ylim(lo - pad, hi + pad)
         hidden = sum(1 for v in curves if np.isfinite(v).any() and np.nanmax(v) < lo - pad)
         if hidden:
-            ax.text(0.99, 0.02, f"{hidden} stopped trial(s) below {lo - pad:.2f} not shown",
-                    ha="right", va="bottom", fontsize=7, transform=ax.transAxes)  # fmt: skip
+            ax.text(
+                0.99,
+                0.02,
+                f"{hidden} stopped trial(s) below {lo - pad:.2f} not shown",
+                ha="right",
+                va="bottom",
+                fontsize=7,
+                transform=ax.transAxes,
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("val acc")
-    ax.set_title(f"successive halving: {len(result.trials)} trials, rungs at {list(rungs)} epochs "
-                 f"({int(np.sum(result.epochs))} lane-epochs)", fontsize=9)  # fmt: skip
+    ax.set_title(
+        f"successive halving: {len(result.trials)} trials, rungs at {list(rungs)} epochs "
+        f"({int(np.sum(result.epochs))} lane-epochs)",
+        fontsize=9,
+    )
 
 
 def plot_sweep(result, path: os.PathLike | str, names: list[str] | None = None) -> Path:

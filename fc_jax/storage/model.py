@@ -152,8 +152,11 @@ def _layouts(model: Model) -> tuple[list, int | None]:
     if shape is None or int(np.prod(shape)) != model.config.input_dim:
         return [], None
     C, H, W = shape
-    layouts = [(tuple(shape), None, "channels-first"), ((H, W, C), (0, 3, 1, 2), "channels-last"),
-               ((model.config.input_dim,), None, "flat")]  # fmt: skip
+    layouts = [
+        (tuple(shape), None, "channels-first"),
+        ((H, W, C), (0, 3, 1, 2), "channels-last"),
+        ((model.config.input_dim,), None, "flat"),
+    ]
     if C == 1:
         layouts.append(((H, W), None, "one channel without its axis"))  # e.g. 8x8 digits
     return layouts, row.pixel_max if row else None
@@ -181,11 +184,15 @@ def _rows(model: Model, X: np.ndarray) -> np.ndarray:
         check_finite(X, "X")
         lo, hi = float(X.min()), float(X.max())
         if pixel_max is not None and (lo < 0 or hi > pixel_max):
-            raise ValueError(f"X holds values in [{lo:.4g}, {hi:.4g}]: not raw pixels 0..{pixel_max}; "
-                             "pass the images as stored (not normalized or mean-subtracted)")  # fmt: skip
+            raise ValueError(
+                f"X holds values in [{lo:.4g}, {hi:.4g}]: not raw pixels 0..{pixel_max}; "
+                "pass the images as stored (not normalized or mean-subtracted)"
+            )
         if pixel_max is not None and pixel_max > 1 and X.dtype.kind == "f" and 0 < hi <= 1:
-            raise ValueError(f"X looks scaled to [0, 1] (values in [{lo:.4g}, {hi:.4g}]); pass raw "
-                             f"pixel values 0..{pixel_max} as stored (multiply by {pixel_max})")  # fmt: skip
+            raise ValueError(
+                f"X looks scaled to [0, 1] (values in [{lo:.4g}, {hi:.4g}]); pass raw "
+                f"pixel values 0..{pixel_max} as stored (multiply by {pixel_max})"
+            )
     return X.reshape(len(X), -1).astype(np.float64)
 
 

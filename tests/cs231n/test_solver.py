@@ -184,8 +184,15 @@ def test_training_runs_on_the_compiled_engine(capsys):
 
     model.loss = no_loss
     for lr in (1e-2, 3e-3):  # a new learning rate and new solver: data, not a recompilation
-        solver = Solver(model, data, update_rule="rmsprop", optim_config={"learning_rate": lr},
-                        num_epochs=4, batch_size=10, verbose=False)  # fmt: skip
+        solver = Solver(
+            model,
+            data,
+            update_rule="rmsprop",
+            optim_config={"learning_rate": lr},
+            num_epochs=4,
+            batch_size=10,
+            verbose=False,
+        )
         solver.train()
         assert len(solver.loss_history) == 20 and len(solver.val_acc_history) == 5
     assert 1 <= _bridge.trace_count(key) - before <= 2
@@ -249,8 +256,15 @@ def test_overfits_50_cifar10_images(capsys):
     )
     np.random.seed(231)
     model = fc_net.FullyConnectedNet([100, 100], weight_scale=1e-2, dtype=np.float64)
-    solver = Solver(model, small, print_every=10, num_epochs=20, batch_size=25, update_rule="sgd",
-                    optim_config={"learning_rate": 1e-2})  # fmt: skip
+    solver = Solver(
+        model,
+        small,
+        print_every=10,
+        num_epochs=20,
+        batch_size=25,
+        update_rule="sgd",
+        optim_config={"learning_rate": 1e-2},
+    )
     solver.train()
     out = capsys.readouterr().out
     assert "(Epoch 20 / 20) train acc: 1.000000" in out and solver.train_acc_history[-1] == 1.0
