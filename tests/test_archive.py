@@ -103,11 +103,24 @@ def test_an_edited_array_is_refused(tmp_path):
 
 def test_headers_are_checked_before_any_array_is_read(tmp_path, monkeypatch):
     path = write_checkpoint(tmp_path, ARRAYS, META)
-    read = []
-    real = archive._array
-    monkeypatch.setattr(
-        archive, "_array", lambda zf, info, *a: read.append(info.filename) or real(zf, info, *a)
-    )
+    read = []  # members whose data past the npy header was read
+    real_open = zipfile.ZipFile.open
+
+    def spy(zf, info, *a, **kw):
+        f = real_open(zf, info, *a, **kw)
+        real_read = f.read
+        name = getattr(info, "filename", info)
+
+        def read_(n=-1):
+            out = real_read(n)
+            if (n < 0 or n > 8192) and name not in read:
+                read.append(name)
+            return out
+
+        f.read = read_
+        return f
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
     spec = {**_spec(ARRAYS)(None), "ts/step": ((), np.dtype(np.int64))}  # the last in name order
     msg = _error(path, lambda m: spec)
     assert msg.endswith("array 'ts/step' is int32[], expected int64[]")

@@ -29,7 +29,7 @@ def _texts(fig) -> str:
 
 def test_history_plot_is_labelled_and_marks_the_best_epoch():
     settings = {"learning_rate": 1e-3, "reg": 0.0, "batch_size": 200, "update_rule": "adam"}
-    fig = curves._history_figure(HISTORY, "cifar10 [100, 100]", settings)
+    fig = curves.history_figure(HISTORY, "cifar10 [100, 100]", settings)
     loss_ax, acc_ax = fig.axes
     assert (loss_ax.get_xlabel(), loss_ax.get_ylabel()) == ("Iteration", "Loss")
     assert (acc_ax.get_xlabel(), acc_ax.get_ylabel()) == ("Epoch", "Accuracy")
@@ -80,7 +80,7 @@ def test_history_csv_has_one_row_per_epoch(tmp_path):
 
 def test_history_plot_without_a_finite_val_acc_has_no_marker():
     history = {"loss": [float("nan")] * 3, "train_acc": [None], "val_acc": [None]}
-    fig = curves._history_figure(history, None, None)
+    fig = curves.history_figure(history, None, None)
     assert not fig.texts and "best val" not in _texts(fig)
     with pytest.raises(ValueError, match="history must contain 'val_acc'"):
         curves.plot_history({"loss": [], "train_acc": []}, "unused.png")
@@ -248,7 +248,7 @@ def test_every_picture_has_a_readable_title_and_labelled_axes(tmp_path, monkeypa
             **settings.settings("cifar10", {}),
             "data_dir": "/work/shared/data/cifar-10-batches-py",
         }
-        _check_readable(curves._history_figure(HISTORY, None, s, 0.578))
+        _check_readable(curves.history_figure(HISTORY, None, s, 0.578))
         return
     if picture == "grid2":
         res = _result({"learning_rate": [1e-4, 3e-4, 1e-3, 3e-3], "weight_scale": [1e-2, 5e-2]})

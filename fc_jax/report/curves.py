@@ -19,7 +19,7 @@ import numpy as np
 
 from fc_jax.storage.files import atomic_open, atomic_write_text
 
-__all__ = ["plot_history", "run_title", "write_history_csv"]
+__all__ = ["history_figure", "plot_history", "run_title", "write_history_csv"]
 
 
 def _floats(values) -> np.ndarray:
@@ -68,7 +68,8 @@ def run_title(settings: dict | None, test_acc: float | None = None) -> str:
     return "\n".join(line for line in (first, second) if line)
 
 
-def _history_figure(history: dict, title: str | None, settings: dict | None, test_acc=None):
+def history_figure(history: dict, title: str | None, settings: dict | None, test_acc=None):
+    """The matplotlib `Figure` `plot_history` saves (for a notebook to show or restyle)."""
     for k in ("loss", "train_acc", "val_acc"):
         if k not in history:
             raise ValueError(f"history must contain {k!r}; got keys {sorted(history)}")
@@ -142,7 +143,7 @@ def plot_history(
       ValueError: a history entry is missing.
       fc_jax.storage.files.WriteError: the PNG could not be written; a previous one is untouched.
     """
-    fig = _history_figure(history, title, settings, test_acc)
+    fig = history_figure(history, title, settings, test_acc)
     with atomic_open(path) as f:
         fig.savefig(f, format="png", dpi=80)
     return Path(path)
