@@ -29,7 +29,21 @@ def rng():
 
 
 def pytest_configure(config):
-    """Every test's user cache is a fresh temporary folder: no test writes to ~/.cache."""
+    """Every test's user cache is a fresh temporary folder: no test writes to ~/.cache.
+
+    The session also shares one fresh XLA compilation cache (this process and the `fc-jax`
+    subprocesses the CLI tests start): many tests compile the same epoch, and a cache hit returns
+    the same executable, so results are unchanged. It cut the CPU time of test_faults.py and
+    test_sweep.py from 189 s to 113 s (one run, 2-core Xeon, under load).
+    """
     import tempfile
 
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="fc_jax-test-cache-")
+    xla_cache = {
+        "jax_compilation_cache_dir": tempfile.mkdtemp(prefix="fc_jax-test-xla-"),
+        "jax_persistent_cache_min_compile_time_secs": 0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    for name, value in xla_cache.items():
+        os.environ[name.upper()] = str(value)
+        jax.config.update(name, value)
