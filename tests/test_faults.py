@@ -122,8 +122,8 @@ def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path, caps
 @pytest.mark.slow
 def test_a_second_writer_is_refused_and_kill_9_leaves_no_stale_lock(tmp_path, capsys):
     out = tmp_path / "run"
-    first = _spawn("train", "--dataset", "digits", "--epochs", 500, "--hidden-dims", 16,
-                   "--quiet", "--out", out)  # fmt: skip
+    long_run = "--dataset digits --epochs 500 --hidden-dims 16 --quiet --checkpoint-every 0"
+    first = _spawn("train", *long_run.split(), "--out", out)  # a checkpoint every epoch
     try:
         _wait_for(out / "checkpoint.npz")
         code, _, err = _main(capsys, "train", "--dataset", "digits", "--epochs", 1, "--quiet",
@@ -230,8 +230,8 @@ def test_bad_spec_files_are_named(tmp_path, capsys, kind):
 def test_ctrl_c_exits_130_with_one_line(tmp_path, command):
     out = tmp_path / "run"
     extra = ["--learning-rate", "1e-3", "1e-2"] if command == "sweep" else []
-    proc = _spawn(command, "--dataset", "digits", "--epochs", 500, "--hidden-dims", 16, "--quiet",
-                  *extra, "--out", out)  # fmt: skip
+    long_run = "--dataset digits --epochs 500 --hidden-dims 16 --quiet --checkpoint-every 0"
+    proc = _spawn(command, *long_run.split(), *extra, "--out", out)
     _wait_for(out / "checkpoint.npz")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -320,7 +320,7 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path, capsy
     # every run as its own `fc-jax` process: the same CPU devices (one per core) each time
     proc = _spawn(*argv, "--out", straight)
     assert proc.communicate(timeout=300)[1] == "" and proc.returncode == 0
-    proc = _spawn(*argv, "--out", killed)
+    proc = _spawn(*argv, "--checkpoint-every", 0, "--out", killed)  # a checkpoint every epoch
     _wait_for(killed / "checkpoint.npz", poll=0.005)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)

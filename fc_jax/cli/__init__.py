@@ -9,8 +9,9 @@ Contract: `main(argv=None) -> int` parses `argv`, runs one subcommand and return
   3    training diverged (the last good checkpoint is kept)
   4    a file could not be written (disk full, file too large, no permission: the file and the
        cause named; the previous checkpoint is intact)
-  130  interrupted (Ctrl-C); a run or sweep says how to `--resume` it, or, before its first
-       checkpoint, that nothing was saved and the command that starts it again
+  130  interrupted (Ctrl-C or SIGTERM; a run or sweep first saves its latest finished epoch); it
+       says how to `--resume`, or, before its first epoch ends, that nothing was saved and the
+       command that starts it again
 
 Subcommands, one module each: `train` (`fc_jax.cli.train`), `sweep` (`fc_jax.cli.sweep`), `eval`
 (`fc_jax.cli.evaluate`), `gradcheck` (`fc_jax.cli.gradcheck`); the flags they share are defined
@@ -80,6 +81,27 @@ def _interrupts_deferred():
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (`kill`, a job scheduler) inside the block acts as Ctrl-C: the run writes the
+    checkpoint of its latest finished epoch and exits 130. Off the main thread nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None) -> int:
     """Run the command line `argv` (default `sys.argv[1:]`); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -98,7 +120,8 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         args.argv = argv  # for the command lines a subcommand prints (e.g. after Ctrl-C)
-        return args.func(args)
+        with _terminate_as_interrupt():
+            return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ one-line bar on stderr.
 
 import argparse
 import difflib
+import math
 import os
 import shlex
 import sys
@@ -40,6 +41,9 @@ __all__ = [
     "interrupted",
     "progress_bar",
     "positive_int",
+    "add_checkpoint",
+    "seconds",
+    "CHECKPOINT_EVERY",
     "seed",
 ]
 
@@ -206,6 +210,34 @@ def add_schedule(p) -> None:
         "--seed",
         type=seed,
         help=f"seed of initialization, minibatches and dropout ({_default('seed')})",
+    )
+
+
+# Seconds between checkpoints by default (benchmarks/bench_checkpoint.py, benchmarks/RESULTS.md).
+CHECKPOINT_EVERY = 60.0
+
+
+def seconds(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {s!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {s}")
+    return v
+
+
+def add_checkpoint(p) -> None:
+    p.add_argument(
+        "--checkpoint-every",
+        type=seconds,
+        default=CHECKPOINT_EVERY,
+        metavar="SECONDS",
+        help="write the checkpoint (what --resume continues from) when SECONDS have passed since "
+        "the last write and at least 10 times that write's duration, so writing takes under about "
+        "10%% of the run whatever its size; always after the last epoch and when interrupted "
+        "(Ctrl-C, SIGTERM); a resume re-trains the epochs after the last write, bit for bit; "
+        f"0: after every epoch (default: {CHECKPOINT_EVERY:g})",
     )
 
 

@@ -9,8 +9,9 @@ flags then become uniform choices), or from `--spec FILE`
 (`fc_jax.settings.DEFAULTS`). The net has dropout layers when any trial keeps less than 1
 (`--keep-prob 1 0.5` mixes nets without and with dropout). Everything is checked before anything
 is created or compiled. `--schedule halving --eta 3 --min-epochs 1` stops all but the best 1/eta
-at each rung. With `--out DIR`, a checkpoint of all lanes is written after every epoch
-(`checkpoint.npz`, the format of `fc-jax train`) and `fc-jax sweep --resume DIR` continues a
+at each rung. With `--out DIR`, a checkpoint of all lanes is written every `--checkpoint-every`
+seconds, after the last epoch and when interrupted (`checkpoint.npz`, the format of `fc-jax
+train`) and `fc-jax sweep --resume DIR` continues a
 killed sweep to exactly the results of an uninterrupted one. At the end: the ranked table, ONE
 final JSON line, and in DIR `results.csv`, `results.json`, `sweep.png`, each trial's best params as
 `models/trial-<k>.npz` (`fc-jax eval` reads them); `--retrain-best EPOCHS` trains the winner again,
@@ -89,6 +90,7 @@ def add_parser(sub) -> None:
            "OUT/retrain and report its test accuracy (default: no)")  # fmt: skip
     a("--top", type=flags.positive_int, default=20, help="rows of the printed table (default: 20)")
     a("--resume", metavar="DIR", help="continue the sweep saved in DIR (default: a new sweep)")
+    flags.add_checkpoint(p)
     flags.add_output(p, "runs/sweep-<dataset>-<timestamp>")
     p.set_defaults(func=run)
 
@@ -215,12 +217,24 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
 
     save = (lambda ls: save_lanes(out, ls, meta)) if lead else None
     result = run_sweep(
-        config, data, trials, update_rule=s["update_rule"], num_epochs=s["epochs"],
-        batch_size=s["batch_size"], seed=s["seed"], replace=s["sampling"] == "replace",
-        independent_batches=opts["independent_batches"], schedule=opts["schedule"],
-        eta=opts["eta"], min_epochs=opts["min_epochs"], max_lanes=opts["max_lanes"],
-        resume=lanes, on_epoch_end=save, log=say,
-    )  # fmt: skip
+        config,
+        data,
+        trials,
+        update_rule=s["update_rule"],
+        num_epochs=s["epochs"],
+        batch_size=s["batch_size"],
+        seed=s["seed"],
+        replace=s["sampling"] == "replace",
+        independent_batches=opts["independent_batches"],
+        schedule=opts["schedule"],
+        eta=opts["eta"],
+        min_epochs=opts["min_epochs"],
+        max_lanes=opts["max_lanes"],
+        resume=lanes,
+        on_epoch_end=save,
+        log=say,
+        checkpoint_every=args.checkpoint_every,
+    )
     say(format_table(result, args.top))
     best = result.trials[result.best]
     summary = {"settings": dict(s), "options": opts, "lane_epochs": result.lane_epochs}

@@ -1,8 +1,9 @@
-"""`fc-jax train`: one net, trained with a checkpoint after every epoch; `--resume` continues it.
+"""`fc-jax train`: one net, trained with checkpoints (by time, and at the end); `--resume` continues it.
 
 Contract: flags -> `fc_jax.settings.settings` (or, with `--resume DIR`, the checkpoint's settings
 merged with the flags) -> every check (settings, output folder, data) before anything is created ->
-lock the output folder -> `fc_jax.runs.fit.fit` with `checkpoint.save_run` after every epoch -> the
+lock the output folder -> `fc_jax.runs.fit.fit` with `checkpoint.save_run` every `--checkpoint-every`
+seconds, after the last epoch and when interrupted -> the
 outputs, each written atomically: `history.json`, `history.csv` (one row per epoch), `curves.png`,
 `best_params.npz` (the cs231n keys) and `model.npz` (what `fc-jax eval` and
 `fc_jax.storage.model.load_model` read), then the test accuracy of the best params and ONE final
@@ -39,6 +40,7 @@ def add_parser(sub) -> None:
     flags.add_net(t)
     flags.add_hparams(t)
     flags.add_schedule(t)
+    flags.add_checkpoint(t)
     t.add_argument("--resume", metavar="DIR",
                    help="continue the run saved in DIR (or DIR/checkpoint.npz), writing into DIR "
                         "(default: a new run)")  # fmt: skip
@@ -111,7 +113,16 @@ def run(args) -> int:
                 res = _train_numpy(config, s, data)
             else:
                 res = _train_jax(
-                    config, s, data, run_, meta, out, fingerprint, data_dir, args.quiet
+                    config,
+                    s,
+                    data,
+                    run_,
+                    meta,
+                    out,
+                    fingerprint,
+                    data_dir,
+                    args.quiet,
+                    args.checkpoint_every,
                 )
                 if isinstance(res, int):
                     return res
@@ -154,8 +165,11 @@ def _finish(s, out, res, data) -> dict:
     )
 
 
-def _train_jax(config, s, data, run, meta, out, fingerprint, data_dir, quiet):
-    """fit() with a checkpoint after every epoch; returns the results, or 3 on divergence."""
+def _train_jax(
+    config, s, data, run, meta, out, fingerprint, data_dir, quiet, every=flags.CHECKPOINT_EVERY
+):
+    """fit() with checkpoints every `every` seconds (0: every epoch) and at the end; returns the
+    results, or 3 on divergence."""
     import jax
     import jax.numpy as jnp
 
@@ -188,9 +202,18 @@ def _train_jax(config, s, data, run, meta, out, fingerprint, data_dir, quiet):
             print(line, flush=True)
 
         try:
-            run = fit.fit(config, data, update_rule=s["update_rule"], hparams=hp, resume=run,
-                          on_epoch_end=lambda r: save_run(out, r, new_meta),
-                          progress=progress if show_bar else None, log=log, **fit_args)  # fmt: skip
+            run = fit.fit(
+                config,
+                data,
+                update_rule=s["update_rule"],
+                hparams=hp,
+                resume=run,
+                on_epoch_end=lambda r: save_run(out, r, new_meta),
+                checkpoint_every=every,
+                progress=progress if show_bar else None,
+                log=log,
+                **fit_args,
+            )
         except loop.DivergedError as exc:
             clear()
             lower = {**s, "learning_rate": s["learning_rate"] / 10}

@@ -88,6 +88,7 @@ def fit(
     replace: bool = True,
     chunks_per_epoch: int = 1,
     num_train_samples: int | None = 1000,
+    checkpoint_every: float = 0.0,
     resume: Run | loop.Lanes | None = None,
     on_epoch_end: Callable[[Run], None] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
@@ -106,8 +107,11 @@ def fit(
       replace: minibatches with replacement (the course's Solver) or per-epoch permutations.
       chunks_per_epoch: compiled calls per epoch (more gives a finer progress bar; same result).
       num_train_samples: size of the random training subsample for train accuracy (None: all).
+      checkpoint_every: 0 calls `on_epoch_end` after every epoch; seconds > 0 call it by time
+        (`fc_jax.runs.schedule.checkpoint_due`) and always for the last epoch done when `fit`
+        ends, diverges or is interrupted.
       resume: a `Run` (or one-lane `Lanes`) to continue from (as loaded from a checkpoint).
-      on_epoch_end: called with the `Run` after every epoch (e.g. to write a checkpoint).
+      on_epoch_end: called with the `Run` after an epoch (e.g. to write a checkpoint).
       progress: called as `progress(epoch, chunk_done, chunks)` while an epoch runs.
       log: called with one line per epoch.
 
@@ -119,8 +123,16 @@ def fit(
         hp = hparams if hparams is not None else make_hparams(update_rule, dtype=dtype)
         validate_hparams(hp._asdict())
         hp = jax.tree.map(lambda v: np.asarray(v)[None], hp)
-        schedule = Schedule(num_epochs, batch_size, seed, replace, False, chunks_per_epoch,
-                                 num_train_samples)  # fmt: skip
+        schedule = Schedule(
+            num_epochs,
+            batch_size,
+            seed,
+            replace,
+            False,
+            chunks_per_epoch,
+            num_train_samples,
+            checkpoint_every=checkpoint_every,
+        )
         if isinstance(resume, Run):
             resume = lanes_of(resume)
         lanes = loop.train_lanes(

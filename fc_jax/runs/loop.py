@@ -12,8 +12,10 @@ sweep (`fc_jax.runs.sweep.run_sweep`) is K lanes. The schedule lives here once:
   learning rate after e epochs is `epoch_learning_rate(lr_k, lr_decay_k, e)` (the course's decay);
 * after each epoch: accuracy on a training subsample (drawn from `default_rng([seed, e])`, as the
   course measures it) and on the validation set, best params per lane, then `on_epoch_end(lanes)`
-  (a checkpoint); `resume=lanes` continues bit for bit, since everything above depends only on
-  (seed, epoch, step);
+  (a checkpoint): after every epoch, or by time (`Schedule.checkpoint_every`, see
+  `fc_jax.runs.schedule.checkpoint_due`) and always for the last epoch done when the loop ends or
+  is interrupted; `resume=lanes` continues bit for bit from any of them (the epochs after it are
+  trained again), since everything above depends only on (seed, epoch, step);
 * a lane whose loss turns non-finite is frozen by the engine and stops (`on_diverge="stop"`), or the
   run raises `DivergedError` before its `on_epoch_end` (`on_diverge="raise"`, what `fit` does);
 * `Schedule.halving`: successive halving. Every lane first trains `min_epochs`; when all lanes of a
@@ -41,6 +43,7 @@ from fc_jax.runs import placement
 from fc_jax.runs.schedule import (
     Schedule,
     check_schedule,
+    checkpoint_due,
     chunks_of,
     epoch_indices,
     epoch_learning_rate,
@@ -209,7 +212,10 @@ def train_lanes(
       width: lanes run at once (default: all; rounded up to a multiple of the devices).
       devices: devices to shard the lane axis over (default: `jax.devices()[:1]`).
       resume: `Lanes` to continue from (as loaded from a checkpoint).
-      on_epoch_end: called with the `Lanes` after every epoch (e.g. to write a checkpoint).
+      on_epoch_end: called with the `Lanes` after every epoch (e.g. to write a checkpoint); with
+        `schedule.checkpoint_every` > 0 only when `checkpoint_due`, and always with the latest
+        epoch not yet handed over when the loop ends: done, diverged (the last good epoch) or
+        interrupted (Ctrl-C), so a checkpoint always holds the last epoch written, whole.
       on_diverge: "stop" (a diverged lane stops, the others go on) or "raise" (`DivergedError`).
       log: called with one line per epoch.
       progress: called as `progress(epoch, done, total)` while an epoch runs.
@@ -241,26 +247,50 @@ def train_lanes(
         W = -(-min(K, width or K) // ndev) * ndev
         ctx = _Context(fns, {}, W, hp, seeds, schedule, host, fns.put_replicated(host), steps, chunks,
                        progress)  # fmt: skip
-        while True:
-            todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
-            if not len(todo):
-                promoted = promote(lanes, schedule) if schedule.halving else None
-                if promoted is None:
-                    return lanes
-                lanes = promoted
-                continue
-            e = int(lanes.epoch[todo].min())
-            todo = todo[lanes.epoch[todo] == e]
-            lanes = _one_epoch(ctx, lanes, todo, e)
-            bad = todo[lanes.diverged[todo]]
-            if on_diverge == "raise" and len(bad):
-                losses = np.asarray(lanes.history[bad[0]]["loss"][-steps:])
-                step = int(np.flatnonzero(~np.isfinite(losses))[0])
-                raise DivergedError(e + 1, step + 1, e * steps + step + 1)
-            if log is not None:
-                log(_epoch_line(lanes, todo, e, schedule.num_epochs, steps))
-            if on_epoch_end is not None:
-                on_epoch_end(lanes)
+        saver = _Saver(on_epoch_end, schedule.checkpoint_every)
+        try:
+            while True:
+                todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
+                if not len(todo):
+                    promoted = promote(lanes, schedule) if schedule.halving else None
+                    if promoted is None:
+                        return lanes
+                    lanes = promoted
+                    continue
+                e = int(lanes.epoch[todo].min())
+                todo = todo[lanes.epoch[todo] == e]
+                lanes = _one_epoch(ctx, lanes, todo, e)
+                bad = todo[lanes.diverged[todo]]
+                if on_diverge == "raise" and len(bad):
+                    losses = np.asarray(lanes.history[bad[0]]["loss"][-steps:])
+                    step = int(np.flatnonzero(~np.isfinite(losses))[0])
+                    raise DivergedError(e + 1, step + 1, e * steps + step + 1)
+                saver.pending = lanes  # handed over when due, or when the loop ends
+                if log is not None:
+                    log(_epoch_line(lanes, todo, e, schedule.num_epochs, steps))
+                saver.epoch_end()
+        finally:  # the end, an exception, Ctrl-C: the latest epoch not yet handed over
+            saver.flush()
+
+
+class _Saver:
+    """Hands epoch ends to `on_epoch_end` when `checkpoint_due`; `flush` hands over the latest."""
+
+    def __init__(self, on_epoch_end, every: float):
+        self.write, self.every = on_epoch_end, every
+        self.pending, self.last_end, self.last_cost = None, time.perf_counter(), 0.0
+
+    def epoch_end(self) -> None:
+        if checkpoint_due(self.every, time.perf_counter() - self.last_end, self.last_cost):
+            self.flush()
+
+    def flush(self) -> None:
+        lanes, self.pending = self.pending, None  # a write that fails is not retried here
+        if lanes is not None and self.write is not None:
+            t0 = time.perf_counter()
+            self.write(lanes)
+            self.last_end = time.perf_counter()
+            self.last_cost = self.last_end - t0
 
 
 def _epoch_line(lanes: Lanes, todo, e: int, num_epochs: int, steps: int) -> str:

@@ -28,7 +28,11 @@ __all__ = [
     "epoch_learning_rate",
     "rung_budgets",
     "chunks_of",
+    "checkpoint_due",
+    "CHECKPOINT_COST_RATIO",
 ]
+
+CHECKPOINT_COST_RATIO = 10  # a write waits at least this many times the last write's duration
 
 
 class Halving(NamedTuple):
@@ -49,6 +53,8 @@ class Schedule(NamedTuple):
     chunks_per_epoch: int = 1  # compiled calls per epoch (a progress bar's resolution)
     num_train_samples: int | None = 1000  # train-accuracy subsample (None: all)
     halving: Halving | None = None  # None: every lane trains num_epochs
+    # on_epoch_end (a checkpoint) after every epoch (0), or when `checkpoint_due` says so
+    checkpoint_every: float = 0.0
 
 
 def epoch_learning_rate(lr0: float, lr_decay: float, epoch: int) -> float:
@@ -83,9 +89,30 @@ def check_schedule(s: Schedule, num_train: int) -> None:
         raise ValueError(
             f"batch_size {s.batch_size} is larger than the training set ({num_train} examples)"
         )
+    check_checkpoint_every(s.checkpoint_every)
     if s.halving is not None:
         check_integer("eta", s.halving.eta, 2)
         check_integer("min_epochs", s.halving.min_epochs, 1)
+
+
+def check_checkpoint_every(seconds) -> None:
+    """ValueError unless `seconds` is a finite number >= 0."""
+    ok = isinstance(seconds, (int, float, np.integer, np.floating)) and not isinstance(
+        seconds, bool
+    )
+    if not ok or not np.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"checkpoint_every must be a number of seconds >= 0, got {seconds!r}")
+
+
+def checkpoint_due(every: float, since_last: float, last_write: float) -> bool:
+    """Whether to write a checkpoint at this epoch's end (the last epoch and Ctrl-C always write).
+
+    `every` 0 writes after every epoch. Otherwise a write is due once `since_last` (seconds since
+    the last write ended, or since the run started) reaches max(every, CHECKPOINT_COST_RATIO x the
+    last write's duration): writes then take at most about 1 / (1 + CHECKPOINT_COST_RATIO), 9%, of
+    the wall time, whatever a checkpoint's size.
+    """
+    return every == 0 or since_last >= max(every, CHECKPOINT_COST_RATIO * last_write)
 
 
 def chunks_of(steps: int, requested: int) -> int:

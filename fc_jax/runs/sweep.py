@@ -147,6 +147,7 @@ def run_sweep(
     max_lanes: int | None = None,
     chunks_per_epoch: int = 1,
     num_train_samples: int | None = 1000,
+    checkpoint_every: float = 0.0,
     devices: list | None = None,
     resume: Lanes | None = None,
     on_epoch_end: Callable[[Lanes], None] | None = None,
@@ -168,6 +169,7 @@ def run_sweep(
       schedule: "full" (every lane trains num_epochs) or "halving" (successive halving).
       eta, min_epochs: successive halving's keep ratio 1/eta and first rung's epochs.
       max_lanes: most lanes run at once (default: `lane_group_size`), rounded up to whole devices.
+      checkpoint_every: as in `fit` (when `on_epoch_end` is called).
       devices: devices to shard the lanes over (default `jax.devices()`).
       resume: `Lanes` of this sweep to continue (from `fc_jax.storage.checkpoint.load_lanes`).
       on_epoch_end: called with the `Lanes` after every epoch (e.g. to write a checkpoint).
@@ -180,6 +182,7 @@ def run_sweep(
     trials = [{**t, "seed": t.get("seed", seed)} for t in space.check_trials(trials)]
     sched = make_schedule(num_epochs, batch_size, seed, replace, independent_batches,
                           chunks_per_epoch, num_train_samples, schedule, eta, min_epochs)  # fmt: skip
+    sched = sched._replace(checkpoint_every=checkpoint_every)
     if max_lanes is not None:
         check_integer("max_lanes", max_lanes)
     devices = list(jax.devices() if devices is None else devices)
