@@ -1,12 +1,14 @@
 """`fc-jax sweep`: many configurations of one net on the run loop; resumable; successive halving.
 
 Contract: the space comes from grid lists (`--learning-rate 1e-4 3e-4 --weight-scale 1e-2 5e-2`,
-one flag per `HParams` field plus `--seeds`), from `--random N` with ranges
+one flag per `HParams` field), from `--random N` with ranges
 (`--learning-rate-range 1e-4 1e-2`: log-uniform for learning rates, weight scales, L2 and epsilon,
 uniform for probabilities and decay factors, as `fc_jax.runs.space.RANGE_SAMPLING` says; list
 flags then become uniform choices), or from `--spec FILE`
 (see `fc_jax.runs.space.from_spec`); unswept hyperparameters take the dataset's recipe
-(`fc_jax.settings.DEFAULTS`). The net has dropout layers when any trial keeps less than 1
+(`fc_jax.settings.DEFAULTS`). `--seeds N` (or `"seeds": N` in the spec) trains every
+configuration with N seeds (`--seed`, `--seed` + 1, ...) as N lanes and reports, ranks and halves
+by the mean over them (`fc_jax.runs.sweep.repeat_seeds`). The net has dropout layers when any trial keeps less than 1
 (`--keep-prob 1 0.5` mixes nets without and with dropout). Everything is checked before anything
 is created or compiled. `--schedule halving --eta 3 --min-epochs 1` stops all but the best 1/eta
 at each rung. With `--out DIR`, a checkpoint of all lanes is written after every epoch
@@ -36,10 +38,10 @@ from fc_jax.runs import space
 __all__ = ["add_parser", "run", "SWEPT"]
 
 SWEPT = space.SWEEPABLE  # every sweepable name: the HParams vocabulary plus lane seeds
-_FLAG = {n: ("seeds" if n == "seed" else n.replace("_", "-")) for n in SWEPT}
+_FLAG = {n: n.replace("_", "-") for n in SWEPT if n != "seed"}  # seeds: --seeds N, --seed
 _NET = ("dataset", "hidden_dims", "normalization", "update_rule", "dtype", "precision", "epochs", "batch_size",
         "sampling", "seed", "num_training", "num_validation", "num_test")  # fmt: skip
-_SPACE = ("random", "spec", *(_FLAG[n].replace("-", "_") for n in SWEPT))
+_SPACE = ("random", "spec", "seeds", *(f.replace("-", "_") for f in _FLAG.values()))
 _RUN = ("schedule", "eta", "min_epochs", "independent_batches", "max_lanes", "random_seed")
 
 
@@ -50,14 +52,28 @@ def add_parser(sub) -> None:
     flags.add_net(p)
     flags.add_schedule(p)
     a = p.add_argument
-    for n in SWEPT:
-        kind = flags.seed if n == "seed" else float
-        a(f"--{_FLAG[n]}", type=kind, nargs="+", metavar="V",
-          help=f"{n} values, a grid axis (default: the recipe's value)")  # fmt: skip
-        if n != "seed":
-            a(f"--{_FLAG[n]}-range", type=float, nargs=2, metavar=("LO", "HI"),
-              help=f"with --random: {n} {space.RANGE_SAMPLING[n]} in [LO, HI] (default: not "
-                   "random)")  # fmt: skip
+    for n in _FLAG:
+        a(
+            f"--{_FLAG[n]}",
+            type=float,
+            nargs="+",
+            metavar="V",
+            help=f"{n} values, a grid axis (default: the recipe's value)",
+        )
+        a(
+            f"--{_FLAG[n]}-range",
+            type=float,
+            nargs=2,
+            metavar=("LO", "HI"),
+            help=f"with --random: {n} {space.RANGE_SAMPLING[n]} in [LO, HI] (default: not random)",
+        )
+    a(
+        "--seeds",
+        type=flags.positive_int,
+        metavar="N",
+        help="train every configuration with N seeds (--seed, --seed + 1, ...); the table, "
+        'results and halving use the mean over them (default: 1, or the spec\'s "seeds")',
+    )
     a(
         "--random",
         type=flags.positive_int,
@@ -104,17 +120,28 @@ def _eta(s: str) -> int:
 
 def _trials(args, s: dict) -> list[dict]:
     """The trials from the flags (validated), unswept values filled from the recipe `s`."""
+    return _space(args, s)[0]
+
+
+def _space(args, s: dict) -> tuple[list[dict], int]:
+    """(the trials from the flags, validated, unswept values filled from the recipe `s`; seeds per
+    configuration from --seeds or the spec)."""
     from fc_jax.runs import space
 
     arg = lambda n, suffix="": getattr(args, _FLAG[n].replace("-", "_") + suffix, None)
-    lists = {n: arg(n) for n in SWEPT if arg(n) is not None}
-    ranges = {n: arg(n, "_range") for n in SWEPT if n != "seed" and arg(n, "_range") is not None}
+    lists = {n: arg(n) for n in _FLAG if arg(n) is not None}
+    ranges = {n: arg(n, "_range") for n in _FLAG if arg(n, "_range") is not None}
+    seeds = None
     if args.spec is not None:
         if lists or ranges or args.random is not None:
             raise ValueError(
                 "--spec FILE replaces the hyperparameter flags and --random; drop them"
             )
-        trials = space.load_spec(args.spec)
+        trials, seeds = space.load_spec(args.spec, with_seeds=True)
+        if seeds is not None and args.seeds is not None and seeds != args.seeds:
+            raise ValueError(
+                f'--seeds {args.seeds} differs from the spec\'s "seeds": {seeds}; give one'
+            )
     elif args.random is not None:
         if not ranges:
             raise ValueError("--random N needs ranges (e.g. --learning-rate-range 1e-4 1e-2)")
@@ -132,9 +159,13 @@ def _trials(args, s: dict) -> list[dict]:
                              "--random N with ranges, or --spec FILE")  # fmt: skip
         trials = space.grid(lists)
     fill = settings.hparams_of(s)
-    return space.check_trials(
+    trials = space.check_trials(
         [{**{n: v for n, v in fill.items() if n not in t}, **t} for t in trials]
     )
+    seeds = args.seeds or seeds or 1
+    last = [{"seed": t.get("seed", s["seed"]) + seeds - 1} for t in trials]
+    space.check_trials(last)  # every lane's seed a valid uint32 before anything is created
+    return trials, seeds
 
 
 def _prepare(args):
@@ -142,8 +173,9 @@ def _prepare(args):
     if args.resume is None:
         given = flags.given(args, _NET)
         s = settings.settings(given.get("dataset", "cifar10"), given)
-        trials = _trials(args, s)
+        trials, seeds = _space(args, s)
         opts = {k: getattr(args, k) for k in _RUN}
+        opts["seeds"] = seeds
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
         out = flags.check_out_dir(
             args.out or f"runs/sweep-{s['dataset']}-{stamp}", data_dir=args.data_dir
@@ -218,7 +250,8 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
         config, data, trials, update_rule=s["update_rule"], num_epochs=s["epochs"],
         batch_size=s["batch_size"], seed=s["seed"], replace=s["sampling"] == "replace",
         independent_batches=opts["independent_batches"], schedule=opts["schedule"],
-        eta=opts["eta"], min_epochs=opts["min_epochs"], max_lanes=opts["max_lanes"],
+        eta=opts["eta"], min_epochs=opts["min_epochs"], seeds=opts.get("seeds", 1),
+        max_lanes=opts["max_lanes"],
         resume=lanes, on_epoch_end=save, log=say,
     )  # fmt: skip
     say(format_table(result, args.top))
@@ -231,6 +264,14 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
                 compile_seconds=round(result.compile_seconds, 3),
                 run_seconds=round(result.run_seconds, 3), devices=len(result.devices),
                 device=result.devices[0], out_dir=str(out))  # fmt: skip
+    if result.seeds > 1:
+        c = result.best_configuration
+        line.update(
+            seeds=result.seeds,
+            best_configuration=c,
+            best_mean_val_acc=float(result.config_mean[c]),
+            best_std_val_acc=float(result.config_std[c]),
+        )
     code = 0
     if result.diverged.all():
         print(f"error: every one of the {len(trials)} configurations diverged; lower the learning "

@@ -44,6 +44,9 @@ from fc_jax.runs.schedule import (
     chunks_of,
     epoch_indices,
     epoch_learning_rate,
+    group_means,
+    lane_groups,
+    lane_scores,
     rung_budgets,
     train_subsample,
 )
@@ -164,20 +167,26 @@ def init_lanes(fns: placement.LaneFns, hparams: HParams, seeds: np.ndarray, budg
     )
 
 
-def promote(lanes: Lanes, schedule: Schedule) -> Lanes | None:
-    """Successive halving's step between rungs; None when no rung is left."""
+def promote(lanes: Lanes, schedule: Schedule, groups=None) -> Lanes | None:
+    """Successive halving's step between rungs; None when no rung is left.
+
+    `groups` ((K,) configuration index of each lane, default: each lane its own) makes the unit
+    of promotion a configuration: the best 1/eta of the configurations still training at this
+    rung, ranked by the mean over their lanes of `lane_scores`, go on with all their lanes.
+    """
     budgets = rung_budgets(schedule.num_epochs, schedule.halving)
     frontier = int(lanes.budget.max())
     later = [b for b in budgets if b > frontier]
-    members = np.flatnonzero(
-        (lanes.budget == frontier) & (lanes.epoch >= frontier) & ~lanes.diverged
-    )
+    groups = np.arange(lanes.num_lanes) if groups is None else np.asarray(groups)
+    at = lanes.budget == frontier
+    members = np.unique(groups[at & (lanes.epoch >= frontier) & ~lanes.diverged])
     if not later or not len(members):
         return None
     keep = max(1, len(members) // schedule.halving.eta)
-    order = members[np.argsort(-lanes.best_val_acc[members], kind="stable")][:keep]
+    score = group_means(lane_scores(lanes.best_val_acc, lanes.best_epoch), groups)[members]
+    chosen = members[np.argsort(-score, kind="stable")[:keep]]
     budget = lanes.budget.copy()
-    budget[order] = later[0]
+    budget[at & np.isin(groups, chosen)] = later[0]
     return lanes._replace(budget=budget)
 
 
@@ -227,6 +236,7 @@ def train_lanes(
         host = check_data(config, data, dtype)
         n = len(host[0])
         check_schedule(schedule, n)
+        groups = lane_groups(K, schedule.seeds)
         steps = max(n // schedule.batch_size, 1)
         chunks = chunks_of(steps, schedule.chunks_per_epoch)
         mesh = Mesh(np.array(devices), ("trials",))
@@ -244,7 +254,7 @@ def train_lanes(
         while True:
             todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
             if not len(todo):
-                promoted = promote(lanes, schedule) if schedule.halving else None
+                promoted = promote(lanes, schedule, groups) if schedule.halving else None
                 if promoted is None:
                     return lanes
                 lanes = promoted

@@ -7,7 +7,8 @@ would: `epoch_indices` (epoch e's minibatches, `fold_in(fold_in(key(seed), 1), e
 lane), `train_subsample` (the rows train accuracy is measured on, `default_rng([seed, e])`, as the
 course measures it), `epoch_learning_rate` (the course's `lr *= lr_decay` per epoch) and
 `rung_budgets` (successive halving's epoch budgets). `check_schedule` validates one before anything
-compiles.
+compiles. With `seeds` = N > 1, the lanes come in blocks of N consecutive lanes, one block per
+configuration (`lane_groups`); halving promotes whole blocks, ranked by `group_means`.
 """
 
 from typing import NamedTuple
@@ -28,6 +29,9 @@ __all__ = [
     "epoch_learning_rate",
     "rung_budgets",
     "chunks_of",
+    "lane_groups",
+    "lane_scores",
+    "group_means",
 ]
 
 
@@ -49,6 +53,7 @@ class Schedule(NamedTuple):
     chunks_per_epoch: int = 1  # compiled calls per epoch (a progress bar's resolution)
     num_train_samples: int | None = 1000  # train-accuracy subsample (None: all)
     halving: Halving | None = None  # None: every lane trains num_epochs
+    seeds: int = 1  # lanes per configuration: consecutive lanes, seeds seed_c, seed_c + 1, ...
 
 
 def epoch_learning_rate(lr0: float, lr_decay: float, epoch: int) -> float:
@@ -86,6 +91,7 @@ def check_schedule(s: Schedule, num_train: int) -> None:
     if s.halving is not None:
         check_integer("eta", s.halving.eta, 2)
         check_integer("min_epochs", s.halving.min_epochs, 1)
+    check_integer("seeds", s.seeds, 1)
 
 
 def chunks_of(steps: int, requested: int) -> int:
@@ -113,3 +119,24 @@ def epoch_indices(schedule: Schedule, seeds, e: int, n: int, steps: int) -> np.n
     if schedule.independent_batches:
         return np.stack([draw(s) for s in seeds])
     return draw(schedule.seed)
+
+
+def lane_groups(num_lanes: int, seeds: int = 1) -> np.ndarray:
+    """(K,) configuration index of each lane: blocks of `seeds` consecutive lanes."""
+    check_integer("seeds", seeds, 1)
+    if num_lanes % seeds:
+        raise ValueError(f"{num_lanes} lanes are not whole blocks of {seeds} seeds")
+    return np.arange(num_lanes) // seeds
+
+
+def lane_scores(best_val_acc, best_epoch) -> np.ndarray:
+    """Each lane's best validation accuracy as a score: 0 for a lane with none (it diverged in its
+    first epoch); a lane that diverged later keeps its best before that."""
+    return np.where(np.asarray(best_epoch) > 0, np.asarray(best_val_acc, np.float64), 0.0)
+
+
+def group_means(values, groups) -> np.ndarray:
+    """(G,) the mean of `values` over the lanes of each group (`groups`: (K,) indices 0..G-1)."""
+    groups = np.asarray(groups)
+    total = np.bincount(groups, weights=np.asarray(values, np.float64))
+    return total / np.bincount(groups)
