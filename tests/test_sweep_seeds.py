@@ -8,6 +8,7 @@ configurations ranked by the mean.
 
 import csv
 import json
+import shlex
 import statistics
 from types import SimpleNamespace
 
@@ -157,3 +158,95 @@ def test_spec_seeds_and_bad_seeds(tmp_path):
         top = settings.settings("digits", {"seed": space.MAX_SEED})
         sweep_cli._space(parse("--reg", "0", "--seeds", "2"), top)
     assert cli.main(["sweep", "--dataset", "digits", "--reg", "0", "--seeds", "0"]) == 2
+
+
+# ------------------------------------------------------------------------ the winner, ready to use
+@pytest.mark.parametrize(
+    "extra, independent",
+    [
+        (["--learning-rate", "3e-3", "1e-2", "--beta1", "0.8", "0.9"], False),
+        (["--learning-rate", "3e-3", "1e-2", "--seeds", "2", "--independent-batches"], True),
+    ],
+)
+def test_printed_command_retrains_the_winner_exactly(tmp_path, capsys, extra, independent):
+    """`fc-jax train` with the printed command ends at the sweep lane's best validation accuracy
+    bit for bit; `best_config.json` holds the same values, seed and command."""
+    out = tmp_path / "sweep"
+    argv = [
+        "sweep",
+        "--dataset",
+        "digits",
+        "--hidden-dims",
+        "16",
+        "--epochs",
+        "2",
+        "--num-training",
+        "300",
+        "--seed",
+        "5",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    final = json.loads(lines[-1])
+    (printed,) = [ln.split(": ", 1)[1] for ln in lines if ln.startswith("retrain the winner")]
+    record = json.loads((out / "best_config.json").read_text())
+    assert record["command"] == printed == final["train_command"]
+    assert record["trial"] == final["best_trial"] and record["reproduces_lane"]
+    assert (
+        record["seed"] == final["best"]["seed"] and record["best_val_acc"] == final["best_val_acc"]
+    )
+    assert {k: v for k, v in final["best"].items() if k != "seed"} == record["values"]
+    if independent:
+        assert record["seed"] in (5, 6) and "mean_best_val_acc" in record
+    words = shlex.split(printed)
+    assert words[:2] == ["fc-jax", "train"] and f"--seed {record['seed']}" in printed
+    assert cli.main(words[1:]) == 0
+    retrained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert retrained["best_val_acc"] == record["best_val_acc"]  # exactly
+
+
+def test_a_shared_batch_lane_of_another_seed_says_the_command_differs(tmp_path):
+    from fc_jax import settings
+    from fc_jax.cli import best
+
+    res = _fake_seeds_result([0.5, 0.9, 0.4, 0.3])  # the winner: configuration 0, seed 1
+    s = settings.settings("digits", {"seed": 0})
+    opts = {"independent_batches": False, "seeds": 2}
+    record = best.best_config(res, s, opts, tmp_path)
+    assert record["seed"] == 1 and record["trial"] == 1 and not record["reproduces_lane"]
+    assert "--independent-batches" in record["differences"][0]
+    assert "--seed 1" in record["command"]
+    assert best.best_config(res, s, {**opts, "independent_batches": True}, tmp_path)[
+        "reproduces_lane"
+    ]
+
+
+def _fake_seeds_result(accs):
+    K = len(accs)
+    trials = [{"learning_rate": 1e-3 * (1 + k // 2), "seed": k % 2} for k in range(K)]
+    cfg = models.NetConfig((128,), input_dim=64, num_classes=10)
+    return sweep.SweepResult(
+        config=cfg,
+        update_rule="adam",
+        trials=trials,
+        hparams=None,
+        history={},
+        histories=[{}] * K,
+        best_val_acc=np.asarray(accs),
+        best_epoch=np.ones(K, int),
+        epochs=np.ones(K, int),
+        stopped=np.zeros(K, bool),
+        diverged=np.zeros(K, bool),
+        diverged_iteration=np.zeros(K, int),
+        best_params={},
+        best_model_state={},
+        final_state=None,
+        compile_seconds=0.0,
+        run_seconds=0.0,
+        devices=["cpu"],
+        seeds=2,
+    )

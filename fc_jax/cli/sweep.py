@@ -15,9 +15,10 @@ at each rung. With `--out DIR`, a checkpoint of all lanes is written after every
 (`checkpoint.npz`, the format of `fc-jax train`) and `fc-jax sweep --resume DIR` continues a
 killed sweep to exactly the results of an uninterrupted one. At the end: the ranked table, ONE
 final JSON line, and in DIR `results.csv`, `results.json`, `sweep.png`, each trial's best params as
-`models/trial-<k>.npz` (`fc-jax eval` reads them); `--retrain-best EPOCHS` trains the winner again,
-from scratch, for EPOCHS epochs with `fc-jax train`'s loop into `DIR/retrain/` and reports its
-test accuracy. Exit codes as `fc_jax.cli`
+`models/trial-<k>.npz` (`fc-jax eval` reads them) and `best_config.json` (the winner's values, seed,
+net, data, epochs and schedule, `fc_jax.cli.best`); the `fc-jax train` command that retrains the
+winner is printed, and `--retrain-best [EPOCHS]` runs it (with EPOCHS epochs) into `DIR/retrain/`
+and reports its test accuracy. Exit codes as `fc_jax.cli`
 (3: every configuration diverged, or the retrained winner did). With several processes only
 process 0 prints and writes.
 """
@@ -31,7 +32,6 @@ from pathlib import Path
 from fc_jax import settings
 from fc_jax.cli import flags
 from fc_jax.data.datasets import DATASETS
-from fc_jax.hparams import HParams
 from fc_jax.precision import precision_notice
 from fc_jax.runs import space
 
@@ -100,9 +100,16 @@ def add_parser(sub) -> None:
       help="each configuration draws its own minibatches (default: shared)")  # fmt: skip
     a("--max-lanes", type=flags.positive_int,
       help="most configurations trained at once (default: all on a GPU, one per device on CPUs)")  # fmt: skip
-    a("--retrain-best", type=flags.positive_int, metavar="EPOCHS",
-      help="after the sweep, train the winner again from scratch for EPOCHS epochs into "
-           "OUT/retrain and report its test accuracy (default: no)")  # fmt: skip
+    a(
+        "--retrain-best",
+        type=flags.positive_int,
+        nargs="?",
+        const=0,
+        metavar="EPOCHS",
+        help="after the sweep, run the printed fc-jax train command: train the winner again from "
+        "scratch for EPOCHS epochs (default EPOCHS: the sweep's --epochs) into OUT/retrain and "
+        "report its test accuracy (default: no)",
+    )
     a("--top", type=flags.positive_int, default=20, help="rows of the printed table (default: 20)")
     a("--resume", metavar="DIR", help="continue the sweep saved in DIR (default: a new sweep)")
     flags.add_output(p, "runs/sweep-<dataset>-<timestamp>")
@@ -282,16 +289,27 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
         paths = write_results(result, out, summary)
         plot_sweep(result, out / "sweep.png")
         line.update(results=str(paths["json"]))
-    if code == 0 and args.retrain_best:
-        note(
-            f"retraining trial {result.best} {best} for {args.retrain_best} epochs into {out / 'retrain'}"
-        )
-        retrain = _retrain(
-            s, data, meta["data_fingerprint"], best, args.retrain_best, out / "retrain", lead
-        )
-        if isinstance(retrain, int):
-            return retrain
-        line.update(test_acc=retrain["test_acc"], retrain_epochs=args.retrain_best)
+    if code == 0:
+        from fc_jax.cli.best import best_config, retrain, winner_settings
+        from fc_jax.storage.files import atomic_write_text
+
+        record = best_config(result, s, opts, out)
+        if lead:
+            atomic_write_text(out / "best_config.json", json.dumps(record, indent=1))
+        say(f"retrain the winner (trial {result.best}): {record['command']}")
+        line.update(train_command=record["command"], reproduces_lane=record["reproduces_lane"])
+        if args.retrain_best is not None and lead:
+            epochs = args.retrain_best or s["epochs"]
+            again = flags.train_command(winner_settings(result, s, epochs), out / "retrain")
+            note(f"retraining trial {result.best} {best}: {again}")
+            run = retrain(again, quiet=args.quiet)
+            if isinstance(run, int):
+                return run
+            line.update(
+                test_acc=run["test_acc"],
+                retrain_epochs=epochs,
+                retrain_best_val_acc=run["best_val_acc"],
+            )
     say(json.dumps(line))
     return code
 
@@ -311,24 +329,3 @@ def _save_models(result, mean_image, out: Path, s: dict) -> None:
                    meta={"settings": s, "trial": trial,
                          "best_val_acc": float(result.best_val_acc[k])},
                    pixel_scale=DATASETS[s["dataset"]].pixel_scale)  # fmt: skip
-
-
-def _retrain(s, data, fingerprint, trial, epochs, out: Path, lead):
-    """The winner trained `epochs` epochs by `fc-jax train`'s own code, written into `out`."""
-    from fc_jax.cli import train as train_cli
-
-    s2 = {**s, **{k: v for k, v in trial.items() if k in HParams._fields}, "seed": int(trial["seed"]),
-          "epochs": epochs}  # fmt: skip
-    config = settings.config_of(s2)
-    flags.check_out_dir(out)
-    if not lead:
-        return {"test_acc": float("nan")}
-    from fc_jax.storage.files import lock_folder
-
-    with lock_folder(out):
-        res = train_cli._train_jax(config, s2, data, None, None, out, fingerprint,
-                                   s.get("data_dir"), quiet=True)  # fmt: skip
-        if isinstance(res, int):
-            return res
-        train_cli._finish(s2, out, res, data)
-    return res
