@@ -13,7 +13,9 @@ lane drew the minibatches `fc-jax train --seed SEED` draws: with `--independent-
 the lane's seed is the sweep's `--seed` (every lane of a sweep without `--seeds`; the first seed
 of each configuration with it), and the net is the same (a lane with keep_prob 1 in a sweep that
 mixes dropout in has dropout layers that keep everything; `fc-jax train` builds the net without
-them, equal up to rounding). `best_config.json` says which holds (`reproduces_lane`).
+them, equal up to rounding), and not after population-based training, whose lane changed its
+values on the way (the command trains its final values from scratch). `best_config.json` says
+which holds (`reproduces_lane`, `differences`).
 """
 
 import contextlib
@@ -32,8 +34,11 @@ __all__ = ["winner_settings", "best_config", "retrain"]
 
 def winner_settings(result, s: dict, epochs: int | None = None) -> dict:
     """`fc-jax train` settings of the winning lane: `s` with its values and seed (and `epochs`)."""
-    trial = result.trials[result.best]
-    values = {k: v for k, v in trial.items() if k in HParams._fields}
+    k = result.best
+    trial = result.trials[k]
+    values = {n: v for n, v in trial.items() if n in HParams._fields}
+    if getattr(result, "pbt", None) is not None:  # the values PBT ended with
+        values.update({n: float(getattr(result.hparams, n)[k]) for n in result.pbt.names})
     return {**s, **values, "seed": int(trial["seed"]), "epochs": epochs or s["epochs"]}
 
 
@@ -52,6 +57,11 @@ def best_config(result, s: dict, options: dict, out: Path) -> dict:
         )
     if not same_net:
         why.append("the sweep's net has dropout layers keeping everything, the command's none")
+    if getattr(result, "pbt", None) is not None:
+        why.append(
+            "PBT changed the lane's state and values during training (lineage in "
+            "results.json); the command trains its final values from scratch"
+        )
     record = {
         "trial": k,
         "configuration": int(result.groups[k]),

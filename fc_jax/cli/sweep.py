@@ -11,7 +11,9 @@ configuration with N seeds (`--seed`, `--seed` + 1, ...) as N lanes and reports,
 by the mean over them (`fc_jax.runs.sweep.repeat_seeds`). The net has dropout layers when any trial keeps less than 1
 (`--keep-prob 1 0.5` mixes nets without and with dropout). Everything is checked before anything
 is created or compiled. `--schedule halving --eta 3 --min-epochs 1` stops all but the best 1/eta
-at each rung. With `--out DIR`, a checkpoint of all lanes is written after every epoch
+at each rung; `--schedule pbt --ready 2 --quantile 0.25` is population-based training
+(`fc_jax.runs.pbt`: the worst quarter copies the best quarter every 2 epochs and perturbs the swept
+hyperparameters). With `--out DIR`, a checkpoint of all lanes is written after every epoch
 (`checkpoint.npz`, the format of `fc-jax train`) and `fc-jax sweep --resume DIR` continues a
 killed sweep to exactly the results of an uninterrupted one. At the end: the ranked table, ONE
 final JSON line, and in DIR `results.csv`, `results.json`, `sweep.png`, each trial's best params as
@@ -42,7 +44,16 @@ _FLAG = {n: n.replace("_", "-") for n in SWEPT if n != "seed"}  # seeds: --seeds
 _NET = ("dataset", "hidden_dims", "normalization", "update_rule", "dtype", "precision", "epochs", "batch_size",
         "sampling", "seed", "num_training", "num_validation", "num_test")  # fmt: skip
 _SPACE = ("random", "spec", "seeds", *(f.replace("-", "_") for f in _FLAG.values()))
-_RUN = ("schedule", "eta", "min_epochs", "independent_batches", "max_lanes", "random_seed")
+_RUN = (
+    "schedule",
+    "eta",
+    "min_epochs",
+    "independent_batches",
+    "max_lanes",
+    "random_seed",
+    "ready",
+    "quantile",
+)
 
 
 def add_parser(sub) -> None:
@@ -86,8 +97,27 @@ def add_parser(sub) -> None:
         metavar="FILE",
         help='JSON space: {"grid": {...}} or {"random": {...}} (default: none)',
     )
-    a("--schedule", choices=("full", "halving"), default="full",
-      help="full: every configuration trains --epochs; halving: successive halving (default: full)")  # fmt: skip
+    a(
+        "--schedule",
+        choices=("full", "halving", "pbt"),
+        default="full",
+        help="full: every configuration trains --epochs; halving: successive halving; pbt: "
+        "population-based training (default: full)",
+    )
+    a(
+        "--ready",
+        type=flags.positive_int,
+        default=2,
+        metavar="EPOCHS",
+        help="pbt: epochs between exploit steps (default: 2)",
+    )
+    a(
+        "--quantile",
+        type=_quantile,
+        default=0.25,
+        help="pbt: the worst QUANTILE of the lanes copy one of the best QUANTILE and perturb the "
+        "swept hyperparameters x0.8 or x1.2, a number in (0, 0.5] (default: 0.25)",
+    )
     a(
         "--eta",
         type=_eta,
@@ -114,6 +144,16 @@ def add_parser(sub) -> None:
     a("--resume", metavar="DIR", help="continue the sweep saved in DIR (default: a new sweep)")
     flags.add_output(p, "runs/sweep-<dataset>-<timestamp>")
     p.set_defaults(func=run)
+
+
+def _quantile(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 0.5], got {s!r}")
+    return v
 
 
 def _eta(s: str) -> int:
@@ -183,6 +223,8 @@ def _prepare(args):
         trials, seeds = _space(args, s)
         opts = {k: getattr(args, k) for k in _RUN}
         opts["seeds"] = seeds
+        if opts["schedule"] == "pbt" and seeds > 1:
+            raise ValueError("--schedule pbt trains one seed per configuration; drop --seeds")
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
         out = flags.check_out_dir(
             args.out or f"runs/sweep-{s['dataset']}-{stamp}", data_dir=args.data_dir
@@ -253,11 +295,16 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
     from fc_jax.storage.checkpoint import save_lanes
 
     save = (lambda ls: save_lanes(out, ls, meta)) if lead else None
+    pbt = None
+    if opts["schedule"] == "pbt":
+        from fc_jax.runs.sweep import pbt_defaults
+
+        pbt = pbt_defaults(trials, opts["ready"], opts["quantile"])
     result = run_sweep(
         config, data, trials, update_rule=s["update_rule"], num_epochs=s["epochs"],
         batch_size=s["batch_size"], seed=s["seed"], replace=s["sampling"] == "replace",
         independent_batches=opts["independent_batches"], schedule=opts["schedule"],
-        eta=opts["eta"], min_epochs=opts["min_epochs"], seeds=opts.get("seeds", 1),
+        eta=opts["eta"], min_epochs=opts["min_epochs"], seeds=opts.get("seeds", 1), pbt=pbt,
         max_lanes=opts["max_lanes"],
         resume=lanes, on_epoch_end=save, log=say,
     )  # fmt: skip

@@ -7,7 +7,9 @@ best validation accuracy; `write_results(result, out_dir)` writes `results.csv` 
 With several seeds per configuration (`result.seeds` > 1), `config_records` gives one dict per
 configuration (its values, seeds, mean and sample standard deviation of the best validation
 accuracy) and the table, `results.csv` and the plot show configurations ranked by the mean, with
-the per-lane records kept in `results.json`;
+the per-lane records kept in `results.json`. A PBT sweep's `results.json` holds its lineage (who
+copied whom, at which epoch, with which values) and each lane's initial values, and `sweep.png`
+draws the copies under the panels;
 `plot_sweep(result, path)` draws validation accuracy over every swept hyperparameter (one panel
 per pair when three or more were swept: a heatmap when their values form a grid, a scatter
 otherwise), written atomically. matplotlib is imported only when a plot is made, through `Figure`
@@ -220,9 +222,14 @@ def write_results(result, out_dir: os.PathLike | str, extra: dict | None = None)
         "devices": result.devices,
         "schedule": getattr(result, "schedule", "full"),
         "rungs": list(getattr(result, "rungs", ())),
+        "lineage": list(getattr(result, "lineage", ())),
         "lane_epochs": int(np.sum(result.epochs)),
         "trials": records,
     }
+    if getattr(result, "pbt", None) is not None:  # the values each lane started from
+        summary["pbt"] = result.pbt._asdict()
+        for r, t in zip(records, result.trials, strict=True):
+            r["initial"] = {k: v for k, v in t.items() if k != "seed"}
     if _seeds(result) > 1:
         summary["best_configuration"] = int(result.best_configuration)
         summary["configurations"] = [config_records(result)[c] for c in _config_order(result)]
@@ -326,6 +333,47 @@ def _plot_rungs(ax, result, rungs) -> None:
     )
 
 
+def _plot_lineage(ax, result) -> None:
+    """PBT: validation accuracy per epoch of every lane, each copy drawn as a dotted line from
+    the source's point at the exploit epoch to the copying lane's next point (a cross marks the
+    state it dropped)."""
+    curves = [np.asarray(h["val_acc"], float) for h in result.histories]
+    cuts = {
+        k: sorted(ev["epoch"] for ev in result.lineage if ev["lane"] == k)
+        for k in range(len(curves))
+    }
+    colors = {}
+    for k, v in enumerate(curves):  # a lane's line breaks where it copied another lane
+        bounds = [0, *cuts[k], len(v)]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            (line,) = ax.plot(
+                np.arange(a + 1, b + 1),
+                v[a:b],
+                lw=1,
+                alpha=0.8,
+                color=colors.get(k),
+                marker="o",
+                ms=2,
+            )
+            colors[k] = line.get_color()
+    for ev in result.lineage:
+        e, k, src = ev["epoch"], ev["lane"], ev["source"]
+        if e < len(curves[k]) and e <= len(curves[src]):
+            ax.plot([e, e + 1], [curves[src][e - 1], curves[k][e]], ls=":", color=colors[k], lw=1)
+            if np.isfinite(curves[k][e - 1]):
+                ax.plot([e], [curves[k][e - 1]], marker="x", color=colors[k], ms=5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val acc")
+    p = result.pbt
+    ax.set_title(
+        f"population-based training: {len(result.trials)} lanes; every {p.ready} epoch(s) the "
+        f"worst {p.quantile:g} copy one of the best {p.quantile:g}\nand perturb "
+        f"{', '.join(p.names)} x0.8 or x1.2 ({len(result.lineage)} copies, dotted; x: the "
+        "state a lane dropped)",
+        fontsize=8,
+    )
+
+
 def plot_sweep(result, path: os.PathLike | str, names: list[str] | None = None) -> Path:
     """Validation accuracy over every swept hyperparameter (`names`, default `swept_names`).
 
@@ -357,12 +405,17 @@ def plot_sweep(result, path: os.PathLike | str, names: list[str] | None = None) 
     side = 1 if n <= 2 else n - 1
     size = (6.5, 5) if side == 1 else (3.2 * side + 1.2, 3 * side + 0.6)
     rungs = tuple(getattr(result, "rungs", ()) or ())
-    fig = Figure(figsize=(size[0], size[1] + (3.8 if rungs else 0)), layout="constrained")
+    pbt = getattr(result, "pbt", None) is not None
+    extra = 3.8 if rungs or pbt else 0
+    fig = Figure(figsize=(size[0], size[1] + extra), layout="constrained")
     FigureCanvasAgg(fig)
     top = fig
-    if rungs:  # successive halving: each trial's validation curve, the rungs as dashed lines
+    if rungs or pbt:  # each trial's validation curve: halving's rungs, or PBT's copies
         top, bottom = fig.subfigures(2, 1, height_ratios=[size[1], 3.8])
-        _plot_rungs(bottom.subplots(), result, rungs)
+        if rungs:
+            _plot_rungs(bottom.subplots(), result, rungs)
+        else:
+            _plot_lineage(bottom.subplots(), result)
     axes = np.asarray(top.subplots(side, side, squeeze=False))
     if n <= 2:
         im = _panel(axes[0, 0], cols, acc, names[0], names[1] if n == 2 else None, norm, True, std)
@@ -377,6 +430,8 @@ def plot_sweep(result, path: os.PathLike | str, names: list[str] | None = None) 
     best = "every trial diverged" if not finite.size else f"best val acc {hi:.4f}"
     note = "" if n <= 2 else "\neach panel: best over the other hyperparameters"
     what = f"{K} trials"
+    if pbt:
+        what = f"{K} lanes (values at the end of PBT)"
     if seeds > 1:
         what = f"{K // seeds} configurations x {seeds} seeds (mean ± std over seeds)"
         best = best.replace("best val acc", "best mean val acc")

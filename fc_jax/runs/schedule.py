@@ -7,7 +7,7 @@ would: `epoch_indices` (epoch e's minibatches, `fold_in(fold_in(key(seed), 1), e
 lane), `train_subsample` (the rows train accuracy is measured on, `default_rng([seed, e])`, as the
 course measures it), `epoch_learning_rate` (the course's `lr *= lr_decay` per epoch) and
 `rung_budgets` (successive halving's epoch budgets). `check_schedule` validates one before anything
-compiles. With `seeds` = N > 1, the lanes come in blocks of N consecutive lanes, one block per
+compiles. `pbt` makes it population-based training (`fc_jax.runs.pbt`). With `seeds` = N > 1, the lanes come in blocks of N consecutive lanes, one block per
 configuration (`lane_groups`); halving promotes whole blocks, ranked by `group_means`.
 """
 
@@ -22,7 +22,9 @@ from fc_jax.runs.space import check_seed
 
 __all__ = [
     "Halving",
+    "Pbt",
     "Schedule",
+    "check_pbt",
     "check_schedule",
     "epoch_indices",
     "train_subsample",
@@ -42,6 +44,16 @@ class Halving(NamedTuple):
     min_epochs: int = 1  # the first rung's budget
 
 
+class Pbt(NamedTuple):
+    """Population-based training (`fc_jax.runs.pbt`): every `ready` epochs the worst `quantile` of
+    the lanes by validation accuracy copy the state of a lane from the best `quantile` and perturb
+    the hyperparameters `names` (x0.8 or x1.2, clipped to their valid ranges)."""
+
+    ready: int = 2  # epochs between exploit steps
+    quantile: float = 0.25  # the fraction of lanes replaced (and the fraction copied from)
+    names: tuple = ("learning_rate",)  # the hyperparameters perturbed
+
+
 class Schedule(NamedTuple):
     """What every lane of a run shares (the arguments `fit` and `run_sweep` take)."""
 
@@ -54,6 +66,7 @@ class Schedule(NamedTuple):
     num_train_samples: int | None = 1000  # train-accuracy subsample (None: all)
     halving: Halving | None = None  # None: every lane trains num_epochs
     seeds: int = 1  # lanes per configuration: consecutive lanes, seeds seed_c, seed_c + 1, ...
+    pbt: Pbt | None = None  # population-based training (every lane trains num_epochs)
 
 
 def epoch_learning_rate(lr0: float, lr_decay: float, epoch: int) -> float:
@@ -92,6 +105,24 @@ def check_schedule(s: Schedule, num_train: int) -> None:
         check_integer("eta", s.halving.eta, 2)
         check_integer("min_epochs", s.halving.min_epochs, 1)
     check_integer("seeds", s.seeds, 1)
+    if s.pbt is not None:
+        check_pbt(s.pbt)
+        if s.halving is not None or s.seeds > 1:
+            raise ValueError("population-based training runs alone: no halving, one seed each")
+
+
+def check_pbt(p: Pbt) -> None:
+    """ValueError naming the first bad PBT setting."""
+    from fc_jax.hparams import HPARAMS
+
+    check_integer("ready", p.ready, 1)
+    if isinstance(p.quantile, bool) or not 0 < p.quantile <= 0.5:
+        raise ValueError(
+            f"quantile must be in (0, 0.5] (the worst and best fractions), got {p.quantile!r}"
+        )
+    bad = [n for n in p.names if n not in HPARAMS]
+    if bad or not p.names:
+        raise ValueError(f"PBT perturbs hyperparameters; got {list(p.names)}")
 
 
 def chunks_of(steps: int, requested: int) -> int:

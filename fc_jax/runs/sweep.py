@@ -27,12 +27,13 @@ import jax
 import numpy as np
 
 from fc_jax import models
-from fc_jax.hparams import check_integer
+from fc_jax.hparams import HParams, check_integer
 from fc_jax.models import x64_scope
 from fc_jax.runs import loop, space
 from fc_jax.runs.loop import Lanes
 from fc_jax.runs.schedule import (
     Halving,
+    Pbt,
     Schedule,
     group_means,
     lane_groups,
@@ -46,10 +47,14 @@ __all__ = [
     "lane_group_size",
     "result_of",
     "repeat_seeds",
+    "pbt_defaults",
     "SCHEDULES",
 ]
 
-SCHEDULES = ("full", "halving")
+SCHEDULES = ("full", "halving", "pbt")
+# What PBT perturbs by default: the swept hyperparameters that act during training (not the
+# initialization's weight_scale), learning_rate when none is swept.
+_PBT_FIXED = ("weight_scale",)
 
 
 class SweepResult(NamedTuple):
@@ -78,6 +83,8 @@ class SweepResult(NamedTuple):
     schedule: str = "full"
     rungs: tuple = ()  # the halving budgets (epochs), () for "full"
     seeds: int = 1  # lanes per configuration (consecutive lanes; see `repeat_seeds`)
+    lineage: tuple = ()  # PBT's copies (`fc_jax.runs.pbt.exploit`); hparams are then the final ones
+    pbt: Any = None  # the `Pbt` settings of a PBT sweep
 
     @property
     def groups(self) -> np.ndarray:
@@ -124,6 +131,15 @@ def lane_group_size(K: int, devices: list) -> int:
     return K if any(d.platform != "cpu" for d in devices) else min(K, len(devices))
 
 
+def pbt_defaults(trials: list[dict], ready: int = 2, quantile: float = 0.25) -> Pbt:
+    """`Pbt(ready, quantile, names)`: names are the hyperparameters whose values differ between
+    the trials, except the initialization's weight_scale (learning_rate when none)."""
+    names = [
+        n for n in HParams._fields if n not in _PBT_FIXED and len({t.get(n) for t in trials}) > 1
+    ]
+    return Pbt(ready, quantile, tuple(names or ["learning_rate"]))
+
+
 def repeat_seeds(trials: list[dict], seeds: int) -> list[dict]:
     """Each trial repeated over `seeds` seeds as consecutive lanes: seed s, s + 1, ..., s + N - 1
     (s: the trial's seed). ValueError when a seed would leave [0, MAX_SEED]."""
@@ -149,6 +165,8 @@ def result_of(lanes: Lanes, config, update_rule, trials, hparams, schedule: Sche
         if lanes.diverged[k] and len(loss):
             first_bad[k] = int(np.argmin(np.isfinite(loss))) + 1
     halving = schedule.halving is not None
+    if lanes.hparams is not None:
+        hparams = lanes.hparams
     return SweepResult(
         config=config,
         update_rule=update_rule,
@@ -168,9 +186,11 @@ def result_of(lanes: Lanes, config, update_rule, trials, hparams, schedule: Sche
         compile_seconds=lanes.compile_seconds,
         run_seconds=lanes.run_seconds,
         devices=[str(d) for d in devices],
-        schedule="halving" if halving else "full",
+        schedule="halving" if halving else "pbt" if schedule.pbt else "full",
         rungs=tuple(rung_budgets(E, schedule.halving)) if halving else (),
         seeds=schedule.seeds,
+        lineage=tuple(lanes.lineage),
+        pbt=schedule.pbt,
     )
 
 
@@ -186,6 +206,7 @@ def make_schedule(
     eta=3,
     min_epochs=1,
     seeds=1,
+    pbt=None,
 ) -> Schedule:
     """A `Schedule` from `run_sweep`'s keywords (ValueError for an unknown schedule name)."""
     if schedule not in SCHEDULES:
@@ -201,6 +222,7 @@ def make_schedule(
         num_train_samples,
         halving,
         seeds=seeds,
+        pbt=(pbt or Pbt()) if schedule == "pbt" else None,
     )
 
 
@@ -219,6 +241,7 @@ def run_sweep(
     eta: int = 3,
     min_epochs: int = 1,
     seeds: int = 1,
+    pbt: Pbt | None = None,
     max_lanes: int | None = None,
     chunks_per_epoch: int = 1,
     num_train_samples: int | None = 1000,
@@ -240,8 +263,10 @@ def run_sweep(
       seed: the default lane seed, and the seed of the shared minibatches and of the training
         subsample that train accuracy is measured on (shared by all lanes).
       independent_batches: draw each lane's minibatches from its own seed (as `fit` would).
-      schedule: "full" (every lane trains num_epochs) or "halving" (successive halving).
+      schedule: "full" (every lane trains num_epochs), "halving" (successive halving) or "pbt"
+        (population-based training, `fc_jax.runs.pbt`).
       eta, min_epochs: successive halving's keep ratio 1/eta and first rung's epochs.
+      pbt: with schedule="pbt", the `Pbt` settings (default: `pbt_defaults(trials)`).
       seeds: lanes per trial (`repeat_seeds`): results per configuration are the mean and
         standard deviation over its seeds, halving promotes configurations.
       max_lanes: most lanes run at once (default: `lane_group_size`), rounded up to whole devices.
@@ -257,6 +282,8 @@ def run_sweep(
     """
     trials = [{**t, "seed": t.get("seed", seed)} for t in space.check_trials(trials)]
     trials = repeat_seeds(trials, seeds)
+    if schedule == "pbt" and pbt is None:
+        pbt = pbt_defaults(trials)
     sched = make_schedule(
         num_epochs,
         batch_size,
@@ -269,6 +296,7 @@ def run_sweep(
         eta,
         min_epochs,
         seeds,
+        pbt,
     )
     if max_lanes is not None:
         check_integer("max_lanes", max_lanes)
