@@ -180,6 +180,8 @@ def test_cli_pbt_writes_lineage_and_refuses_bad_settings(tmp_path, capsys):
     ]
     assert cli.main([*base, "--schedule", "pbt", "--seeds", "2", "--out", str(out)]) == 2
     assert cli.main([*base, "--schedule", "pbt", "--quantile", "0.7", "--out", str(out)]) == 2
+    assert cli.main([*base, "--schedule", "pbt", "--quantile", "0.2", "--out", str(out)]) == 2
+    assert "needs at least 5 configurations; got 4" in capsys.readouterr().err
     assert not out.exists()
     capsys.readouterr()
     assert cli.main([*base, "--schedule", "pbt", "--ready", "1", "--out", str(out)]) == 0
@@ -193,3 +195,8 @@ def test_cli_pbt_writes_lineage_and_refuses_bad_settings(tmp_path, capsys):
     assert lane["learning_rate"] == pytest.approx(ev["values"]["learning_rate"], rel=1e-6)
     assert lane["initial"]["learning_rate"] in (1e-4, 1e-3, 1e-2, 3e-2)
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_too_few_lanes_for_the_quantile_is_refused_before_compiling():
+    with pytest.raises(ValueError, match="needs at least 4 lanes; got 3"):
+        sweep.run_sweep(CFG, _data(), TRIALS[:3], schedule="pbt", **KW)

@@ -28,6 +28,7 @@ process 0 prints and writes.
 import argparse
 import datetime
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -225,6 +226,11 @@ def _prepare(args):
         opts["seeds"] = seeds
         if opts["schedule"] == "pbt" and seeds > 1:
             raise ValueError("--schedule pbt trains one seed per configuration; drop --seeds")
+        if opts["schedule"] == "pbt" and int(len(trials) * opts["quantile"]) < 1:
+            raise ValueError(
+                f"--schedule pbt --quantile {opts['quantile']:g} needs at least "
+                f"{math.ceil(1 / opts['quantile'])} configurations; got {len(trials)}"
+            )
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
         out = flags.check_out_dir(
             args.out or f"runs/sweep-{s['dataset']}-{stamp}", data_dir=args.data_dir

@@ -20,6 +20,7 @@ device per core, see `fc_jax.cli.cpu_devices_for_sweeps`). The lane axis is shar
 `Mesh(devices, ("trials",))` (every device by default).
 """
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -284,6 +285,11 @@ def run_sweep(
     trials = repeat_seeds(trials, seeds)
     if schedule == "pbt" and pbt is None:
         pbt = pbt_defaults(trials)
+    if schedule == "pbt" and int(len(trials) * pbt.quantile) < 1:
+        raise ValueError(
+            f"population-based training with quantile {pbt.quantile:g} needs at "
+            f"least {math.ceil(1 / pbt.quantile)} lanes; got {len(trials)}"
+        )
     sched = make_schedule(
         num_epochs,
         batch_size,
