@@ -250,3 +250,39 @@ def _fake_seeds_result(accs):
         devices=["cpu"],
         seeds=2,
     )
+
+
+# ------------------------------------------------------------- would halving stop the winner?
+@pytest.mark.parametrize("seeds", [1, 2])
+@pytest.mark.slow
+def test_halving_replay_matches_a_real_halving_sweep(x64, seeds):
+    """The replay on a full sweep decides what a halving sweep of the same trials decided."""
+    from fc_jax.report.halving import halving_line, replay_halving
+
+    cfg = models.NetConfig((5,), **CFG)
+    trials = [{"learning_rate": float(lr)} for lr in np.geomspace(1e-3, 3e-1, 6)]
+    kw = dict(num_epochs=3, batch_size=10, seed=1, seeds=seeds, max_lanes=12)
+    full = sweep.run_sweep(cfg, _data(), trials, **kw)
+    half = sweep.run_sweep(cfg, _data(), trials, schedule="halving", eta=3, **kw)
+    replay = replay_halving(full, eta=3, min_epochs=1)
+    went_on = sorted(set(half.groups[half.epochs == 3].tolist()))
+    assert replay["rungs"] == [1, 3] and replay["kept"] == [went_on]
+    kept = full.best_configuration in went_on
+    assert (replay["stopped_at"] is None) == kept
+    assert ("kept the winner" in halving_line(full)) == kept
+
+
+def test_halving_replay_names_the_rung_that_stops_a_slow_starter():
+    from fc_jax.report.halving import halving_line
+
+    # trial 0 starts worst and ends best: halving (eta 3, rungs 1, 3, 9) stops it after epoch 1
+    val = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.99]] + [[0.5] * 9] * 5)
+    res = _fake_seeds_result(val.max(axis=1))._replace(
+        history={"val_acc": val},
+        seeds=1,
+        epochs=np.full(6, 9),
+        trials=[{"seed": 0}] * 6,
+        diverged=np.zeros(6, bool),
+    )
+    line = halving_line(res)
+    assert "stopped the winner (trial 0) after epoch 1: ranked 6 of 6, 2 went on" in line

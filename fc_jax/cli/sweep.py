@@ -15,7 +15,9 @@ at each rung; `--schedule pbt --ready 2 --quantile 0.25` is population-based tra
 (`fc_jax.runs.pbt`: the worst quarter copies the best quarter every 2 epochs and perturbs the swept
 hyperparameters). With `--out DIR`, a checkpoint of all lanes is written after every epoch
 (`checkpoint.npz`, the format of `fc-jax train`) and `fc-jax sweep --resume DIR` continues a
-killed sweep to exactly the results of an uninterrupted one. At the end: the ranked table, ONE
+killed sweep to exactly the results of an uninterrupted one. A full sweep also says whether
+successive halving (`--eta`, `--min-epochs`) would have stopped its winner
+(`fc_jax.report.halving`). At the end: the ranked table, ONE
 final JSON line, and in DIR `results.csv`, `results.json`, `sweep.png`, each trial's best params as
 `models/trial-<k>.npz` (`fc-jax eval` reads them) and `best_config.json` (the winner's values, seed,
 net, data, epochs and schedule, `fc_jax.cli.best`); the `fc-jax train` command that retrains the
@@ -315,8 +317,16 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
         resume=lanes, on_epoch_end=save, log=say,
     )  # fmt: skip
     say(format_table(result, args.top))
+    check = None
+    if result.schedule == "full" and s["epochs"] > opts["min_epochs"]:
+        from fc_jax.report.halving import halving_line, replay_halving
+
+        check = replay_halving(result, opts["eta"], opts["min_epochs"])
+        say(halving_line(result, opts["eta"], opts["min_epochs"]))
     best = result.trials[result.best]
     summary = {"settings": dict(s), "options": opts, "lane_epochs": result.lane_epochs}
+    if check is not None:
+        summary["halving_check"] = check
     line = dict(dataset=s["dataset"], trials=len(trials), schedule=result.schedule,
                 best_trial=result.best, best=best,
                 best_val_acc=float(result.best_val_acc[result.best]),
