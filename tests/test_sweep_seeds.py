@@ -79,7 +79,7 @@ def test_seeds_are_consecutive_lanes_and_mean_std_are_by_hand(x64, tmp_path):
 
 
 def test_a_lane_without_any_validation_accuracy_counts_as_zero():
-    score = schedule.lane_scores([0.5, -1.0, 0.7, 0.3], [2, 0, 1, 3])
+    score = schedule.lane_scores([0.5, -1.0, 0.7, 0.3])
     assert score.tolist() == [0.5, 0.0, 0.7, 0.3]
     assert schedule.group_means(score, [0, 0, 1, 1]).tolist() == [0.25, 0.5]
 

@@ -30,7 +30,7 @@ def replay_halving(result, eta: int = 3, min_epochs: int = 1) -> dict:
         seen = val[:, :r]
         has = np.isfinite(seen).any(axis=1)
         best = np.where(has, np.nanmax(np.where(np.isfinite(seen), seen, -np.inf), axis=1), -1.0)
-        score = group_means(lane_scores(best, has.astype(int)), groups)
+        score = group_means(lane_scores(best), groups)
         out_by_r = np.asarray(result.diverged) & (np.asarray(result.epochs) <= r)
         members = np.unique(groups[np.isin(groups, alive) & ~out_by_r])
         if not len(members):

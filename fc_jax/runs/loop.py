@@ -187,7 +187,7 @@ def promote(lanes: Lanes, schedule: Schedule, groups=None) -> Lanes | None:
     if not later or not len(members):
         return None
     keep = max(1, len(members) // schedule.halving.eta)
-    score = group_means(lane_scores(lanes.best_val_acc, lanes.best_epoch), groups)[members]
+    score = group_means(lane_scores(lanes.best_val_acc), groups)[members]
     chosen = members[np.argsort(-score, kind="stable")[:keep]]
     budget = lanes.budget.copy()
     budget[at & np.isin(groups, chosen)] = later[0]

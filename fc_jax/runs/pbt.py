@@ -13,7 +13,9 @@ and dtypes never change, so the compiled epoch runs on unchanged (hyperparameter
 
 Every decision is a pure function of (seed, epoch, the accuracies), drawn from
 `np.random.default_rng([seed, epoch, PBT_STREAM])`, so a resumed run decides exactly as an
-uninterrupted one. Each copy is recorded in `Lanes.lineage` as
+uninterrupted one. (No step follows the last epoch: a finished run resumed with more epochs goes
+on without the step an uninterrupted longer run would have taken there, when that epoch is a
+multiple of `ready`.) Each copy is recorded in `Lanes.lineage` as
 `{"epoch", "lane", "source", "source_val_acc", "lane_val_acc", "values"}` (the new values of the
 perturbed names).
 """

@@ -160,10 +160,11 @@ def lane_groups(num_lanes: int, seeds: int = 1) -> np.ndarray:
     return np.arange(num_lanes) // seeds
 
 
-def lane_scores(best_val_acc, best_epoch) -> np.ndarray:
-    """Each lane's best validation accuracy as a score: 0 for a lane with none (it diverged in its
-    first epoch); a lane that diverged later keeps its best before that."""
-    return np.where(np.asarray(best_epoch) > 0, np.asarray(best_val_acc, np.float64), 0.0)
+def lane_scores(best_val_acc) -> np.ndarray:
+    """Each lane's best validation accuracy as a score: 0 for a lane with none (-1: it diverged in
+    its first epoch); a lane that diverged later keeps its best before that."""
+    best = np.asarray(best_val_acc, np.float64)
+    return np.where(best >= 0, best, 0.0)
 
 
 def group_means(values, groups) -> np.ndarray:

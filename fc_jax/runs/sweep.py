@@ -96,14 +96,14 @@ class SweepResult(NamedTuple):
     def config_mean(self) -> np.ndarray:
         """(C,) each configuration's mean over its seeds of the best validation accuracy (a lane
         without one, diverged in its first epoch, counts as 0)."""
-        return group_means(lane_scores(self.best_val_acc, self.best_epoch), self.groups)
+        return group_means(lane_scores(self.best_val_acc), self.groups)
 
     @property
     def config_std(self) -> np.ndarray:
         """(C,) the sample standard deviation (ddof=1) of the same; 0 with one seed."""
         if self.seeds == 1:
             return np.zeros(len(self.trials))
-        score = lane_scores(self.best_val_acc, self.best_epoch).reshape(-1, self.seeds)
+        score = lane_scores(self.best_val_acc).reshape(-1, self.seeds)
         return score.std(axis=1, ddof=1)
 
     @property
