@@ -1,30 +1,28 @@
 """`fc-jax sweep`: many configurations of one net on the run loop; resumable; successive halving.
 
-Contract: the space comes from grid lists (`--learning-rate 1e-4 3e-4 --weight-scale 1e-2 5e-2`,
-one flag per `HParams` field), from `--random N` with ranges
-(`--learning-rate-range 1e-4 1e-2`: log-uniform for learning rates, weight scales, L2 and epsilon,
-uniform for probabilities and decay factors, as `fc_jax.runs.space.RANGE_SAMPLING` says; list
-flags then become uniform choices), or from `--spec FILE`
-(see `fc_jax.runs.space.from_spec`); unswept hyperparameters take the dataset's recipe
-(`fc_jax.settings.DEFAULTS`). `--seeds N` (or `"seeds": N` in the spec) trains every
-configuration with N seeds (`--seed`, `--seed` + 1, ...) as N lanes and reports, ranks and halves
-by the mean over them (`fc_jax.runs.sweep.repeat_seeds`). The net has dropout layers when any trial keeps less than 1
-(`--keep-prob 1 0.5` mixes nets without and with dropout). Everything is checked before anything
-is created or compiled. `--schedule halving --eta 3 --min-epochs 1` stops all but the best 1/eta
-at each rung; `--schedule pbt --ready 2 --quantile 0.25` is population-based training
+Contract: the space comes from grid lists (`--learning-rate 1e-4 3e-4 --weight-scale 1e-2 5e-2`, one
+flag per `HParams` field), from `--random N` with ranges (`--learning-rate-range 1e-4 1e-2`:
+log-uniform for learning rates, weight scales, L2 and epsilon, uniform for probabilities and decay
+factors, as `fc_jax.runs.space.RANGE_SAMPLING` says; list flags then become uniform choices), or
+from `--spec FILE` (see `fc_jax.runs.space.from_spec`); unswept hyperparameters take the dataset's
+recipe (`fc_jax.settings.DEFAULTS`). `--seeds N` (or `"seeds": N` in the spec) trains every
+configuration with N seeds (`--seed`, `--seed` + 1, ...) as N lanes and reports, ranks and halves by
+the mean over them (`fc_jax.runs.sweep.repeat_seeds`). The net has dropout layers when any trial
+keeps less than 1 (`--keep-prob 1 0.5` mixes nets without and with dropout). Everything is checked
+before anything is created or compiled. `--schedule halving --eta 3 --min-epochs 1` stops all but
+the best 1/eta at each rung; `--schedule pbt --ready 2 --quantile 0.25` is population-based training
 (`fc_jax.runs.pbt`: the worst quarter copies the best quarter every 2 epochs and perturbs the swept
 hyperparameters). With `--out DIR`, a checkpoint of all lanes is written after every epoch
-(`checkpoint.npz`, the format of `fc-jax train`) and `fc-jax sweep --resume DIR` continues a
-killed sweep to exactly the results of an uninterrupted one. A full sweep also says whether
-successive halving (`--eta`, `--min-epochs`) would have stopped its winner
-(`fc_jax.report.halving`). At the end: the ranked table, ONE
-final JSON line, and in DIR `results.csv`, `results.json`, `sweep.png`, each trial's best params as
-`models/trial-<k>.npz` (`fc-jax eval` reads them) and `best_config.json` (the winner's values, seed,
-net, data, epochs and schedule, `fc_jax.cli.best`); the `fc-jax train` command that retrains the
-winner is printed, and `--retrain-best [EPOCHS]` runs it (with EPOCHS epochs) into `DIR/retrain/`
-and reports its test accuracy. Exit codes as `fc_jax.cli`
-(3: every configuration diverged, or the retrained winner did). With several processes only
-process 0 prints and writes.
+(`checkpoint.npz`, the format of `fc-jax train`) and `fc-jax sweep --resume DIR` continues a killed
+sweep to exactly the results of an uninterrupted one. A full sweep also says whether successive
+halving (`--eta`, `--min-epochs`) would have stopped its winner (`fc_jax.report.halving`). At the
+end: the ranked table, ONE final JSON line, and in DIR `results.csv`, `results.json`, `sweep.png`,
+each trial's best params as `models/trial-<k>.npz` (`fc-jax eval` reads them) and `best_config.json`
+(the winner's values, seed, net, data, epochs and schedule, `fc_jax.cli.best`); the `fc-jax train`
+command that retrains the winner is printed, and `--retrain-best [EPOCHS]` runs it (with EPOCHS
+epochs) into `DIR/retrain/` and reports its test accuracy. Exit codes as `fc_jax.cli` (3: every
+configuration diverged, or the retrained winner did). With several processes only process 0 prints
+and writes.
 """
 
 import argparse
