@@ -15,8 +15,8 @@ Contract: `main(argv=None) -> int` parses `argv`, runs one subcommand and return
 
 Subcommands, one module each: `train` (`fc_jax.cli.train`), `sweep` (`fc_jax.cli.sweep`), `eval`
 (`fc_jax.cli.evaluate`), `gradcheck` (`fc_jax.cli.gradcheck`); the flags they share are defined
-once in `fc_jax.cli.flags`. Recipes, resume merging and data fingerprints are library code
-(`fc_jax.settings`). jax is imported when `main` runs (the parser reads the recipes), not at
+once in `fc_jax.cli.flags`, a sweep's winner as an `fc-jax train` command in `fc_jax.cli.best`.
+Recipes, resume merging and data fingerprints are library code (`fc_jax.settings`). jax is imported when `main` runs (the parser reads the recipes), not at
 `import fc_jax.cli`.
 """
 

@@ -253,8 +253,20 @@ def given(args, names) -> dict:
 
 
 # What fc-jax writes into a run or sweep folder: a folder holding one of these is an fc-jax run.
-RUN_FILES = ("checkpoint.npz", "model.npz", "history.json", "history.csv", "curves.png",
-             "best_params.npz", "results.json", "results.csv", "sweep.png", "models", "retrain")  # fmt: skip
+RUN_FILES = (
+    "checkpoint.npz",
+    "model.npz",
+    "history.json",
+    "history.csv",
+    "curves.png",
+    "best_params.npz",
+    "results.json",
+    "results.csv",
+    "sweep.png",
+    "best_config.json",
+    "models",
+    "retrain",
+)
 
 
 def check_out_dir(path, flag: str = "--out", data_dir=None) -> Path:
@@ -336,11 +348,14 @@ def resume_dir(path) -> Path:
 
 def train_command(s: dict, out) -> str:
     """The `fc-jax train` command line that starts a run with settings `s` into `out` (the flags
-    that differ from the dataset's recipe, and the data folder)."""
+    that differ from the dataset's recipe, every other hyperparameter `s` sets, e.g. beta1, and
+    the data folder)."""
     recipe = DEFAULTS[s["dataset"]]
     words = ["fc-jax", "train", "--dataset", s["dataset"]]
     for k, v in s.items():
-        if (
+        if k not in recipe and k in HPARAMS and v is not None:
+            pass  # a hyperparameter outside the recipe: always given
+        elif (
             k not in recipe
             or v is None
             or v == recipe[k]

@@ -1,47 +1,60 @@
 """`fc-jax sweep`: many configurations of one net on the run loop; resumable; successive halving.
 
-Contract: the space comes from grid lists (`--learning-rate 1e-4 3e-4 --weight-scale 1e-2 5e-2`,
-one flag per `HParams` field plus `--seeds`), from `--random N` with ranges
-(`--learning-rate-range 1e-4 1e-2`: log-uniform for learning rates, weight scales, L2 and epsilon,
-uniform for probabilities and decay factors, as `fc_jax.runs.space.RANGE_SAMPLING` says; list
-flags then become uniform choices), or from `--spec FILE`
-(see `fc_jax.runs.space.from_spec`); unswept hyperparameters take the dataset's recipe
-(`fc_jax.settings.DEFAULTS`). The net has dropout layers when any trial keeps less than 1
-(`--keep-prob 1 0.5` mixes nets without and with dropout). Everything is checked before anything
-is created or compiled. `--schedule halving --eta 3 --min-epochs 1` stops all but the best 1/eta
-at each rung. With `--out DIR`, a checkpoint of all lanes is written every `--checkpoint-every`
-seconds, after the last epoch and when interrupted (`checkpoint.npz`, the format of `fc-jax
-train`) and `fc-jax sweep --resume DIR` continues a
-killed sweep to exactly the results of an uninterrupted one. At the end: the ranked table, ONE
-final JSON line, and in DIR `results.csv`, `results.json`, `sweep.png`, each trial's best params as
-`models/trial-<k>.npz` (`fc-jax eval` reads them); `--retrain-best EPOCHS` trains the winner again,
-from scratch, for EPOCHS epochs with `fc-jax train`'s loop into `DIR/retrain/` and reports its
-test accuracy. Exit codes as `fc_jax.cli`
-(3: every configuration diverged, or the retrained winner did). With several processes only
-process 0 prints and writes.
+Contract: the space comes from grid lists (`--learning-rate 1e-4 3e-4 --weight-scale 1e-2 5e-2`, one
+flag per `HParams` field), from `--random N` with ranges (`--learning-rate-range 1e-4 1e-2`:
+log-uniform for learning rates, weight scales, L2 and epsilon, uniform for probabilities and decay
+factors, as `fc_jax.runs.space.RANGE_SAMPLING` says; list flags then become uniform choices), or
+from `--spec FILE` (see `fc_jax.runs.space.from_spec`); unswept hyperparameters take the dataset's
+recipe (`fc_jax.settings.DEFAULTS`). `--seeds N` (or `"seeds": N` in the spec) trains every
+configuration with N seeds (`--seed`, `--seed` + 1, ...) as N lanes and reports, ranks and halves by
+the mean over them (`fc_jax.runs.sweep.repeat_seeds`). The net has dropout layers when any trial
+keeps less than 1 (`--keep-prob 1 0.5` mixes nets without and with dropout). Everything is checked
+before anything is created or compiled. `--schedule halving --eta 3 --min-epochs 1` stops all but
+the best 1/eta at each rung; `--schedule pbt --ready 2 --quantile 0.25` is population-based training
+(`fc_jax.runs.pbt`: the worst quarter copies the best quarter every 2 epochs and perturbs the swept
+hyperparameters). With `--out DIR`, a checkpoint of all lanes is written every `--checkpoint-every`
+seconds, after the last epoch and when interrupted (`checkpoint.npz`, the format of `fc-jax train`) and `fc-jax sweep --resume DIR` continues a killed
+sweep to exactly the results of an uninterrupted one. A full sweep also says whether successive
+halving (`--eta`, `--min-epochs`) would have stopped its winner (`fc_jax.report.halving`). At the
+end: the ranked table, ONE final JSON line, and in DIR `results.csv`, `results.json`, `sweep.png`,
+each trial's best params as `models/trial-<k>.npz` (`fc-jax eval` reads them) and `best_config.json`
+(the winner's values, seed, net, data, epochs and schedule, `fc_jax.cli.best`); the `fc-jax train`
+command that retrains the winner is printed, and `--retrain-best [EPOCHS]` runs it (with EPOCHS
+epochs) into `DIR/retrain/` and reports its test accuracy. Exit codes as `fc_jax.cli` (3: every
+configuration diverged, or the retrained winner did). With several processes only process 0 prints
+and writes.
 """
 
 import argparse
 import datetime
 import json
+import math
 import sys
 from pathlib import Path
 
 from fc_jax import settings
 from fc_jax.cli import flags
 from fc_jax.data.datasets import DATASETS
-from fc_jax.hparams import HParams
 from fc_jax.precision import precision_notice
 from fc_jax.runs import space
 
 __all__ = ["add_parser", "run", "SWEPT"]
 
 SWEPT = space.SWEEPABLE  # every sweepable name: the HParams vocabulary plus lane seeds
-_FLAG = {n: ("seeds" if n == "seed" else n.replace("_", "-")) for n in SWEPT}
+_FLAG = {n: n.replace("_", "-") for n in SWEPT if n != "seed"}  # seeds: --seeds N, --seed
 _NET = ("dataset", "hidden_dims", "normalization", "update_rule", "dtype", "precision", "epochs", "batch_size",
         "sampling", "seed", "num_training", "num_validation", "num_test")  # fmt: skip
-_SPACE = ("random", "spec", *(_FLAG[n].replace("-", "_") for n in SWEPT))
-_RUN = ("schedule", "eta", "min_epochs", "independent_batches", "max_lanes", "random_seed")
+_SPACE = ("random", "spec", "seeds", *(f.replace("-", "_") for f in _FLAG.values()))
+_RUN = (
+    "schedule",
+    "eta",
+    "min_epochs",
+    "independent_batches",
+    "max_lanes",
+    "random_seed",
+    "ready",
+    "quantile",
+)
 
 
 def add_parser(sub) -> None:
@@ -51,14 +64,28 @@ def add_parser(sub) -> None:
     flags.add_net(p)
     flags.add_schedule(p)
     a = p.add_argument
-    for n in SWEPT:
-        kind = flags.seed if n == "seed" else float
-        a(f"--{_FLAG[n]}", type=kind, nargs="+", metavar="V",
-          help=f"{n} values, a grid axis (default: the recipe's value)")  # fmt: skip
-        if n != "seed":
-            a(f"--{_FLAG[n]}-range", type=float, nargs=2, metavar=("LO", "HI"),
-              help=f"with --random: {n} {space.RANGE_SAMPLING[n]} in [LO, HI] (default: not "
-                   "random)")  # fmt: skip
+    for n in _FLAG:
+        a(
+            f"--{_FLAG[n]}",
+            type=float,
+            nargs="+",
+            metavar="V",
+            help=f"{n} values, a grid axis (default: the recipe's value)",
+        )
+        a(
+            f"--{_FLAG[n]}-range",
+            type=float,
+            nargs=2,
+            metavar=("LO", "HI"),
+            help=f"with --random: {n} {space.RANGE_SAMPLING[n]} in [LO, HI] (default: not random)",
+        )
+    a(
+        "--seeds",
+        type=flags.positive_int,
+        metavar="N",
+        help="train every configuration with N seeds (--seed, --seed + 1, ...); the table, "
+        'results and halving use the mean over them (default: 1, or the spec\'s "seeds")',
+    )
     a(
         "--random",
         type=flags.positive_int,
@@ -71,8 +98,27 @@ def add_parser(sub) -> None:
         metavar="FILE",
         help='JSON space: {"grid": {...}} or {"random": {...}} (default: none)',
     )
-    a("--schedule", choices=("full", "halving"), default="full",
-      help="full: every configuration trains --epochs; halving: successive halving (default: full)")  # fmt: skip
+    a(
+        "--schedule",
+        choices=("full", "halving", "pbt"),
+        default="full",
+        help="full: every configuration trains --epochs; halving: successive halving; pbt: "
+        "population-based training (default: full)",
+    )
+    a(
+        "--ready",
+        type=flags.positive_int,
+        default=2,
+        metavar="EPOCHS",
+        help="pbt: epochs between exploit steps (default: 2)",
+    )
+    a(
+        "--quantile",
+        type=_quantile,
+        default=0.25,
+        help="pbt: the worst QUANTILE of the lanes copy one of the best QUANTILE and perturb the "
+        "swept hyperparameters x0.8 or x1.2, a number in (0, 0.5] (default: 0.25)",
+    )
     a(
         "--eta",
         type=_eta,
@@ -85,14 +131,31 @@ def add_parser(sub) -> None:
       help="each configuration draws its own minibatches (default: shared)")  # fmt: skip
     a("--max-lanes", type=flags.positive_int,
       help="most configurations trained at once (default: all on a GPU, one per device on CPUs)")  # fmt: skip
-    a("--retrain-best", type=flags.positive_int, metavar="EPOCHS",
-      help="after the sweep, train the winner again from scratch for EPOCHS epochs into "
-           "OUT/retrain and report its test accuracy (default: no)")  # fmt: skip
+    a(
+        "--retrain-best",
+        type=flags.positive_int,
+        nargs="?",
+        const=0,
+        metavar="EPOCHS",
+        help="after the sweep, run the printed fc-jax train command: train the winner again from "
+        "scratch for EPOCHS epochs (default EPOCHS: the sweep's --epochs) into OUT/retrain and "
+        "report its test accuracy (default: no)",
+    )
     a("--top", type=flags.positive_int, default=20, help="rows of the printed table (default: 20)")
     a("--resume", metavar="DIR", help="continue the sweep saved in DIR (default: a new sweep)")
     flags.add_checkpoint(p)
     flags.add_output(p, "runs/sweep-<dataset>-<timestamp>")
     p.set_defaults(func=run)
+
+
+def _quantile(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 0.5], got {s!r}")
+    return v
 
 
 def _eta(s: str) -> int:
@@ -106,17 +169,28 @@ def _eta(s: str) -> int:
 
 def _trials(args, s: dict) -> list[dict]:
     """The trials from the flags (validated), unswept values filled from the recipe `s`."""
+    return _space(args, s)[0]
+
+
+def _space(args, s: dict) -> tuple[list[dict], int]:
+    """(the trials from the flags, validated, unswept values filled from the recipe `s`; seeds per
+    configuration from --seeds or the spec)."""
     from fc_jax.runs import space
 
     arg = lambda n, suffix="": getattr(args, _FLAG[n].replace("-", "_") + suffix, None)
-    lists = {n: arg(n) for n in SWEPT if arg(n) is not None}
-    ranges = {n: arg(n, "_range") for n in SWEPT if n != "seed" and arg(n, "_range") is not None}
+    lists = {n: arg(n) for n in _FLAG if arg(n) is not None}
+    ranges = {n: arg(n, "_range") for n in _FLAG if arg(n, "_range") is not None}
+    seeds = None
     if args.spec is not None:
         if lists or ranges or args.random is not None:
             raise ValueError(
                 "--spec FILE replaces the hyperparameter flags and --random; drop them"
             )
-        trials = space.load_spec(args.spec)
+        trials, seeds = space.load_spec(args.spec, with_seeds=True)
+        if seeds is not None and args.seeds is not None and seeds != args.seeds:
+            raise ValueError(
+                f'--seeds {args.seeds} differs from the spec\'s "seeds": {seeds}; give one'
+            )
     elif args.random is not None:
         if not ranges:
             raise ValueError("--random N needs ranges (e.g. --learning-rate-range 1e-4 1e-2)")
@@ -134,9 +208,13 @@ def _trials(args, s: dict) -> list[dict]:
                              "--random N with ranges, or --spec FILE")  # fmt: skip
         trials = space.grid(lists)
     fill = settings.hparams_of(s)
-    return space.check_trials(
+    trials = space.check_trials(
         [{**{n: v for n, v in fill.items() if n not in t}, **t} for t in trials]
     )
+    seeds = args.seeds or seeds or 1
+    last = [{"seed": t.get("seed", s["seed"]) + seeds - 1} for t in trials]
+    space.check_trials(last)  # every lane's seed a valid uint32 before anything is created
+    return trials, seeds
 
 
 def _prepare(args):
@@ -144,8 +222,16 @@ def _prepare(args):
     if args.resume is None:
         given = flags.given(args, _NET)
         s = settings.settings(given.get("dataset", "cifar10"), given)
-        trials = _trials(args, s)
+        trials, seeds = _space(args, s)
         opts = {k: getattr(args, k) for k in _RUN}
+        opts["seeds"] = seeds
+        if opts["schedule"] == "pbt" and seeds > 1:
+            raise ValueError("--schedule pbt trains one seed per configuration; drop --seeds")
+        if opts["schedule"] == "pbt" and int(len(trials) * opts["quantile"]) < 1:
+            raise ValueError(
+                f"--schedule pbt --quantile {opts['quantile']:g} needs at least "
+                f"{math.ceil(1 / opts['quantile'])} configurations; got {len(trials)}"
+            )
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
         out = flags.check_out_dir(
             args.out or f"runs/sweep-{s['dataset']}-{stamp}", data_dir=args.data_dir
@@ -216,6 +302,11 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
     from fc_jax.storage.checkpoint import save_lanes
 
     save = (lambda ls: save_lanes(out, ls, meta)) if lead else None
+    pbt = None
+    if opts["schedule"] == "pbt":
+        from fc_jax.runs.sweep import pbt_defaults
+
+        pbt = pbt_defaults(trials, opts["ready"], opts["quantile"])
     result = run_sweep(
         config,
         data,
@@ -229,6 +320,8 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
         schedule=opts["schedule"],
         eta=opts["eta"],
         min_epochs=opts["min_epochs"],
+        seeds=opts.get("seeds", 1),
+        pbt=pbt,
         max_lanes=opts["max_lanes"],
         resume=lanes,
         on_epoch_end=save,
@@ -236,8 +329,16 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
         checkpoint_every=args.checkpoint_every,
     )
     say(format_table(result, args.top))
+    check = None
+    if result.schedule == "full" and s["epochs"] > opts["min_epochs"]:
+        from fc_jax.report.halving import halving_line, replay_halving
+
+        check = replay_halving(result, opts["eta"], opts["min_epochs"])
+        say(halving_line(result, opts["eta"], opts["min_epochs"]))
     best = result.trials[result.best]
     summary = {"settings": dict(s), "options": opts, "lane_epochs": result.lane_epochs}
+    if check is not None:
+        summary["halving_check"] = check
     line = dict(dataset=s["dataset"], trials=len(trials), schedule=result.schedule,
                 best_trial=result.best, best=best,
                 best_val_acc=float(result.best_val_acc[result.best]),
@@ -245,6 +346,14 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
                 compile_seconds=round(result.compile_seconds, 3),
                 run_seconds=round(result.run_seconds, 3), devices=len(result.devices),
                 device=result.devices[0], out_dir=str(out))  # fmt: skip
+    if result.seeds > 1:
+        c = result.best_configuration
+        line.update(
+            seeds=result.seeds,
+            best_configuration=c,
+            best_mean_val_acc=float(result.config_mean[c]),
+            best_std_val_acc=float(result.config_std[c]),
+        )
     code = 0
     if result.diverged.all():
         print(f"error: every one of the {len(trials)} configurations diverged; lower the learning "
@@ -255,16 +364,27 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
         paths = write_results(result, out, summary)
         plot_sweep(result, out / "sweep.png")
         line.update(results=str(paths["json"]))
-    if code == 0 and args.retrain_best:
-        note(
-            f"retraining trial {result.best} {best} for {args.retrain_best} epochs into {out / 'retrain'}"
-        )
-        retrain = _retrain(
-            s, data, meta["data_fingerprint"], best, args.retrain_best, out / "retrain", lead
-        )
-        if isinstance(retrain, int):
-            return retrain
-        line.update(test_acc=retrain["test_acc"], retrain_epochs=args.retrain_best)
+    if code == 0:
+        from fc_jax.cli.best import best_config, retrain, winner_settings
+        from fc_jax.storage.files import atomic_write_text
+
+        record = best_config(result, s, opts, out)
+        if lead:
+            atomic_write_text(out / "best_config.json", json.dumps(record, indent=1))
+        say(f"retrain the winner (trial {result.best}): {record['command']}")
+        line.update(train_command=record["command"], reproduces_lane=record["reproduces_lane"])
+        if args.retrain_best is not None and lead:
+            epochs = args.retrain_best or s["epochs"]
+            again = flags.train_command(winner_settings(result, s, epochs), out / "retrain")
+            note(f"retraining trial {result.best} {best}: {again}")
+            run = retrain(again, quiet=args.quiet)
+            if isinstance(run, int):
+                return run
+            line.update(
+                test_acc=run["test_acc"],
+                retrain_epochs=epochs,
+                retrain_best_val_acc=run["best_val_acc"],
+            )
     say(json.dumps(line))
     return code
 
@@ -284,24 +404,3 @@ def _save_models(result, mean_image, out: Path, s: dict) -> None:
                    meta={"settings": s, "trial": trial,
                          "best_val_acc": float(result.best_val_acc[k])},
                    pixel_scale=DATASETS[s["dataset"]].pixel_scale)  # fmt: skip
-
-
-def _retrain(s, data, fingerprint, trial, epochs, out: Path, lead):
-    """The winner trained `epochs` epochs by `fc-jax train`'s own code, written into `out`."""
-    from fc_jax.cli import train as train_cli
-
-    s2 = {**s, **{k: v for k, v in trial.items() if k in HParams._fields}, "seed": int(trial["seed"]),
-          "epochs": epochs}  # fmt: skip
-    config = settings.config_of(s2)
-    flags.check_out_dir(out)
-    if not lead:
-        return {"test_acc": float("nan")}
-    from fc_jax.storage.files import lock_folder
-
-    with lock_folder(out):
-        res = train_cli._train_jax(config, s2, data, None, None, out, fingerprint,
-                                   s.get("data_dir"), quiet=True)  # fmt: skip
-        if isinstance(res, int):
-            return res
-        train_cli._finish(s2, out, res, data)
-    return res

@@ -2,6 +2,7 @@
 
 curves   a training run's loss and accuracy curves (`plot_history`)
 sweeps   a sweep's table, results files and plot
+halving  would successive halving have stopped a full sweep's winner (a replay)
 """
 
-__all__ = ["curves", "sweeps"]
+__all__ = ["curves", "halving", "sweeps"]

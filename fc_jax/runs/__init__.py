@@ -1,7 +1,9 @@
 """The ring's engine: one run loop for K >= 1 lanes, and what it is fed.
 
   loop       THE run loop: `train_lanes` trains K lanes epoch by epoch (`Lanes`, `DivergedError`)
-  schedule   what every lane shares (`Schedule`, `Halving`): minibatches, subsamples, learning rates
+  schedule   what every lane shares (`Schedule`, `Halving`, `Pbt`): minibatches, subsamples, learning
+             rates, seeds per configuration
+  pbt        population-based training's exploit/explore step, a gather over the lane axis
   placement  lanes on devices: the compiled epoch and evaluation over a lane axis
   fit        one training run: the loop with K = 1 (`fit`, `Run`)
   sweep      K configurations as one compiled program (`run_sweep`, `SweepResult`)
@@ -10,4 +12,4 @@
 Import the modules (`from fc_jax.runs import sweep`); the main names are also in `fc_jax`.
 """
 
-__all__ = ["fit", "loop", "placement", "schedule", "space", "sweep"]
+__all__ = ["fit", "loop", "pbt", "placement", "schedule", "space", "sweep"]

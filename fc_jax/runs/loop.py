@@ -10,6 +10,7 @@ sweep (`fc_jax.runs.sweep.run_sweep`) is K lanes. The schedule lives here once:
   schedule's seed (shared: one draw for all lanes) or each lane's own (`independent_batches`);
 * lane k starts from `train.init_train_state(key(seed_k), config, optimizer, weight_scale_k)`, its
   learning rate after e epochs is `epoch_learning_rate(lr_k, lr_decay_k, e)` (the course's decay);
+* with `schedule.pbt`, after every `ready` epochs a PBT step (`fc_jax.runs.pbt.exploit`);
 * after each epoch: accuracy on a training subsample (drawn from `default_rng([seed, e])`, as the
   course measures it) and on the validation set, best params per lane, then `on_epoch_end(lanes)`
   (a checkpoint): after every epoch, or by time (`Schedule.checkpoint_every`, see
@@ -19,8 +20,9 @@ sweep (`fc_jax.runs.sweep.run_sweep`) is K lanes. The schedule lives here once:
 * a lane whose loss turns non-finite is frozen by the engine and stops (`on_diverge="stop"`), or the
   run raises `DivergedError` before its `on_epoch_end` (`on_diverge="raise"`, what `fit` does);
 * `Schedule.halving`: successive halving. Every lane first trains `min_epochs`; when all lanes of a
-  rung reach its budget, the best 1/eta by best validation accuracy go on to eta times the budget
-  (capped at `num_epochs`) from their own state, the others stop where they are;
+  rung reach its budget, the best 1/eta by best validation accuracy (configurations by their mean
+  over `Schedule.seeds` lanes, `promote`) go on to eta times the budget (capped at `num_epochs`)
+  from their own state, the others stop where they are;
 * the lanes that still train run in groups of `width` lanes (`jax.vmap` over the lane axis, sharded
   over `Mesh(devices, ("trials",))`, padded with copies of the last lane): one compilation per width.
   Between epochs the state lives on the host, so groups, halving and checkpoints are one mechanism.
@@ -39,7 +41,7 @@ from fc_jax import models, train
 from fc_jax.data.datasets import check_finite, check_labels
 from fc_jax.hparams import HParams
 from fc_jax.optim import get_optimizer
-from fc_jax.runs import placement
+from fc_jax.runs import pbt, placement
 from fc_jax.runs.schedule import (
     Schedule,
     check_schedule,
@@ -47,6 +49,9 @@ from fc_jax.runs.schedule import (
     chunks_of,
     epoch_indices,
     epoch_learning_rate,
+    group_means,
+    lane_groups,
+    lane_scores,
     rung_budgets,
     train_subsample,
 )
@@ -94,6 +99,8 @@ class Lanes(NamedTuple):
     best_epoch: np.ndarray  # (K,) int64, 1-based (0: none yet)
     compile_seconds: float  # summed over every compilation of the run (all sessions)
     run_seconds: float  # summed over every epoch of every group
+    hparams: Any = None  # (K,) numpy HParams when they change during the run (PBT), else None
+    lineage: tuple = ()  # PBT's copies, in order (`fc_jax.runs.pbt.exploit`)
 
     @property
     def num_lanes(self) -> int:
@@ -167,20 +174,26 @@ def init_lanes(fns: placement.LaneFns, hparams: HParams, seeds: np.ndarray, budg
     )
 
 
-def promote(lanes: Lanes, schedule: Schedule) -> Lanes | None:
-    """Successive halving's step between rungs; None when no rung is left."""
+def promote(lanes: Lanes, schedule: Schedule, groups=None) -> Lanes | None:
+    """Successive halving's step between rungs; None when no rung is left.
+
+    `groups` ((K,) configuration index of each lane, default: each lane its own) makes the unit
+    of promotion a configuration: the best 1/eta of the configurations still training at this
+    rung, ranked by the mean over their lanes of `lane_scores`, go on with all their lanes.
+    """
     budgets = rung_budgets(schedule.num_epochs, schedule.halving)
     frontier = int(lanes.budget.max())
     later = [b for b in budgets if b > frontier]
-    members = np.flatnonzero(
-        (lanes.budget == frontier) & (lanes.epoch >= frontier) & ~lanes.diverged
-    )
+    groups = np.arange(lanes.num_lanes) if groups is None else np.asarray(groups)
+    at = lanes.budget == frontier
+    members = np.unique(groups[at & (lanes.epoch >= frontier) & ~lanes.diverged])
     if not later or not len(members):
         return None
     keep = max(1, len(members) // schedule.halving.eta)
-    order = members[np.argsort(-lanes.best_val_acc[members], kind="stable")][:keep]
+    score = group_means(lane_scores(lanes.best_val_acc), groups)[members]
+    chosen = members[np.argsort(-score, kind="stable")[:keep]]
     budget = lanes.budget.copy()
-    budget[order] = later[0]
+    budget[at & np.isin(groups, chosen)] = later[0]
     return lanes._replace(budget=budget)
 
 
@@ -233,6 +246,7 @@ def train_lanes(
         host = check_data(config, data, dtype)
         n = len(host[0])
         check_schedule(schedule, n)
+        groups = lane_groups(K, schedule.seeds)
         steps = max(n // schedule.batch_size, 1)
         chunks = chunks_of(steps, schedule.chunks_per_epoch)
         mesh = Mesh(np.array(devices), ("trials",))
@@ -243,6 +257,8 @@ def train_lanes(
             raise ValueError(f"resume holds {lanes.num_lanes} lanes; this run has {K}")
         if schedule.halving is None:  # a resumed run may be asked for more epochs
             lanes = lanes._replace(budget=np.full(K, schedule.num_epochs, np.int64))
+        if schedule.pbt is not None and lanes.hparams is None:
+            lanes = lanes._replace(hparams=hp)
         ndev = len(devices)
         W = -(-min(K, width or K) // ndev) * ndev
         ctx = _Context(fns, {}, W, hp, seeds, schedule, host, fns.put_replicated(host), steps, chunks,
@@ -252,7 +268,7 @@ def train_lanes(
             while True:
                 todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
                 if not len(todo):
-                    promoted = promote(lanes, schedule) if schedule.halving else None
+                    promoted = promote(lanes, schedule, groups) if schedule.halving else None
                     if promoted is None:
                         return lanes
                     lanes = promoted
@@ -265,6 +281,8 @@ def train_lanes(
                     losses = np.asarray(lanes.history[bad[0]]["loss"][-steps:])
                     step = int(np.flatnonzero(~np.isfinite(losses))[0])
                     raise DivergedError(e + 1, step + 1, e * steps + step + 1)
+                if pbt.due(schedule.pbt, e + 1, schedule.num_epochs):
+                    lanes = pbt.exploit(lanes, schedule.pbt, schedule.seed, e + 1)
                 saver.pending = lanes  # handed over when due, or when the loop ends
                 if log is not None:
                     log(_epoch_line(lanes, todo, e, schedule.num_epochs, steps))
@@ -331,6 +349,7 @@ class _Context(NamedTuple):
 def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
     """Train the lanes `todo` (all at epoch `e`) for one epoch, in groups of W; host bookkeeping."""
     fns, compiled, W, hp, seeds, schedule, host, dev, steps, chunks, progress = ctx
+    hp = hp if lanes.hparams is None else lanes.hparams  # PBT changes them between epochs
     Xtr, ytr = host[0], host[1]
     n = len(Xtr)
     sub = train_subsample(schedule, e, n)
@@ -401,5 +420,14 @@ def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
             h["lr"].append(float(lr[k]))
     epoch = lanes.epoch.copy()
     epoch[todo] += 1
-    return Lanes(ts, epoch, lanes.budget, history, best[0], best[1], best_val, best_epoch,
-                 compile_s, run_s)  # fmt: skip
+    return lanes._replace(
+        ts=ts,
+        epoch=epoch,
+        history=history,
+        best_params=best[0],
+        best_model_state=best[1],
+        best_val_acc=best_val,
+        best_epoch=best_epoch,
+        compile_seconds=compile_s,
+        run_seconds=run_s,
+    )

@@ -7,7 +7,8 @@ would: `epoch_indices` (epoch e's minibatches, `fold_in(fold_in(key(seed), 1), e
 lane), `train_subsample` (the rows train accuracy is measured on, `default_rng([seed, e])`, as the
 course measures it), `epoch_learning_rate` (the course's `lr *= lr_decay` per epoch) and
 `rung_budgets` (successive halving's epoch budgets). `check_schedule` validates one before anything
-compiles.
+compiles. `pbt` makes it population-based training (`fc_jax.runs.pbt`). With `seeds` = N > 1, the lanes come in blocks of N consecutive lanes, one block per
+configuration (`lane_groups`); halving promotes whole blocks, ranked by `group_means`.
 """
 
 from typing import NamedTuple
@@ -21,7 +22,9 @@ from fc_jax.runs.space import check_seed
 
 __all__ = [
     "Halving",
+    "Pbt",
     "Schedule",
+    "check_pbt",
     "check_schedule",
     "epoch_indices",
     "train_subsample",
@@ -30,6 +33,9 @@ __all__ = [
     "chunks_of",
     "checkpoint_due",
     "CHECKPOINT_COST_RATIO",
+    "lane_groups",
+    "lane_scores",
+    "group_means",
 ]
 
 CHECKPOINT_COST_RATIO = 10  # a write waits at least this many times the last write's duration
@@ -40,6 +46,16 @@ class Halving(NamedTuple):
 
     eta: int = 3  # keep the best 1/eta at each rung
     min_epochs: int = 1  # the first rung's budget
+
+
+class Pbt(NamedTuple):
+    """Population-based training (`fc_jax.runs.pbt`): every `ready` epochs the worst `quantile` of
+    the lanes by validation accuracy copy the state of a lane from the best `quantile` and perturb
+    the hyperparameters `names` (x0.8 or x1.2, clipped to their valid ranges)."""
+
+    ready: int = 2  # epochs between exploit steps
+    quantile: float = 0.25  # the fraction of lanes replaced (and the fraction copied from)
+    names: tuple = ("learning_rate",)  # the hyperparameters perturbed
 
 
 class Schedule(NamedTuple):
@@ -53,6 +69,8 @@ class Schedule(NamedTuple):
     chunks_per_epoch: int = 1  # compiled calls per epoch (a progress bar's resolution)
     num_train_samples: int | None = 1000  # train-accuracy subsample (None: all)
     halving: Halving | None = None  # None: every lane trains num_epochs
+    seeds: int = 1  # lanes per configuration: consecutive lanes, seeds seed_c, seed_c + 1, ...
+    pbt: Pbt | None = None  # population-based training (every lane trains num_epochs)
     # on_epoch_end (a checkpoint) after every epoch (0), or when `checkpoint_due` says so
     checkpoint_every: float = 0.0
 
@@ -93,6 +111,25 @@ def check_schedule(s: Schedule, num_train: int) -> None:
     if s.halving is not None:
         check_integer("eta", s.halving.eta, 2)
         check_integer("min_epochs", s.halving.min_epochs, 1)
+    check_integer("seeds", s.seeds, 1)
+    if s.pbt is not None:
+        check_pbt(s.pbt)
+        if s.halving is not None or s.seeds > 1:
+            raise ValueError("population-based training runs alone: no halving, one seed each")
+
+
+def check_pbt(p: Pbt) -> None:
+    """ValueError naming the first bad PBT setting."""
+    from fc_jax.hparams import HPARAMS
+
+    check_integer("ready", p.ready, 1)
+    if isinstance(p.quantile, bool) or not 0 < p.quantile <= 0.5:
+        raise ValueError(
+            f"quantile must be in (0, 0.5] (the worst and best fractions), got {p.quantile!r}"
+        )
+    bad = [n for n in p.names if n not in HPARAMS]
+    if bad or not p.names:
+        raise ValueError(f"PBT perturbs hyperparameters; got {list(p.names)}")
 
 
 def check_checkpoint_every(seconds) -> None:
@@ -140,3 +177,25 @@ def epoch_indices(schedule: Schedule, seeds, e: int, n: int, steps: int) -> np.n
     if schedule.independent_batches:
         return np.stack([draw(s) for s in seeds])
     return draw(schedule.seed)
+
+
+def lane_groups(num_lanes: int, seeds: int = 1) -> np.ndarray:
+    """(K,) configuration index of each lane: blocks of `seeds` consecutive lanes."""
+    check_integer("seeds", seeds, 1)
+    if num_lanes % seeds:
+        raise ValueError(f"{num_lanes} lanes are not whole blocks of {seeds} seeds")
+    return np.arange(num_lanes) // seeds
+
+
+def lane_scores(best_val_acc) -> np.ndarray:
+    """Each lane's best validation accuracy as a score: 0 for a lane with none (-1: it diverged in
+    its first epoch); a lane that diverged later keeps its best before that."""
+    best = np.asarray(best_val_acc, np.float64)
+    return np.where(best >= 0, best, 0.0)
+
+
+def group_means(values, groups) -> np.ndarray:
+    """(G,) the mean of `values` over the lanes of each group (`groups`: (K,) indices 0..G-1)."""
+    groups = np.asarray(groups)
+    total = np.bincount(groups, weights=np.asarray(values, np.float64))
+    return total / np.bincount(groups)

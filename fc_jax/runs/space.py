@@ -10,6 +10,7 @@ A search space is a list of trials:
               "keep_prob": choice([0.5, 0.75])}, seed=0)             # 20 trials
   range_distribution("keep_prob", 0.5, 1.0)  # uniform; log-uniform for learning_rate (RANGE_SAMPLING)
   load_spec("space.json")  # {"grid": {...}} or {"random": {"n": 20, "seed": 0, "params": {...}}}
+                           # plus optionally "seeds": N (lanes per configuration, `spec_seeds`)
 
 Every constructor checks its input on the host and raises ValueError (naming the hyperparameter and
 what was expected) for an empty or malformed space, an unknown name or an out-of-range value, so a
@@ -45,6 +46,7 @@ __all__ = [
     "random",
     "from_spec",
     "load_spec",
+    "spec_seeds",
     "check_trials",
     "stack_hparams",
     "trial_seeds",
@@ -224,11 +226,14 @@ _DISTRIBUTIONS = {"log_uniform": log_uniform, "uniform": uniform, "choice": choi
 def from_spec(spec: dict) -> list[dict]:
     """Trials from a parsed JSON spec: `{"grid": {name: [values]}}` or
     `{"random": {"n": N, "seed": S, "params": {name: {"log_uniform" | "uniform": [lo, hi]} |
-    {"choice": [values]}}}}`."""
-    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in ("grid", "random"):
+    {"choice": [values]}}}}`, either with an optional `"seeds": N` (read by `spec_seeds`)."""
+    body = {k: v for k, v in spec.items() if k != "seeds"} if isinstance(spec, dict) else spec
+    if not isinstance(body, dict) or len(body) != 1 or next(iter(body)) not in ("grid", "random"):
         raise ValueError(
-            f'a sweep spec is {{"grid": {{...}}}} or {{"random": {{...}}}}, got {spec!r}'
+            f'a sweep spec is {{"grid": {{...}}}} or {{"random": {{...}}}} (and optionally '
+            f'"seeds": N), got {spec!r}'
         )
+    spec_seeds(spec)
     if "grid" in spec:
         return grid(spec["grid"])
     body = spec["random"]
@@ -251,8 +256,18 @@ def from_spec(spec: dict) -> list[dict]:
     return random(body["n"], space, body.get("seed", 0))
 
 
-def load_spec(path: os.PathLike | str) -> list[dict]:
-    """Trials from a JSON spec file (see `from_spec`); ValueError names the file on bad JSON."""
+def spec_seeds(spec: dict) -> int | None:
+    """A spec's `"seeds": N` (lanes per configuration, an integer >= 1), or None without one."""
+    n = spec.get("seeds") if isinstance(spec, dict) else None
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+        raise ValueError(f'"seeds" must be an integer >= 1 (seeds per configuration), got {n!r}')
+    return n
+
+
+def load_spec(path: os.PathLike | str, *, with_seeds: bool = False):
+    """Trials from a JSON spec file (see `from_spec`); ValueError names the file on bad JSON.
+
+    With `with_seeds`: (trials, the spec's "seeds" or None)."""
     try:
         with open(path, encoding="utf-8") as f:
             spec = json.load(f)
@@ -269,7 +284,8 @@ def load_spec(path: os.PathLike | str) -> list[dict]:
     except OSError as exc:
         raise ValueError(f"sweep spec {path} cannot be read ({exc.strerror})") from None
     try:
-        return from_spec(spec)
+        trials = from_spec(spec)
+        return (trials, spec_seeds(spec)) if with_seeds else trials
     except ValueError as exc:
         raise ValueError(f"sweep spec {path}: {exc}") from exc
 

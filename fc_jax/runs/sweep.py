@@ -5,8 +5,13 @@ grids, random search and JSON specs) with `fc_jax.runs.loop.train_lanes` and ret
 Lane k is the configuration `trials[k]` with its seed; it ends exactly where `fit` with the same
 hyperparameters and seed ends (a one-lane sweep IS `fit`: the same loop). Minibatches are shared
 by all lanes by default (the input layer of K nets is then one wide matmul), or drawn per lane
-(`independent_batches`). `schedule="halving"` runs successive halving (`eta`, `min_epochs`): the
-stopped trials stay in the result, their history ending where they stopped. A diverged lane stops
+(`independent_batches`). `seeds=N` repeats every trial over N seeds as N consecutive lanes (the
+trial's seed s, then s + 1, ..., s + N - 1; with shared minibatches the seeds vary initialization
+and dropout, with `independent_batches` the minibatch order too): `SweepResult` then reports
+each configuration's mean and standard deviation over its seeds and ranks by the mean.
+`schedule="halving"` runs successive halving (`eta`, `min_epochs`), promoting whole
+configurations (all their seeds): the stopped trials stay in the result, their history ending
+where they stopped. A diverged lane stops
 without touching the others. `max_lanes` bounds the lanes run at once; without it,
 `lane_group_size` chooses: every lane at once on an accelerator, one lane per device on CPUs: on one CPU device a wider group is no faster than one
 lane at a time (the engine's GEMMs already use every core), but lanes on separate CPU devices run
@@ -15,6 +20,7 @@ device per core, see `fc_jax.cli.cpu_devices_for_sweeps`). The lane axis is shar
 `Mesh(devices, ("trials",))` (every device by default).
 """
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -22,15 +28,34 @@ import jax
 import numpy as np
 
 from fc_jax import models
-from fc_jax.hparams import check_integer
+from fc_jax.hparams import HParams, check_integer
 from fc_jax.models import x64_scope
 from fc_jax.runs import loop, space
 from fc_jax.runs.loop import Lanes
-from fc_jax.runs.schedule import Halving, Schedule, rung_budgets
+from fc_jax.runs.schedule import (
+    Halving,
+    Pbt,
+    Schedule,
+    group_means,
+    lane_groups,
+    lane_scores,
+    rung_budgets,
+)
 
-__all__ = ["SweepResult", "run_sweep", "lane_group_size", "result_of", "SCHEDULES"]
+__all__ = [
+    "SweepResult",
+    "run_sweep",
+    "lane_group_size",
+    "result_of",
+    "repeat_seeds",
+    "pbt_defaults",
+    "SCHEDULES",
+]
 
-SCHEDULES = ("full", "halving")
+SCHEDULES = ("full", "halving", "pbt")
+# What PBT perturbs by default: the swept hyperparameters that act during training (not the
+# initialization's weight_scale), learning_rate when none is swept.
+_PBT_FIXED = ("weight_scale",)
 
 
 class SweepResult(NamedTuple):
@@ -58,11 +83,40 @@ class SweepResult(NamedTuple):
     devices: list  # str of each device the lanes were sharded over
     schedule: str = "full"
     rungs: tuple = ()  # the halving budgets (epochs), () for "full"
+    seeds: int = 1  # lanes per configuration (consecutive lanes; see `repeat_seeds`)
+    lineage: tuple = ()  # PBT's copies (`fc_jax.runs.pbt.exploit`); hparams are then the final ones
+    pbt: Any = None  # the `Pbt` settings of a PBT sweep
+
+    @property
+    def groups(self) -> np.ndarray:
+        """(K,) the configuration index of each lane."""
+        return lane_groups(len(self.trials), self.seeds)
+
+    @property
+    def config_mean(self) -> np.ndarray:
+        """(C,) each configuration's mean over its seeds of the best validation accuracy (a lane
+        without one, diverged in its first epoch, counts as 0)."""
+        return group_means(lane_scores(self.best_val_acc), self.groups)
+
+    @property
+    def config_std(self) -> np.ndarray:
+        """(C,) the sample standard deviation (ddof=1) of the same; 0 with one seed."""
+        if self.seeds == 1:
+            return np.zeros(len(self.trials))
+        score = lane_scores(self.best_val_acc).reshape(-1, self.seeds)
+        return score.std(axis=1, ddof=1)
+
+    @property
+    def best_configuration(self) -> int:
+        """Index of the configuration with the highest mean (the first of equal ones)."""
+        return int(np.argmax(self.config_mean))
 
     @property
     def best(self) -> int:
-        """Index of the trial with the highest best validation accuracy."""
-        return int(np.argmax(self.best_val_acc))
+        """The winning lane: the best configuration's lane with the highest best validation
+        accuracy (with one seed per configuration: the trial with the highest one)."""
+        lanes = np.flatnonzero(self.groups == self.best_configuration)
+        return int(lanes[np.argmax(self.best_val_acc[lanes])])
 
     @property
     def lane_epochs(self) -> int:
@@ -76,6 +130,23 @@ def lane_group_size(K: int, devices: list) -> int:
     All K on an accelerator; on CPUs one lane per device.
     """
     return K if any(d.platform != "cpu" for d in devices) else min(K, len(devices))
+
+
+def pbt_defaults(trials: list[dict], ready: int = 2, quantile: float = 0.25) -> Pbt:
+    """`Pbt(ready, quantile, names)`: names are the hyperparameters whose values differ between
+    the trials, except the initialization's weight_scale (learning_rate when none)."""
+    names = [
+        n for n in HParams._fields if n not in _PBT_FIXED and len({t.get(n) for t in trials}) > 1
+    ]
+    return Pbt(ready, quantile, tuple(names or ["learning_rate"]))
+
+
+def repeat_seeds(trials: list[dict], seeds: int) -> list[dict]:
+    """Each trial repeated over `seeds` seeds as consecutive lanes: seed s, s + 1, ..., s + N - 1
+    (s: the trial's seed). ValueError when a seed would leave [0, MAX_SEED]."""
+    check_integer("seeds", seeds, 1)
+    out = [{**t, "seed": t["seed"] + i} for t in trials for i in range(seeds)]
+    return space.check_trials(out)
 
 
 def result_of(lanes: Lanes, config, update_rule, trials, hparams, schedule: Schedule, devices):
@@ -95,6 +166,8 @@ def result_of(lanes: Lanes, config, update_rule, trials, hparams, schedule: Sche
         if lanes.diverged[k] and len(loss):
             first_bad[k] = int(np.argmin(np.isfinite(loss))) + 1
     halving = schedule.halving is not None
+    if lanes.hparams is not None:
+        hparams = lanes.hparams
     return SweepResult(
         config=config,
         update_rule=update_rule,
@@ -114,20 +187,44 @@ def result_of(lanes: Lanes, config, update_rule, trials, hparams, schedule: Sche
         compile_seconds=lanes.compile_seconds,
         run_seconds=lanes.run_seconds,
         devices=[str(d) for d in devices],
-        schedule="halving" if halving else "full",
+        schedule="halving" if halving else "pbt" if schedule.pbt else "full",
         rungs=tuple(rung_budgets(E, schedule.halving)) if halving else (),
+        seeds=schedule.seeds,
+        lineage=tuple(lanes.lineage),
+        pbt=schedule.pbt,
     )
 
 
-def make_schedule(num_epochs=10, batch_size=100, seed=0, replace=True, independent_batches=False,
-                  chunks_per_epoch=1, num_train_samples=1000, schedule="full", eta=3,
-                  min_epochs=1) -> Schedule:  # fmt: skip
+def make_schedule(
+    num_epochs=10,
+    batch_size=100,
+    seed=0,
+    replace=True,
+    independent_batches=False,
+    chunks_per_epoch=1,
+    num_train_samples=1000,
+    schedule="full",
+    eta=3,
+    min_epochs=1,
+    seeds=1,
+    pbt=None,
+) -> Schedule:
     """A `Schedule` from `run_sweep`'s keywords (ValueError for an unknown schedule name)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     halving = Halving(eta, min_epochs) if schedule == "halving" else None
-    return Schedule(num_epochs, batch_size, seed, replace, independent_batches, chunks_per_epoch,
-                    num_train_samples, halving)  # fmt: skip
+    return Schedule(
+        num_epochs,
+        batch_size,
+        seed,
+        replace,
+        independent_batches,
+        chunks_per_epoch,
+        num_train_samples,
+        halving,
+        seeds=seeds,
+        pbt=(pbt or Pbt()) if schedule == "pbt" else None,
+    )
 
 
 def run_sweep(
@@ -144,6 +241,8 @@ def run_sweep(
     schedule: str = "full",
     eta: int = 3,
     min_epochs: int = 1,
+    seeds: int = 1,
+    pbt: Pbt | None = None,
     max_lanes: int | None = None,
     chunks_per_epoch: int = 1,
     num_train_samples: int | None = 1000,
@@ -166,8 +265,12 @@ def run_sweep(
       seed: the default lane seed, and the seed of the shared minibatches and of the training
         subsample that train accuracy is measured on (shared by all lanes).
       independent_batches: draw each lane's minibatches from its own seed (as `fit` would).
-      schedule: "full" (every lane trains num_epochs) or "halving" (successive halving).
+      schedule: "full" (every lane trains num_epochs), "halving" (successive halving) or "pbt"
+        (population-based training, `fc_jax.runs.pbt`).
       eta, min_epochs: successive halving's keep ratio 1/eta and first rung's epochs.
+      pbt: with schedule="pbt", the `Pbt` settings (default: `pbt_defaults(trials)`).
+      seeds: lanes per trial (`repeat_seeds`): results per configuration are the mean and
+        standard deviation over its seeds, halving promotes configurations.
       max_lanes: most lanes run at once (default: `lane_group_size`), rounded up to whole devices.
       checkpoint_every: as in `fit` (when `on_epoch_end` is called).
       devices: devices to shard the lanes over (default `jax.devices()`).
@@ -177,11 +280,32 @@ def run_sweep(
       progress: called as `progress(epoch, done, total)` while an epoch runs.
 
     Returns:
-      A `SweepResult` (numpy arrays on the host, one row per trial).
+      A `SweepResult` (numpy arrays on the host, one row per lane: trial k's seeds are lanes
+      k * seeds ... k * seeds + seeds - 1).
     """
     trials = [{**t, "seed": t.get("seed", seed)} for t in space.check_trials(trials)]
-    sched = make_schedule(num_epochs, batch_size, seed, replace, independent_batches,
-                          chunks_per_epoch, num_train_samples, schedule, eta, min_epochs)  # fmt: skip
+    trials = repeat_seeds(trials, seeds)
+    if schedule == "pbt" and pbt is None:
+        pbt = pbt_defaults(trials)
+    if schedule == "pbt" and int(len(trials) * pbt.quantile) < 1:
+        raise ValueError(
+            f"population-based training with quantile {pbt.quantile:g} needs at "
+            f"least {math.ceil(1 / pbt.quantile)} lanes; got {len(trials)}"
+        )
+    sched = make_schedule(
+        num_epochs,
+        batch_size,
+        seed,
+        replace,
+        independent_batches,
+        chunks_per_epoch,
+        num_train_samples,
+        schedule,
+        eta,
+        min_epochs,
+        seeds,
+        pbt,
+    )
     sched = sched._replace(checkpoint_every=checkpoint_every)
     if max_lanes is not None:
         check_integer("max_lanes", max_lanes)

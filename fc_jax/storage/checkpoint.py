@@ -7,10 +7,11 @@ training run is one lane: `save_run` / `load_run` are the K = 1 view (`fc_jax.ru
 the same code. Arrays, each with a leading lane axis: `params/W1`, `model_state/running_mean1`,
 `opt_state/m/W1` (the optimizer's NamedTuple state is rebuilt from `get_optimizer(rule).init` as a
 template), `ts/key` (raw key data), `ts/step`, `ts/diverged`, `best_params/...`,
-`best_model_state/...`, `lanes/epoch`, `lanes/budget`, `lanes/best_val_acc`, `lanes/best_epoch`;
+`best_model_state/...`, `lanes/epoch`, `lanes/budget`, `lanes/best_val_acc`, `lanes/best_epoch`,
+and with population-based training the lanes' current hyperparameters `lanes/hparams/<name>`;
 meta: `kind: "lanes"`, `num_lanes`, the `NetConfig` fields, the update rule, the key
-implementation, each lane's history, timings, plus the caller's entries (settings, schedule,
-trials, hyperparameters). The expected names, shapes and dtypes follow from the meta, so
+implementation, each lane's history, timings, PBT's lineage, plus the caller's entries (settings,
+schedule, trials, hyperparameters). The expected names, shapes and dtypes follow from the meta, so
 `fc_jax.storage.archive.read_checkpoint` checks every header against them before reading: every problem
 (missing file, truncated or corrupt archive, bad JSON, checksum mismatch over arrays and meta, wrong
 format version, another architecture than the one asked for) is one line of `CheckpointError`.
@@ -28,6 +29,7 @@ import jax
 import numpy as np
 
 from fc_jax import models
+from fc_jax.hparams import HParams
 from fc_jax.optim import get_optimizer
 from fc_jax.runs.fit import Run, lanes_of, run_of
 from fc_jax.runs.loop import Lanes
@@ -52,7 +54,7 @@ __all__ = [
 ]
 
 _RUN_RESERVED = ("kind", "num_lanes", "config", "update_rule", "hparams", "key_impl", "history")
-_RUN_RESERVED += ("compile_seconds", "run_seconds")
+_RUN_RESERVED += ("compile_seconds", "run_seconds", "lane_hparams", "lineage")
 
 
 @functools.cache
@@ -65,8 +67,9 @@ def _run_templates(config: models.NetConfig, update_rule: str, key_impl: str):
     return p, s, o, k
 
 
-def _lane_spec(tpl, K: int) -> Spec:
-    """The arrays of K stacked lanes, from one lane's templates (params, state, opt state, key)."""
+def _lane_spec(tpl, K: int, hparams_dtype: str | None = None) -> Spec:
+    """The arrays of K stacked lanes, from one lane's templates (params, state, opt state, key),
+    plus the lanes' own hyperparameters (`lanes/hparams/<name>`) when they have changed (PBT)."""
     p, s, o, k = tpl
     stack = lambda spec: {n: ((K, *shape), dt) for n, (shape, dt) in spec.items()}
     spec = {"ts/key": ((K, *k.shape), k.dtype), "ts/step": ((K,), np.int32),
@@ -75,6 +78,10 @@ def _lane_spec(tpl, K: int) -> Spec:
             "lanes/best_epoch": ((K,), np.int64)}  # fmt: skip
     for prefix, t in [("params", p), ("model_state", s), ("opt_state", o)]:
         spec.update(stack(tree_spec(prefix, t)))
+    if hparams_dtype is not None:
+        spec.update(
+            {f"lanes/hparams/{f}": ((K,), np.dtype(hparams_dtype)) for f in HParams._fields}
+        )
     return {**spec, **stack(tree_spec("best_params", p)), **stack(tree_spec("best_model_state", s))}
 
 
@@ -123,6 +130,15 @@ def save_lanes(out_dir: os.PathLike | str, lanes: Lanes, meta: dict) -> Path:
         "lanes/best_val_acc": np.asarray(lanes.best_val_acc, np.float64),
         "lanes/best_epoch": np.asarray(lanes.best_epoch, np.int64),
     }
+    lane_hp = None
+    if lanes.hparams is not None:  # PBT: each lane's current values, bit for bit
+        lane_hp = str(np.asarray(lanes.hparams.learning_rate).dtype)
+        arrays.update(
+            {
+                f"lanes/hparams/{f}": np.asarray(v, lane_hp)
+                for f, v in lanes.hparams._asdict().items()
+            }
+        )
     doc = {k: v for k, v in meta.items() if k != "config"}
     if "hparams" in doc:
         hp = doc["hparams"]
@@ -136,6 +152,8 @@ def save_lanes(out_dir: os.PathLike | str, lanes: Lanes, meta: dict) -> Path:
         history=lanes.history,
         compile_seconds=float(lanes.compile_seconds),
         run_seconds=float(lanes.run_seconds),
+        lane_hparams=lane_hp,
+        lineage=list(lanes.lineage),
     )
     return write_checkpoint(checkpoint_path(out_dir), arrays, doc)
 
@@ -166,7 +184,7 @@ def load_lanes(
         float(meta["compile_seconds"]), float(meta["run_seconds"])  # types checked
         tpl = _run_templates(saved, str(meta["update_rule"]), str(meta["key_impl"]))
         found.update(config=saved, tpl=tpl)
-        return _lane_spec(tpl, K)
+        return _lane_spec(tpl, K, meta.get("lane_hparams"))
 
     arrays, meta = read_checkpoint(path, expect)
     saved, (p, s, o, _) = found["config"], found["tpl"]
@@ -192,6 +210,9 @@ def load_lanes(
             compile_seconds=float(meta["compile_seconds"]),
             run_seconds=float(meta["run_seconds"]),
         )
+        if meta.get("lane_hparams"):
+            hp = HParams(*(arrays[f"lanes/hparams/{f}"] for f in HParams._fields))
+            lanes = lanes._replace(hparams=hp, lineage=tuple(meta.get("lineage", ())))
     meta["config"] = saved
     return lanes, meta
 
