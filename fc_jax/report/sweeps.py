@@ -21,7 +21,14 @@ import numpy as np
 from fc_jax.hparams import HParams
 from fc_jax.storage.files import atomic_open, atomic_write_text
 
-__all__ = ["swept_names", "result_records", "format_table", "write_results", "plot_sweep"]
+__all__ = [
+    "trial_id",
+    "swept_names",
+    "result_records",
+    "format_table",
+    "write_results",
+    "plot_sweep",
+]
 
 _FIELDS = HParams._fields  # the hyperparameter vocabulary, defined once in fc_jax.hparams
 
@@ -31,6 +38,12 @@ def _value(result, name: str, k: int):
     if name == "seed":
         return int(result.trials[k]["seed"])
     return float(str(getattr(result.hparams, name)[k]))
+
+
+def trial_id(result, k: int) -> int:
+    """Row k's name: `result.trial_ids[k]` (e.g. an Optuna trial number), else k."""
+    ids = getattr(result, "trial_ids", ())
+    return int(ids[k]) if len(ids) else k
 
 
 def swept_names(result) -> list[str]:
@@ -49,7 +62,7 @@ def result_records(result) -> list[dict]:
     clean = lambda a: [float(v) if np.isfinite(v) else None for v in a]
     return [
         {
-            "trial": k,
+            "trial": trial_id(result, k),
             **{f: _value(result, f, k) for f in (*_FIELDS, "seed")},
             "best_val_acc": float(result.best_val_acc[k]),
             "best_epoch": int(result.best_epoch[k]),
@@ -73,7 +86,17 @@ def format_table(result, top: int | None = None) -> str:
         acc = f"{result.best_val_acc[k]:.4f}" if result.best_epoch[k] else "-"
         div = f"at it {result.diverged_iteration[k]}" if result.diverged[k] else "no"
         trained = f"{result.epochs[k]}" + (" (stopped)" if result.stopped[k] else "")
-        rows.append([str(rank), str(k), *vals, acc, str(result.best_epoch[k]), trained, div])
+        rows.append(
+            [
+                str(rank),
+                str(trial_id(result, k)),
+                *vals,
+                acc,
+                str(result.best_epoch[k]),
+                trained,
+                div,
+            ]
+        )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
     return "\n".join([fmt(head), *map(fmt, rows)])
@@ -107,7 +130,7 @@ def write_results(result, out_dir: os.PathLike | str, extra: dict | None = None)
         "config": {f: getattr(cfg, f) for f in cfg.__dataclass_fields__},
         "update_rule": result.update_rule,
         "swept": swept_names(result),
-        "best_trial": int(_order(result)[0]),
+        "best_trial": trial_id(result, int(_order(result)[0])),
         "compile_seconds": result.compile_seconds,
         "run_seconds": result.run_seconds,
         "devices": result.devices,
