@@ -222,7 +222,8 @@ def given(args, names) -> dict:
 
 # What fc-jax writes into a run or sweep folder: a folder holding one of these is an fc-jax run.
 RUN_FILES = ("checkpoint.npz", "model.npz", "history.json", "history.csv", "curves.png",
-             "best_params.npz", "results.json", "results.csv", "sweep.png", "models", "retrain")  # fmt: skip
+             "best_params.npz", "results.json", "results.csv", "sweep.png", "models", "retrain",
+             "study.db")  # fmt: skip
 
 
 def check_out_dir(path, flag: str = "--out", data_dir=None) -> Path:

@@ -252,8 +252,17 @@ def train_lanes(
         check_schedule(schedule, n)
         steps = max(n // schedule.batch_size, 1)
         chunks = chunks_of(steps, schedule.chunks_per_epoch)
-        key = (config, update_rule, tuple(devices), schedule.independent_batches,
-               host[0].shape, host[2].shape, steps, chunks, schedule.batch_size)  # fmt: skip
+        key = (
+            config,
+            update_rule,
+            tuple(devices),
+            schedule.independent_batches,
+            host[0].shape,
+            host[2].shape,
+            steps,
+            chunks,
+            schedule.batch_size,
+        )
         if cache is not None and key in cache:
             fns, compiled = cache[key]
         else:

@@ -43,6 +43,7 @@ __all__ = [
     "SAMPLERS",
     "PRUNERS",
     "distributions",
+    "check_space",
     "make_sampler",
     "make_pruner",
     "open_study",
@@ -71,7 +72,7 @@ def distributions(space: dict) -> dict:
     return out
 
 
-def _check_space(space: dict, fixed: dict) -> None:
+def check_space(space: dict, fixed: dict) -> None:
     """ValueError unless every end of every range and every choice is a valid trial."""
     if not isinstance(space, dict) or not space:
         raise ValueError(
@@ -112,8 +113,14 @@ def make_pruner(name: str) -> "optuna.pruners.BasePruner":
 def open_study(storage: str, name: str, sampler=None, pruner=None) -> "optuna.Study":
     """The study `name` in `storage` (an RDB URL such as sqlite:///DIR/study.db), created when
     missing; it maximizes validation accuracy (ValueError if it exists and minimizes)."""
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                load_if_exists=True, sampler=sampler, pruner=pruner)  # fmt: skip
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=sampler,
+        pruner=pruner,
+    )
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise ValueError(f"study {name!r} in {storage} minimizes; fc-jax maximizes accuracy")
     return study
@@ -188,6 +195,7 @@ def optimize(
     fixed: dict | None = None,
     update_rule: str = "adam",
     sampler: str | None = None,
+    sampler_seed: int | None = None,
     seed: int = 0,
     num_epochs: int = 10,
     batch_size: int = 100,
@@ -214,8 +222,9 @@ def optimize(
       fixed: values of every trial for names outside the space (else the rule's defaults).
       update_rule, seed, num_epochs, batch_size, replace, independent_batches, num_train_samples,
         max_lanes, devices: as `run_sweep` (seed: the lanes' default seed and the minibatches').
-      sampler: a name of `SAMPLERS` to ask each batch from a fresh sampler seeded from (seed,
-        finished trials), so a resumed study asks the same; None: the study's own sampler.
+      sampler: a name of `SAMPLERS` to ask each batch from a fresh sampler seeded from
+        (sampler_seed, finished trials), so a resumed study asks the same; None: the study's own.
+      sampler_seed: the sampler's seed (default: `seed`).
       out_dir: folder for the lanes' checkpoint after every epoch (and resuming from it).
       meta: more entries for that checkpoint (e.g. the command line's settings).
       on_batch_end: called with (trial numbers, the batch's `SweepResult`, padding lanes
@@ -229,7 +238,7 @@ def optimize(
     check_integer("n_trials", n_trials)
     check_integer("lanes", lanes)
     fixed = dict(fixed or {})
-    _check_space(space, fixed)
+    check_space(space, fixed)
     dists = distributions(space)
     K = min(lanes, n_trials)
     from fc_jax.runs.loop import check_data
@@ -241,12 +250,17 @@ def optimize(
     interrupted = _recover(study)
     saved = _saved_lanes(out_dir, config, interrupted) if interrupted else None
     if interrupted:
-        say(f"trials {interrupted} were interrupted: failed and asked again with the same values"
-            + (" (from the checkpoint)" if saved is not None else ""))  # fmt: skip
-    cache, compile_s, run_s, batch = {}, 0.0, 0.0, 0
+        say(
+            f"trials {interrupted} were interrupted: failed and asked again with the same values"
+            + (" (from the checkpoint)" if saved is not None else "")
+        )
+    cache, compile_s, run_s, batch, used = {}, 0.0, 0.0, 0, []
     while (left := n_trials - len(counted_trials(study))) > 0:
         if sampler is not None:
-            study.sampler = make_sampler(sampler, _batch_seed(seed, n_trials - left))
+            study.sampler = make_sampler(
+                sampler,
+                _batch_seed(seed if sampler_seed is None else sampler_seed, n_trials - left),
+            )
         trials = [study.ask(dists) for _ in range(min(K, left))]
         numbers = [t.number for t in trials]
         study.set_user_attr(_BATCH, numbers)
@@ -283,16 +297,31 @@ def optimize(
                 "optuna_batch": numbers,
             }
             save = lambda ls, ck=ck: save_lanes(out_dir, ls, ck)
-        res = run_sweep(config, data, lane_trials, update_rule=update_rule, num_epochs=num_epochs,
-                        batch_size=batch_size, seed=seed, replace=replace,
-                        independent_batches=independent_batches,
-                        num_train_samples=num_train_samples, max_lanes=max_lanes, devices=devices,
-                        resume=resume, on_epoch_end=save, log=log, stop=stop, cache=cache)  # fmt: skip
+        res = run_sweep(
+            config,
+            data,
+            lane_trials,
+            update_rule=update_rule,
+            num_epochs=num_epochs,
+            batch_size=batch_size,
+            seed=seed,
+            replace=replace,
+            independent_batches=independent_batches,
+            num_train_samples=num_train_samples,
+            max_lanes=max_lanes,
+            devices=devices,
+            resume=resume,
+            on_epoch_end=save,
+            log=log,
+            stop=stop,
+            cache=cache,
+        )
         compile_s, run_s = compile_s + res.compile_seconds, run_s + res.run_seconds
+        used = res.devices
         for j, trial in enumerate(trials):
             trial.set_user_attr(_RECORD, _record(res, j, pruned[j]))
         if on_batch_end is not None:
-            on_batch_end(numbers, _rows(res, m))
+            on_batch_end(numbers, _rows(res, m)._replace(trial_ids=tuple(numbers)))
         for j, trial in enumerate(trials):
             if res.best_epoch[j] == 0:
                 study.tell(trial, state=TrialState.FAIL)
@@ -301,11 +330,13 @@ def optimize(
             else:
                 study.tell(trial, float(res.best_val_acc[j]))
         study.set_user_attr(_BATCH, [])
-        say(f"batch {batch}: trials {numbers[0]}..{numbers[-1]} told; best val acc "
+        say(
+            f"batch {batch}: trials {numbers[0]}..{numbers[-1]} told; best val acc "
             f"{res.best_val_acc[:m].max():.4f}; {sum(pruned)} pruned; "
-            f"{len(counted_trials(study))} of {n_trials} trials finished")  # fmt: skip
+            f"{len(counted_trials(study))} of {n_trials} trials finished"
+        )
     return study_result(study, config, update_rule, num_epochs)._replace(
-        compile_seconds=compile_s, run_seconds=run_s
+        compile_seconds=compile_s, run_seconds=run_s, devices=used
     )
 
 
@@ -315,13 +346,20 @@ def _rows(res: SweepResult, m: int) -> SweepResult:
 
     cut = lambda t: jax.tree.map(lambda a: a[:m], t)
     return res._replace(
-        trials=res.trials[:m], hparams=cut(res.hparams), history=cut(res.history),
-        histories=res.histories[:m], best_val_acc=res.best_val_acc[:m],
-        best_epoch=res.best_epoch[:m], epochs=res.epochs[:m], stopped=res.stopped[:m],
-        diverged=res.diverged[:m], diverged_iteration=res.diverged_iteration[:m],
-        best_params=cut(res.best_params), best_model_state=cut(res.best_model_state),
+        trials=res.trials[:m],
+        hparams=cut(res.hparams),
+        history=cut(res.history),
+        histories=res.histories[:m],
+        best_val_acc=res.best_val_acc[:m],
+        best_epoch=res.best_epoch[:m],
+        epochs=res.epochs[:m],
+        stopped=res.stopped[:m],
+        diverged=res.diverged[:m],
+        diverged_iteration=res.diverged_iteration[:m],
+        best_params=cut(res.best_params),
+        best_model_state=cut(res.best_model_state),
         final_state=cut(res.final_state),
-    )  # fmt: skip
+    )
 
 
 def study_result(study, config: models.NetConfig, update_rule: str, num_epochs: int) -> SweepResult:
@@ -345,11 +383,23 @@ def study_result(study, config: models.NetConfig, update_rule: str, num_epochs: 
     )
     epochs, diverged = col("epochs", np.int64), col("diverged", bool)
     return SweepResult(
-        config=config, update_rule=update_rule, trials=[dict(r["hparams"]) for r in recs],
-        hparams=hp, history=history, histories=histories,
-        best_val_acc=col("best_val_acc", np.float64), best_epoch=col("best_epoch", np.int64),
-        epochs=epochs, stopped=(epochs < E) & ~diverged, diverged=diverged,
-        diverged_iteration=col("diverged_iteration", np.int64), best_params=None,
-        best_model_state=None, final_state=None, compile_seconds=0.0, run_seconds=0.0,
-        devices=[], trial_ids=tuple(t.number for t in trials),
-    )  # fmt: skip
+        config=config,
+        update_rule=update_rule,
+        trials=[dict(r["hparams"]) for r in recs],
+        hparams=hp,
+        history=history,
+        histories=histories,
+        best_val_acc=col("best_val_acc", np.float64),
+        best_epoch=col("best_epoch", np.int64),
+        epochs=epochs,
+        stopped=(epochs < E) & ~diverged,
+        diverged=diverged,
+        diverged_iteration=col("diverged_iteration", np.int64),
+        best_params=None,
+        best_model_state=None,
+        final_state=None,
+        compile_seconds=0.0,
+        run_seconds=0.0,
+        devices=[],
+        trial_ids=tuple(t.number for t in trials),
+    )
