@@ -89,12 +89,13 @@ def test_a_pruner_stops_a_lane(optuna, digits, tmp_path):
     assert res.epochs.tolist() == [1, 4] and res.stopped.tolist() == [True, False]
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_to_the_uninterrupted_result(optuna, digits, tmp_path):
     """Interrupted in batch 2 after its first checkpoint: the rerun fails and re-asks that batch,
     continues its lanes from the checkpoint, and ends with the trials an uninterrupted run has."""
     (tmp_path / "ref").mkdir()
     ref_study = _study(optuna, tmp_path / "ref")
-    ref = _optimize(ref_study, digits, 5, 2)
+    ref = _optimize(ref_study, digits, 5, 2, num_epochs=2)
 
     class Killed(Exception):
         pass
@@ -103,15 +104,15 @@ def test_killed_study_resumes_to_the_uninterrupted_result(optuna, digits, tmp_pa
 
     def kill(line):
         epochs.extend([1] * line.startswith("(epoch"))
-        if len(epochs) == 5:  # batch 2, epoch 2, before its checkpoint
+        if len(epochs) == 4:  # batch 2, epoch 2, before its checkpoint
             raise Killed
 
     out = tmp_path / "run"
     with pytest.raises(Killed):
-        _optimize(_study(optuna, tmp_path), digits, 5, 2, out_dir=out, log=kill)
+        _optimize(_study(optuna, tmp_path), digits, 5, 2, num_epochs=2, out_dir=out, log=kill)
     lines = []
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
-    res = _optimize(study, digits, 5, 2, out_dir=out, log=lines.append)
+    res = _optimize(study, digits, 5, 2, num_epochs=2, out_dir=out, log=lines.append)
     assert any("[2, 3] were interrupted" in x and "from the checkpoint" in x for x in lines)
     states = [t.state.name for t in study.get_trials()]
     assert states.count("COMPLETE") == 5 and states.count("FAIL") == 2
@@ -139,6 +140,7 @@ def test_space_maps_onto_optuna_distributions(optuna):
 
 
 # ---------------------------------------------------------------------------------- command line
+@pytest.mark.slow
 def test_cli_sampler_end_to_end(optuna, tmp_path, capsys):
     out = tmp_path / "o"
     argv = [
@@ -237,3 +239,53 @@ def test_without_optuna_sampler_says_what_to_install(tmp_path, capsys, monkeypat
 def test_lanes_above_trials_are_clamped(optuna, digits, tmp_path):
     res = _optimize(_study(optuna, tmp_path), digits, 2, 64, num_epochs=1)
     assert len(res.trials) == 2 and not math.isnan(res.best_val_acc.max())
+
+
+@pytest.mark.slow
+def test_cli_interrupted_study_resumes(optuna, tmp_path, capsys, monkeypatch):
+    """Ctrl-C in batch 2 (after a checkpoint): exit 130 naming --resume; --resume finishes N."""
+    from fc_jax.storage import checkpoint
+
+    real, calls = checkpoint.save_lanes, []
+
+    def save_then_interrupt(*args, **kwargs):
+        path = real(*args, **kwargs)
+        calls.append(path)
+        if len(calls) == 3:  # batch 1 has 2 epochs: this is batch 2's first checkpoint
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(checkpoint, "save_lanes", save_then_interrupt)
+    out = tmp_path / "o"
+    argv = [
+        "sweep",
+        "--dataset",
+        "digits",
+        "--hidden-dims",
+        "16",
+        "--epochs",
+        "2",
+        "--sampler",
+        "random",
+        "--trials",
+        "5",
+        "--lanes",
+        "2",
+        "--learning-rate-range",
+        "1e-3",
+        "1e-1",
+        "--pruner",
+        "none",
+        "--out",
+        str(out),
+    ]
+    assert cli.main(argv) == 130
+    assert f"fc-jax sweep --resume {out}" in capsys.readouterr().err
+    monkeypatch.setattr(checkpoint, "save_lanes", real)
+    assert cli.main(["sweep", "--resume", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "from the checkpoint" in captured.out
+    study = optuna.load_study(study_name="fc-jax", storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state.name for t in study.get_trials()]
+    assert states.count("COMPLETE") == 5 and states.count("FAIL") == 2
+    assert len((out / "results.csv").read_text().splitlines()) == 6

@@ -89,6 +89,8 @@ def check_flags(args) -> None:
         if given and args.resume is None:
             raise ValueError(f"{' '.join(given)} need --sampler tpe|random|cmaes")
         return
+    if args.resume is not None:
+        raise ValueError("--resume continues the saved sweep and its study; drop --sampler")
     if args.random is not None:
         raise ValueError(
             "--random N is random search without Optuna; with --sampler give "

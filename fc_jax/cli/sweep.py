@@ -67,7 +67,12 @@ def add_parser(sub) -> None:
         metavar="N",
         help="random search: N trials (default: a grid)",
     )
-    a("--random-seed", type=flags.seed, default=0, help="seed of the random search (default: 0)")
+    a(
+        "--random-seed",
+        type=flags.seed,
+        default=0,
+        help="seed of the random search, or of --sampler (default: 0)",
+    )
     a(
         "--spec",
         metavar="FILE",
