@@ -9,7 +9,8 @@ stops a lane), then tell the study each lane's best validation accuracy (COMPLET
 FAIL for a lane that diverged before any epoch ended. Every batch has K lanes (a short last batch
 is padded with stopped copies), so all batches share one compilation (`cache`). Each trial keeps
 its lane's record as the user attribute "fc_jax" (hyperparameters, epochs, per-epoch history), so
-`study_result(study, ...)` rebuilds a `SweepResult` of every trial from the study alone.
+`fc_jax.runs.trial_records.study_result(study, ...)` rebuilds a `SweepResult` of every trial
+from the study alone.
 
 Kill and resume: the study lives in its storage (Optuna's RDB storage, SQLite by default in
 `fc-jax sweep`). The trial numbers of the batch in training are the study's user attribute
@@ -19,7 +20,9 @@ and asks them again with the same parameters (enqueued with the user attribute
 `out_dir`, the lanes continue from the batch's latest checkpoint (`checkpoint.npz`, written after
 every epoch) when it holds that batch. A failed-and-retried trial is not counted in `n_trials`.
 With `sampler` named, each batch asks from a fresh sampler seeded from (seed, finished trials),
-so a resumed study asks what an uninterrupted one would have asked.
+so a resumed study asks what an uninterrupted one would have asked. One `optimize` at a time per
+study: the batch attribute is the study's, so two processes sharing a study would fail each
+other's trials on start (parallel workers are the lanes).
 
 Optuna is an optional dependency (`pip install -e ".[optuna]"`); only this module imports it.
 """
@@ -34,10 +37,18 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from fc_jax import models
-from fc_jax.hparams import HParams, check_integer
+from fc_jax.hparams import check_integer
 from fc_jax.runs import space as spaces
 from fc_jax.runs.schedule import Schedule, check_schedule
 from fc_jax.runs.sweep import SweepResult, run_sweep
+from fc_jax.runs.trial_records import (
+    RECORD,
+    RETRY_OF,
+    counted_trials,
+    first_lanes,
+    lane_record,
+    study_result,
+)
 
 __all__ = [
     "SAMPLERS",
@@ -47,14 +58,12 @@ __all__ = [
     "make_sampler",
     "make_pruner",
     "open_study",
-    "counted_trials",
     "optimize",
-    "study_result",
 ]
 
 SAMPLERS = ("tpe", "random", "cmaes")
 PRUNERS = ("median", "none")
-_BATCH, _RETRY, _RECORD = "fc_jax_batch", "fc_jax_retry_of", "fc_jax"
+_BATCH = "fc_jax_batch"
 
 
 def distributions(space: dict) -> dict:
@@ -126,22 +135,15 @@ def open_study(storage: str, name: str, sampler=None, pruner=None) -> "optuna.St
     return study
 
 
-def counted_trials(study) -> list:
-    """The study's finished trials, less those interrupted and asked again (`n_trials` counts these)."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs[_RETRY] for t in trials if _RETRY in t.user_attrs}
-    return [t for t in trials if t.state.is_finished() and t.number not in retried]
-
-
 def _recover(study) -> list[int]:
     """Fail the RUNNING trials of the interrupted batch and enqueue them again; their numbers."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    retried = {t.user_attrs[_RETRY] for t in trials.values() if _RETRY in t.user_attrs}
+    retried = {t.user_attrs[RETRY_OF] for t in trials.values() if RETRY_OF in t.user_attrs}
     batch = [n for n in study.user_attrs.get(_BATCH, []) if n in trials]
     interrupted = [n for n in batch if trials[n].state == TrialState.RUNNING]
     for n in interrupted:
         if n not in retried:  # a kill between enqueue and tell must not enqueue twice
-            study.enqueue_trial(trials[n].params, user_attrs={_RETRY: n})
+            study.enqueue_trial(trials[n].params, user_attrs={RETRY_OF: n})
         study.tell(n, state=TrialState.FAIL)
     return interrupted
 
@@ -158,30 +160,6 @@ def _saved_lanes(out_dir, config, numbers: list[int]):
 
     lanes, meta = load_lanes(out_dir, config=config)
     return lanes if meta.get("optuna_batch") == numbers else None
-
-
-def _record(res: SweepResult, j: int, pruned: bool) -> dict:
-    """Lane j's record, JSON-ready (the "fc_jax" user attribute of its trial)."""
-    clean = lambda v: [float(x) if np.isfinite(x) else None for x in v]
-    h = res.histories[j]
-    steps = len(h["loss"]) // max(len(h["val_acc"]), 1)
-    loss = [
-        float(np.mean(h["loss"][e * steps : (e + 1) * steps])) for e in range(len(h["val_acc"]))
-    ]
-    hp = {f: float(str(getattr(res.hparams, f)[j])) for f in HParams._fields}
-    return {
-        "hparams": {**hp, "seed": int(res.trials[j]["seed"])},
-        "best_val_acc": float(res.best_val_acc[j]),
-        "best_epoch": int(res.best_epoch[j]),
-        "epochs": int(res.epochs[j]),
-        "pruned": bool(pruned),
-        "diverged": bool(res.diverged[j]),
-        "diverged_iteration": int(res.diverged_iteration[j]),
-        "history": {
-            "loss": clean(loss),
-            **{k: clean(h[k]) for k in ("train_acc", "val_acc", "lr", "epoch_seconds")},
-        },
-    }
 
 
 def optimize(
@@ -267,7 +245,7 @@ def optimize(
         m, batch = len(trials), batch + 1
         lane_trials = [{"seed": seed, **fixed, **t.params} for t in trials]
         lane_trials += [lane_trials[-1]] * (K - m)  # padding lanes, stopped at once
-        retry_of = [t.user_attrs.get(_RETRY) for t in trials]
+        retry_of = [t.user_attrs.get(RETRY_OF) for t in trials]
         resume = saved if saved is not None and retry_of == interrupted else None
         saved = None
         pruned, reported = [False] * m, [0] * m
@@ -319,9 +297,9 @@ def optimize(
         compile_s, run_s = compile_s + res.compile_seconds, run_s + res.run_seconds
         used = res.devices
         for j, trial in enumerate(trials):
-            trial.set_user_attr(_RECORD, _record(res, j, pruned[j]))
+            trial.set_user_attr(RECORD, lane_record(res, j, pruned[j]))
         if on_batch_end is not None:
-            on_batch_end(numbers, _rows(res, m)._replace(trial_ids=tuple(numbers)))
+            on_batch_end(numbers, first_lanes(res, m)._replace(trial_ids=tuple(numbers)))
         for j, trial in enumerate(trials):
             if res.best_epoch[j] == 0:
                 study.tell(trial, state=TrialState.FAIL)
@@ -337,69 +315,4 @@ def optimize(
         )
     return study_result(study, config, update_rule, num_epochs)._replace(
         compile_seconds=compile_s, run_seconds=run_s, devices=used
-    )
-
-
-def _rows(res: SweepResult, m: int) -> SweepResult:
-    """The first m lanes of a batch's result (the padding lanes dropped)."""
-    import jax
-
-    cut = lambda t: jax.tree.map(lambda a: a[:m], t)
-    return res._replace(
-        trials=res.trials[:m],
-        hparams=cut(res.hparams),
-        history=cut(res.history),
-        histories=res.histories[:m],
-        best_val_acc=res.best_val_acc[:m],
-        best_epoch=res.best_epoch[:m],
-        epochs=res.epochs[:m],
-        stopped=res.stopped[:m],
-        diverged=res.diverged[:m],
-        diverged_iteration=res.diverged_iteration[:m],
-        best_params=cut(res.best_params),
-        best_model_state=cut(res.best_model_state),
-        final_state=cut(res.final_state),
-    )
-
-
-def study_result(study, config: models.NetConfig, update_rule: str, num_epochs: int) -> SweepResult:
-    """A `SweepResult` of the study's counted trials that hold a lane record, by trial number.
-
-    Histories are per epoch ("loss" is each epoch's mean); params, states and timings are not
-    kept in the study (None, and 0 seconds).
-    """
-    trials = [t for t in counted_trials(study) if _RECORD in t.user_attrs]
-    recs = [t.user_attrs[_RECORD] for t in trials]
-    K, E = len(recs), num_epochs
-    nan = lambda v: [np.nan if x is None else x for x in v]
-    histories = [{k: nan(v) for k, v in r["history"].items()} for r in recs]
-    history = {k: np.full((K, E), np.nan) for k in ("loss", "train_acc", "val_acc", "lr")}
-    for i, h in enumerate(histories):
-        for k in history:
-            history[k][i, : len(h[k])] = h[k][:E]
-    col = lambda key, dtype: np.asarray([r[key] for r in recs], dtype)
-    hp = HParams(
-        **{f: np.asarray([r["hparams"][f] for r in recs], np.float64) for f in HParams._fields}
-    )
-    epochs, diverged = col("epochs", np.int64), col("diverged", bool)
-    return SweepResult(
-        config=config,
-        update_rule=update_rule,
-        trials=[dict(r["hparams"]) for r in recs],
-        hparams=hp,
-        history=history,
-        histories=histories,
-        best_val_acc=col("best_val_acc", np.float64),
-        best_epoch=col("best_epoch", np.int64),
-        epochs=epochs,
-        stopped=(epochs < E) & ~diverged,
-        diverged=diverged,
-        diverged_iteration=col("diverged_iteration", np.int64),
-        best_params=None,
-        best_model_state=None,
-        final_state=None,
-        compile_seconds=0.0,
-        run_seconds=0.0,
-        devices=[],
-        trial_ids=tuple(t.number for t in trials),
     )
