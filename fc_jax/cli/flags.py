@@ -266,6 +266,7 @@ RUN_FILES = (
     "best_config.json",
     "models",
     "retrain",
+    "study.db",
 )
 
 

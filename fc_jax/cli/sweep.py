@@ -22,7 +22,9 @@ each trial's best params as `models/trial-<k>.npz` (`fc-jax eval` reads them) an
 command that retrains the winner is printed, and `--retrain-best [EPOCHS]` runs it (with EPOCHS
 epochs) into `DIR/retrain/` and reports its test accuracy. Exit codes as `fc_jax.cli` (3: every
 configuration diverged, or the retrained winner did). With several processes only process 0 prints
-and writes.
+and writes. `--sampler tpe|random|cmaes --trials N --lanes K` searches the same space with an
+Optuna study over lanes instead (`fc_jax.cli.study`; `optuna-dashboard sqlite:///DIR/study.db`
+shows it).
 """
 
 import argparse
@@ -34,11 +36,12 @@ from pathlib import Path
 
 from fc_jax import settings
 from fc_jax.cli import flags
+from fc_jax.cli import study as study_cli
 from fc_jax.data.datasets import DATASETS
 from fc_jax.precision import precision_notice
 from fc_jax.runs import space
 
-__all__ = ["add_parser", "run", "SWEPT"]
+__all__ = ["add_parser", "run", "SWEPT", "save_models"]
 
 SWEPT = space.SWEEPABLE  # every sweepable name: the HParams vocabulary plus lane seeds
 _FLAG = {n: n.replace("_", "-") for n in SWEPT if n != "seed"}  # seeds: --seeds N, --seed
@@ -92,7 +95,12 @@ def add_parser(sub) -> None:
         metavar="N",
         help="random search: N trials (default: a grid)",
     )
-    a("--random-seed", type=flags.seed, default=0, help="seed of the random search (default: 0)")
+    a(
+        "--random-seed",
+        type=flags.seed,
+        default=0,
+        help="seed of the random search, or of --sampler (default: 0)",
+    )
     a(
         "--spec",
         metavar="FILE",
@@ -144,6 +152,7 @@ def add_parser(sub) -> None:
     a("--top", type=flags.positive_int, default=20, help="rows of the printed table (default: 20)")
     a("--resume", metavar="DIR", help="continue the sweep saved in DIR (default: a new sweep)")
     flags.add_checkpoint(p)
+    study_cli.add_flags(p)
     flags.add_output(p, "runs/sweep-<dataset>-<timestamp>")
     p.set_defaults(func=run)
 
@@ -218,24 +227,36 @@ def _space(args, s: dict) -> tuple[list[dict], int]:
 
 
 def _prepare(args):
-    """(settings, trials, run options, out, lanes or None, meta or None); nothing created."""
+    """(settings, trials (None: an Optuna study), run options, out, lanes or None, meta or None);
+    nothing created."""
+    if args.sampler is not None:
+        study_cli.require_optuna(args.sampler)
+    study_cli.check_flags(args)
     if args.resume is None:
         given = flags.given(args, _NET)
         s = settings.settings(given.get("dataset", "cifar10"), given)
-        trials, seeds = _space(args, s)
-        opts = {k: getattr(args, k) for k in _RUN}
-        opts["seeds"] = seeds
-        if opts["schedule"] == "pbt" and seeds > 1:
-            raise ValueError("--schedule pbt trains one seed per configuration; drop --seeds")
-        if opts["schedule"] == "pbt" and int(len(trials) * opts["quantile"]) < 1:
-            raise ValueError(
-                f"--schedule pbt --quantile {opts['quantile']:g} needs at least "
-                f"{math.ceil(1 / opts['quantile'])} configurations; got {len(trials)}"
-            )
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
         out = flags.check_out_dir(
             args.out or f"runs/sweep-{s['dataset']}-{stamp}", data_dir=args.data_dir
         )
+        opts = {k: getattr(args, k) for k in _RUN}
+        trials = None
+        opts["seeds"] = 1
+        if args.sampler is None:
+            trials, seeds = _space(args, s)
+            opts["seeds"] = seeds
+            if opts["schedule"] == "pbt" and seeds > 1:
+                raise ValueError("--schedule pbt trains one seed per configuration; drop --seeds")
+            if opts["schedule"] == "pbt" and int(len(trials) * opts["quantile"]) < 1:
+                raise ValueError(
+                    f"--schedule pbt --quantile {opts['quantile']:g} needs at least "
+                    f"{math.ceil(1 / opts['quantile'])} configurations; got {len(trials)}"
+                )
+        else:
+            get = lambda n, suffix: (
+                getattr(args, _FLAG[n].replace("-", "_") + suffix, None) if n in _FLAG else None
+            )
+            opts["optuna"] = study_cli.plan(args, s, out, get)
         if (out / "checkpoint.npz").exists():
             raise ValueError(
                 f"{out} holds a checkpoint already: use --resume {out} or another --out"
@@ -256,7 +277,12 @@ def _prepare(args):
         )
     given = {k: v for k, v in flags.given(args, _NET).items() if k != "data_dir"}
     s = settings.merge_resume(meta["settings"], given)
-    return s, meta["sweep"]["trials"], meta["sweep"]["options"], out, lanes, meta
+    opts = meta["sweep"]["options"]
+    if "optuna" in opts:
+        study_cli.require_optuna(opts["optuna"]["sampler"])
+        if args.trials is not None:  # a finished study may be asked for more trials
+            opts["optuna"]["trials"] = args.trials
+    return s, meta["sweep"].get("trials"), opts, out, lanes, meta
 
 
 def run(args) -> int:
@@ -265,13 +291,18 @@ def run(args) -> int:
     from fc_jax.runs.placement import is_lead
 
     s, trials, opts, out, lanes, meta = _prepare(args)
-    config = settings.config_of(s, dropout=any(t["keep_prob"] < 1 for t in trials))
+    if trials is None:
+        dropout = study_cli.dropout_of(opts["optuna"])
+    else:
+        dropout = any(t["keep_prob"] < 1 for t in trials)
+    config = settings.config_of(s, dropout=dropout)
     data, data_dir, fingerprint = settings.load_data(s, args.data_dir, meta)
     s["data_dir"] = data_dir
     lead = is_lead()
     note = (lambda m: None) if args.quiet or not lead else (lambda m: print(m, file=sys.stderr))
     say = (lambda line: print(line, flush=True)) if lead else (lambda line: None)
-    note(f"{s['dataset']}: {len(trials)} configurations of {list(config.hidden_dims)} "
+    count = len(trials) if trials is not None else opts["optuna"]["trials"]
+    note(f"{s['dataset']}: {count} configurations of {list(config.hidden_dims)} "
          f"({s['update_rule']}, {opts['schedule']}) on {len(jax.devices())} device(s) -> {out}")  # fmt: skip
     if notice := precision_notice(config, jax.devices()):
         note(notice)
@@ -286,6 +317,13 @@ def run(args) -> int:
         new_meta = dict(config=config, update_rule=s["update_rule"], settings=s,
                         data_fingerprint=fingerprint, data_dir=data_dir,
                         sweep={"trials": trials, "options": opts})  # fmt: skip
+        if trials is None:
+            report = lambda result, extra: _report(
+                args, s, data, result, opts, out, new_meta, lead, say, note, extra
+            )
+            return study_cli.run(
+                args, s, config, data, opts, out, new_meta, lead, say, note, report
+            )
         return _sweep(args, s, config, data, trials, opts, out, lanes, new_meta, lead, say, note)
     except KeyboardInterrupt:
         if lead:
@@ -297,7 +335,6 @@ def run(args) -> int:
 
 
 def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, note) -> int:
-    from fc_jax.report.sweeps import format_table, plot_sweep, write_results
     from fc_jax.runs.sweep import run_sweep
     from fc_jax.storage.checkpoint import save_lanes
 
@@ -328,6 +365,16 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
         log=say,
         checkpoint_every=args.checkpoint_every,
     )
+    if lead:
+        save_models(result, data["mean_image"], out, s)
+    return _report(args, s, data, result, opts, out, meta, lead, say, note)
+
+
+def _report(args, s, data, result, opts, out, meta, lead, say, note, extra=None) -> int:
+    """The table, the files and the JSON line of a finished sweep; --retrain-best."""
+    from fc_jax.report.sweeps import format_table, plot_sweep, trial_id, write_results
+
+    trials = result.trials
     say(format_table(result, args.top))
     check = None
     if result.schedule == "full" and s["epochs"] > opts["min_epochs"]:
@@ -336,16 +383,21 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
         check = replay_halving(result, opts["eta"], opts["min_epochs"])
         say(halving_line(result, opts["eta"], opts["min_epochs"]))
     best = result.trials[result.best]
-    summary = {"settings": dict(s), "options": opts, "lane_epochs": result.lane_epochs}
+    summary = {
+        "settings": dict(s),
+        "options": opts,
+        "lane_epochs": result.lane_epochs,
+        **(extra or {}),
+    }
     if check is not None:
         summary["halving_check"] = check
     line = dict(dataset=s["dataset"], trials=len(trials), schedule=result.schedule,
-                best_trial=result.best, best=best,
+                best_trial=trial_id(result, result.best), best=best,
                 best_val_acc=float(result.best_val_acc[result.best]),
                 diverged=int(result.diverged.sum()), lane_epochs=result.lane_epochs,
                 compile_seconds=round(result.compile_seconds, 3),
                 run_seconds=round(result.run_seconds, 3), devices=len(result.devices),
-                device=result.devices[0], out_dir=str(out))  # fmt: skip
+                device=(result.devices or [None])[0], out_dir=str(out), **(extra or {}))  # fmt: skip
     if result.seeds > 1:
         c = result.best_configuration
         line.update(
@@ -360,7 +412,6 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
               f"rates or weight scales (results written to {out})", file=sys.stderr)  # fmt: skip
         code = 3
     if lead:
-        _save_models(result, data["mean_image"], out, s)
         paths = write_results(result, out, summary)
         plot_sweep(result, out / "sweep.png")
         line.update(results=str(paths["json"]))
@@ -389,17 +440,18 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
     return code
 
 
-def _save_models(result, mean_image, out: Path, s: dict) -> None:
-    """Each trial's best params as `out/models/trial-<k>.npz` (skipped for a lane with none)."""
+def save_models(result, mean_image, out: Path, s: dict) -> None:
+    """Each trial's best params as `out/models/trial-<id>.npz` (skipped for a lane with none)."""
     import jax
 
+    from fc_jax.report.sweeps import trial_id
     from fc_jax.storage.model import save_model
 
     for k, trial in enumerate(result.trials):
         if result.best_epoch[k] == 0:
             continue
         pick = lambda t, k=k: jax.tree.map(lambda a: a[k], t)
-        save_model(out / "models" / f"trial-{k}.npz", result.config, pick(result.best_params),
+        save_model(out / "models" / f"trial-{trial_id(result, k)}.npz", result.config, pick(result.best_params),
                    pick(result.best_model_state), mean_image,
                    meta={"settings": s, "trial": trial,
                          "best_val_acc": float(result.best_val_acc[k])},

@@ -28,6 +28,7 @@ from fc_jax.hparams import HParams
 from fc_jax.storage.files import atomic_open, atomic_write_text
 
 __all__ = [
+    "trial_id",
     "swept_names",
     "result_records",
     "config_records",
@@ -48,6 +49,12 @@ def _value(result, name: str, k: int):
 
 def _seeds(result) -> int:
     return int(getattr(result, "seeds", 1))
+
+
+def trial_id(result, k: int) -> int:
+    """Row k's name: `result.trial_ids[k]` (e.g. an Optuna trial number), else k."""
+    ids = getattr(result, "trial_ids", ())
+    return int(ids[k]) if len(ids) else k
 
 
 def swept_names(result) -> list[str]:
@@ -99,7 +106,7 @@ def result_records(result) -> list[dict]:
     clean = lambda a: [float(v) if np.isfinite(v) else None for v in a]
     return [
         {
-            "trial": k,
+            "trial": trial_id(result, k),
             **{f: _value(result, f, k) for f in (*_FIELDS, "seed")},
             "best_val_acc": float(result.best_val_acc[k]),
             "best_epoch": int(result.best_epoch[k]),
@@ -169,7 +176,17 @@ def format_table(result, top: int | None = None) -> str:
         acc = f"{result.best_val_acc[k]:.4f}" if result.best_epoch[k] else "-"
         div = f"at it {result.diverged_iteration[k]}" if result.diverged[k] else "no"
         trained = f"{result.epochs[k]}" + (" (stopped)" if result.stopped[k] else "")
-        rows.append([str(rank), str(k), *vals, acc, str(result.best_epoch[k]), trained, div])
+        rows.append(
+            [
+                str(rank),
+                str(trial_id(result, k)),
+                *vals,
+                acc,
+                str(result.best_epoch[k]),
+                trained,
+                div,
+            ]
+        )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
     return "\n".join([fmt(head), *map(fmt, rows)])
@@ -215,7 +232,7 @@ def write_results(result, out_dir: os.PathLike | str, extra: dict | None = None)
         "config": {f: getattr(cfg, f) for f in cfg.__dataclass_fields__},
         "update_rule": result.update_rule,
         "swept": swept_names(result),
-        "best_trial": int(result.best),
+        "best_trial": trial_id(result, int(result.best)),
         "seeds": _seeds(result),
         "compile_seconds": result.compile_seconds,
         "run_seconds": result.run_seconds,

@@ -8,8 +8,20 @@
   fit        one training run: the loop with K = 1 (`fit`, `Run`)
   sweep      K configurations as one compiled program (`run_sweep`, `SweepResult`)
   space      search spaces: grids, random search, JSON specs -> trials -> stacked `HParams`
+  optuna_bridge  an Optuna study over lanes (`optimize`); imports Optuna (an optional dependency)
+  trial_records  lane records stored on Optuna trials, and the `SweepResult` rebuilt from them
 
 Import the modules (`from fc_jax.runs import sweep`); the main names are also in `fc_jax`.
 """
 
-__all__ = ["fit", "loop", "pbt", "placement", "schedule", "space", "sweep"]
+__all__ = [
+    "fit",
+    "loop",
+    "optuna_bridge",
+    "pbt",
+    "placement",
+    "schedule",
+    "space",
+    "sweep",
+    "trial_records",
+]

@@ -23,9 +23,15 @@ sweep (`fc_jax.runs.sweep.run_sweep`) is K lanes. The schedule lives here once:
   rung reach its budget, the best 1/eta by best validation accuracy (configurations by their mean
   over `Schedule.seeds` lanes, `promote`) go on to eta times the budget (capped at `num_epochs`)
   from their own state, the others stop where they are;
+* `stop(lanes)`, called at every epoch boundary (the first, and a resumed one, included), names
+  lanes that stop where they are (their budget becomes their epoch), as halving stops the lanes it
+  does not promote: an outside pruner's hook (`fc_jax.runs.optuna_bridge`);
 * the lanes that still train run in groups of `width` lanes (`jax.vmap` over the lane axis, sharded
   over `Mesh(devices, ("trials",))`, padded with copies of the last lane): one compilation per width.
   Between epochs the state lives on the host, so groups, halving and checkpoints are one mechanism.
+  A `cache` dict kept by the caller carries the compiled executables from one call to the next
+  (the same architecture, update rule, devices, data shapes and width): batches of an Optuna
+  study compile once.
 """
 
 import time
@@ -62,6 +68,7 @@ __all__ = [
     "train_lanes",
     "init_lanes",
     "promote",
+    "stop_lanes",
     "check_data",
     "HISTORY_KEYS",
 ]
@@ -197,6 +204,16 @@ def promote(lanes: Lanes, schedule: Schedule, groups=None) -> Lanes | None:
     return lanes._replace(budget=budget)
 
 
+def stop_lanes(lanes: Lanes, rows) -> Lanes:
+    """`lanes` with the lanes `rows` stopped where they are (budget = epochs done)."""
+    rows = np.asarray(rows, np.int64).reshape(-1)
+    if not len(rows):
+        return lanes
+    budget = lanes.budget.copy()
+    budget[rows] = np.minimum(budget[rows], lanes.epoch[rows])
+    return lanes._replace(budget=budget)
+
+
 def train_lanes(
     config: models.NetConfig,
     data: dict,
@@ -212,6 +229,8 @@ def train_lanes(
     on_diverge: str = "stop",
     log: Callable[[str], None] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    stop: Callable[[Lanes], Any] | None = None,
+    cache: dict | None = None,
 ) -> Lanes:
     """Train K lanes of `config` on `data` (see the module docstring); returns the final `Lanes`.
 
@@ -232,6 +251,10 @@ def train_lanes(
       on_diverge: "stop" (a diverged lane stops, the others go on) or "raise" (`DivergedError`).
       log: called with one line per epoch.
       progress: called as `progress(epoch, done, total)` while an epoch runs.
+      stop: called with the `Lanes` at every epoch boundary; returns the indices of lanes to stop
+        where they are (e.g. a pruner's verdict).
+      cache: a dict the caller keeps between calls; the compiled executables are reused from it
+        when the architecture, update rule, devices, data shapes and width match.
     """
     optimizer = get_optimizer(update_rule)
     schedule = Schedule() if schedule is None else schedule
@@ -249,8 +272,25 @@ def train_lanes(
         groups = lane_groups(K, schedule.seeds)
         steps = max(n // schedule.batch_size, 1)
         chunks = chunks_of(steps, schedule.chunks_per_epoch)
-        mesh = Mesh(np.array(devices), ("trials",))
-        fns = placement.make_lane_fns(config, optimizer, mesh, schedule.independent_batches)
+        key = (
+            config,
+            update_rule,
+            tuple(devices),
+            schedule.independent_batches,
+            host[0].shape,
+            host[2].shape,
+            steps,
+            chunks,
+            schedule.batch_size,
+        )
+        if cache is not None and key in cache:
+            fns, compiled = cache[key]
+        else:
+            mesh = Mesh(np.array(devices), ("trials",))
+            fns = placement.make_lane_fns(config, optimizer, mesh, schedule.independent_batches)
+            compiled = {}
+            if cache is not None:
+                cache[key] = fns, compiled
         first = rung_budgets(schedule.num_epochs, schedule.halving)[0]
         lanes = resume if resume is not None else init_lanes(fns, hp, seeds, first)
         if lanes.num_lanes != K:
@@ -261,11 +301,13 @@ def train_lanes(
             lanes = lanes._replace(hparams=hp)
         ndev = len(devices)
         W = -(-min(K, width or K) // ndev) * ndev
-        ctx = _Context(fns, {}, W, hp, seeds, schedule, host, fns.put_replicated(host), steps, chunks,
+        ctx = _Context(fns, compiled, W, hp, seeds, schedule, host, fns.put_replicated(host), steps, chunks,
                        progress)  # fmt: skip
         saver = _Saver(on_epoch_end, schedule.checkpoint_every)
         try:
             while True:
+                if stop is not None:
+                    lanes = stop_lanes(lanes, stop(lanes))
                 todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
                 if not len(todo):
                     promoted = promote(lanes, schedule, groups) if schedule.halving else None

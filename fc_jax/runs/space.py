@@ -45,8 +45,10 @@ __all__ = [
     "grid",
     "random",
     "from_spec",
+    "random_space",
     "load_spec",
     "spec_seeds",
+    "read_spec",
     "check_trials",
     "stack_hparams",
     "trial_seeds",
@@ -236,6 +238,15 @@ def from_spec(spec: dict) -> list[dict]:
     spec_seeds(spec)
     if "grid" in spec:
         return grid(spec["grid"])
+    n, seed, space = random_space(spec)
+    return random(n, space, seed)
+
+
+def random_space(spec: dict) -> tuple[int, int, dict]:
+    """`(n, seed, {name: distribution})` of a parsed `{"random": {...}}` spec, not sampled (an
+    Optuna sampler draws from it; see `from_spec`)."""
+    if not isinstance(spec, dict) or set(spec) != {"random"}:
+        raise ValueError(f'expected a {{"random": {{...}}}} spec, got {spec!r}')
     body = spec["random"]
     if not isinstance(body, dict) or set(body) - {"n", "seed", "params"} or "n" not in body:
         raise ValueError(f'"random" needs keys "n", "params" and optionally "seed", got {body!r}')
@@ -253,7 +264,15 @@ def from_spec(spec: dict) -> list[dict]:
         if kind != "choice" and not (isinstance(args, list) and len(args) == 2):
             raise ValueError(f"{name!r}: {kind} needs [lo, hi], got {args!r}")
         space[name] = choice(args) if kind == "choice" else _DISTRIBUTIONS[kind](*args)
-    return random(body["n"], space, body.get("seed", 0))
+    n, seed = body["n"], body.get("seed", 0)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"random search needs n >= 1 trials, got {n!r}")
+    check_seed(seed, "random seed")
+    for name, dist in space.items():  # the checks `random` makes before it samples
+        if name == "seed" and not isinstance(dist, Choice):
+            raise ValueError("seed can only be swept with choice([integers])")
+        _check_name(name)
+    return int(n), int(seed), space
 
 
 def spec_seeds(spec: dict) -> int | None:
@@ -268,6 +287,16 @@ def load_spec(path: os.PathLike | str, *, with_seeds: bool = False):
     """Trials from a JSON spec file (see `from_spec`); ValueError names the file on bad JSON.
 
     With `with_seeds`: (trials, the spec's "seeds" or None)."""
+    spec = read_spec(path)
+    try:
+        trials = from_spec(spec)
+        return (trials, spec_seeds(spec)) if with_seeds else trials
+    except ValueError as exc:
+        raise ValueError(f"sweep spec {path}: {exc}") from exc
+
+
+def read_spec(path: os.PathLike | str) -> dict:
+    """The parsed JSON of a spec file, unchecked; ValueError names the file when it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
             spec = json.load(f)
@@ -283,11 +312,7 @@ def load_spec(path: os.PathLike | str, *, with_seeds: bool = False):
         raise ValueError(f"sweep spec {path} is a folder; give a JSON file") from None
     except OSError as exc:
         raise ValueError(f"sweep spec {path} cannot be read ({exc.strerror})") from None
-    try:
-        trials = from_spec(spec)
-        return (trials, spec_seeds(spec)) if with_seeds else trials
-    except ValueError as exc:
-        raise ValueError(f"sweep spec {path}: {exc}") from exc
+    return spec
 
 
 def trial_seeds(trials: list[dict], default: int = 0) -> np.ndarray:

@@ -83,6 +83,7 @@ class SweepResult(NamedTuple):
     devices: list  # str of each device the lanes were sharded over
     schedule: str = "full"
     rungs: tuple = ()  # the halving budgets (epochs), () for "full"
+    trial_ids: tuple = ()  # each row's name in tables and files (e.g. Optuna trial numbers); () = 0..K-1
     seeds: int = 1  # lanes per configuration (consecutive lanes; see `repeat_seeds`)
     lineage: tuple = ()  # PBT's copies (`fc_jax.runs.pbt.exploit`); hparams are then the final ones
     pbt: Any = None  # the `Pbt` settings of a PBT sweep
@@ -252,6 +253,8 @@ def run_sweep(
     on_epoch_end: Callable[[Lanes], None] | None = None,
     log: Callable[[str], None] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    stop: Callable[[Lanes], Any] | None = None,
+    cache: dict | None = None,
 ) -> SweepResult:
     """Train one `config` net per trial on the run loop.
 
@@ -278,6 +281,10 @@ def run_sweep(
       on_epoch_end: called with the `Lanes` after every epoch (e.g. to write a checkpoint).
       log: called with one line per epoch.
       progress: called as `progress(epoch, done, total)` while an epoch runs.
+      stop: called with the `Lanes` at every epoch boundary; the lanes it names stop there
+        (`fc_jax.runs.loop.train_lanes`; an Optuna pruner's hook).
+      cache: a dict kept between calls so that runs of the same shapes compile once
+        (`fc_jax.runs.loop.train_lanes`).
 
     Returns:
       A `SweepResult` (numpy arrays on the host, one row per lane: trial k's seeds are lanes
@@ -318,6 +325,6 @@ def run_sweep(
         lanes = loop.train_lanes(
             config, data, hp, seeds, update_rule=update_rule, schedule=sched, width=width,
             devices=devices, resume=resume, on_epoch_end=on_epoch_end, on_diverge="stop", log=log,
-            progress=progress,
+            progress=progress, stop=stop, cache=cache,
         )  # fmt: skip
     return result_of(lanes, config, update_rule, trials, hp, sched, devices)
