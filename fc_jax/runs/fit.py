@@ -88,6 +88,10 @@ def fit(
     replace: bool = True,
     chunks_per_epoch: int = 1,
     num_train_samples: int | None = 1000,
+    lr_schedule: str = "step",
+    crop_pad: int = 0,
+    flip: bool = False,
+    image_shape: tuple[int, ...] | None = None,
     resume: Run | loop.Lanes | None = None,
     on_epoch_end: Callable[[Run], None] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
@@ -106,6 +110,11 @@ def fit(
       replace: minibatches with replacement (the course's Solver) or per-epoch permutations.
       chunks_per_epoch: compiled calls per epoch (more gives a finer progress bar; same result).
       num_train_samples: size of the random training subsample for train accuracy (None: all).
+      lr_schedule: "step" (the course's per-epoch decay), "cosine", "linear" or "triangle"
+        (`fc_jax.lr_schedules`; their numbers are `hparams` values).
+      crop_pad, flip: random crops of the images zero-padded by `crop_pad` pixels, random
+        horizontal flips (`fc_jax.augment`); mixup is on when `hparams.mixup_alpha` > 0.
+      image_shape: (C, H, W) of one row of X for crops and flips (default: X's, when 4-D).
       resume: a `Run` (or one-lane `Lanes`) to continue from (as loaded from a checkpoint).
       on_epoch_end: called with the `Run` after every epoch (e.g. to write a checkpoint).
       progress: called as `progress(epoch, chunk_done, chunks)` while an epoch runs.
@@ -119,8 +128,19 @@ def fit(
         hp = hparams if hparams is not None else make_hparams(update_rule, dtype=dtype)
         validate_hparams(hp._asdict())
         hp = jax.tree.map(lambda v: np.asarray(v)[None], hp)
-        schedule = Schedule(num_epochs, batch_size, seed, replace, False, chunks_per_epoch,
-                                 num_train_samples)  # fmt: skip
+        schedule = Schedule(
+            num_epochs,
+            batch_size,
+            seed,
+            replace,
+            False,
+            chunks_per_epoch,
+            num_train_samples,
+            lr_schedule=lr_schedule,
+            crop_pad=crop_pad,
+            flip=flip,
+            image_shape=None if image_shape is None else tuple(image_shape),
+        )
         if isinstance(resume, Run):
             resume = lanes_of(resume)
         lanes = loop.train_lanes(

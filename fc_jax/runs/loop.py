@@ -40,10 +40,15 @@ from fc_jax.optim import get_optimizer
 from fc_jax.runs import placement
 from fc_jax.runs.schedule import (
     Schedule,
+    augment_of,
+    check_augment,
+    check_lr_values,
     check_schedule,
     chunks_of,
     epoch_indices,
-    epoch_learning_rate,
+    epoch_keys,
+    lane_learning_rates,
+    lr_schedule_of,
     rung_budgets,
     train_subsample,
 )
@@ -227,10 +232,20 @@ def train_lanes(
         host = check_data(config, data, dtype)
         n = len(host[0])
         check_schedule(schedule, n)
+        check_lr_values(schedule, hp)
+        image_shape = check_augment(schedule, config.input_dim, np.shape(data["X_train"]))
         steps = max(n // schedule.batch_size, 1)
         chunks = chunks_of(steps, schedule.chunks_per_epoch)
         mesh = Mesh(np.array(devices), ("trials",))
-        fns = placement.make_lane_fns(config, optimizer, mesh, schedule.independent_batches)
+        augment = augment_of(schedule, hp, image_shape)
+        fns = placement.make_lane_fns(
+            config,
+            optimizer,
+            mesh,
+            schedule.independent_batches,
+            lr_schedule_of(schedule, steps),
+            augment,
+        )
         first = rung_budgets(schedule.num_epochs, schedule.halving)[0]
         lanes = resume if resume is not None else init_lanes(fns, hp, seeds, first)
         if lanes.num_lanes != K:
@@ -240,7 +255,7 @@ def train_lanes(
         ndev = len(devices)
         W = -(-min(K, width or K) // ndev) * ndev
         ctx = _Context(fns, {}, W, hp, seeds, schedule, host, fns.put_replicated(host), steps, chunks,
-                       progress)  # fmt: skip
+                       progress, augment.active)  # fmt: skip
         while True:
             todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
             if not len(todo):
@@ -296,21 +311,21 @@ class _Context(NamedTuple):
     steps: int
     chunks: int
     progress: Callable | None
+    augment: bool  # the epoch takes per-step augmentation keys
 
 
 def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
     """Train the lanes `todo` (all at epoch `e`) for one epoch, in groups of W; host bookkeeping."""
-    fns, compiled, W, hp, seeds, schedule, host, dev, steps, chunks, progress = ctx
+    fns, compiled, W, hp, seeds, schedule, host, dev, steps, chunks, progress, _ = ctx
     Xtr, ytr = host[0], host[1]
     n = len(Xtr)
     sub = train_subsample(schedule, e, n)
     full = isinstance(sub, slice)  # all rows: the training data already on the devices
     sub_data = dev[:2] if full else fns.put_replicated((Xtr[sub], ytr[sub]))
-    lr = np.asarray(
-        [epoch_learning_rate(a, d, e) for a, d in zip(hp.learning_rate, hp.lr_decay)],
-        hp.learning_rate.dtype,
-    )
-    hp_e = hp._replace(learning_rate=lr)
+    lr = lane_learning_rates(schedule, hp, e, steps)
+    # `step` decays per epoch on the host (the course's float64 products); the other kinds compute
+    # each step's rate inside the scan from the initial rate
+    hp_e = hp._replace(learning_rate=lr) if schedule.lr_schedule == "step" else hp
     groups = [todo[g : g + W] for g in range(0, len(todo), W)]
     total, done = len(groups) * chunks, 0
     # one copy of the state per epoch, written row by row as the groups finish
@@ -322,13 +337,20 @@ def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
         m = len(rows)
         padded = np.concatenate([rows, np.full(W - m, rows[-1])]) if m < W else rows
         idx = epoch_indices(schedule, seeds[padded], e, n, steps)
-        idx_chunks = np.split(idx, chunks, axis=int(schedule.independent_batches))
+        axis = int(schedule.independent_batches)
+        idx_chunks = np.split(idx, chunks, axis=axis)
+        key_chunks = (
+            np.split(epoch_keys(schedule, seeds[padded], e, steps), chunks, axis=axis)
+            if ctx.augment
+            else [None] * chunks
+        )
+        extras = [() if k is None else (fns.put_idx(k),) for k in key_chunks]
         ts_g = fns.put_lanes(_rows(ts, padded))
         hp_g = fns.put_lanes(_rows(hp_e, padded))
         t0 = time.perf_counter()
         if W not in compiled:  # ahead of time, so compile time is reported apart
             idx0 = fns.put_idx(idx_chunks[0])
-            compiled[W] = fns.epoch.lower(ts_g, *dev[:2], idx0, hp_g).compile()
+            compiled[W] = fns.epoch.lower(ts_g, *dev[:2], idx0, hp_g, *extras[0]).compile()
             for X, y in (sub_data, dev[2:]):
                 key = ("evaluate", W, X.shape)
                 if key not in compiled:
@@ -338,8 +360,8 @@ def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
             compile_s += time.perf_counter() - t0
             t0 = time.perf_counter()
         losses = []
-        for idx_c in idx_chunks:
-            ts_g, loss = compiled[W](ts_g, *dev[:2], fns.put_idx(idx_c), hp_g)
+        for c, idx_c in enumerate(idx_chunks):
+            ts_g, loss = compiled[W](ts_g, *dev[:2], fns.put_idx(idx_c), hp_g, *extras[c])
             losses.append(loss)
             done += 1
             if progress is not None:

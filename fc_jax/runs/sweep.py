@@ -119,15 +119,35 @@ def result_of(lanes: Lanes, config, update_rule, trials, hparams, schedule: Sche
     )
 
 
-def make_schedule(num_epochs=10, batch_size=100, seed=0, replace=True, independent_batches=False,
-                  chunks_per_epoch=1, num_train_samples=1000, schedule="full", eta=3,
-                  min_epochs=1) -> Schedule:  # fmt: skip
-    """A `Schedule` from `run_sweep`'s keywords (ValueError for an unknown schedule name)."""
+def make_schedule(
+    num_epochs=10,
+    batch_size=100,
+    seed=0,
+    replace=True,
+    independent_batches=False,
+    chunks_per_epoch=1,
+    num_train_samples=1000,
+    schedule="full",
+    eta=3,
+    min_epochs=1,
+    **structure,
+) -> Schedule:
+    """A `Schedule` from `run_sweep`'s keywords (ValueError for an unknown schedule name);
+    `structure`: lr_schedule, crop_pad, flip, image_shape (the `Schedule` fields)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     halving = Halving(eta, min_epochs) if schedule == "halving" else None
-    return Schedule(num_epochs, batch_size, seed, replace, independent_batches, chunks_per_epoch,
-                    num_train_samples, halving)  # fmt: skip
+    return Schedule(
+        num_epochs,
+        batch_size,
+        seed,
+        replace,
+        independent_batches,
+        chunks_per_epoch,
+        num_train_samples,
+        halving,
+        **structure,
+    )
 
 
 def run_sweep(
@@ -147,6 +167,10 @@ def run_sweep(
     max_lanes: int | None = None,
     chunks_per_epoch: int = 1,
     num_train_samples: int | None = 1000,
+    lr_schedule: str = "step",
+    crop_pad: int = 0,
+    flip: bool = False,
+    image_shape: tuple[int, ...] | None = None,
     devices: list | None = None,
     resume: Lanes | None = None,
     on_epoch_end: Callable[[Lanes], None] | None = None,
@@ -167,6 +191,10 @@ def run_sweep(
       independent_batches: draw each lane's minibatches from its own seed (as `fit` would).
       schedule: "full" (every lane trains num_epochs) or "halving" (successive halving).
       eta, min_epochs: successive halving's keep ratio 1/eta and first rung's epochs.
+      lr_schedule, crop_pad, flip, image_shape: as in `fit`, shared by every lane (structure);
+        the schedule's numbers (warmup_epochs, final_lr_fraction) and mixup_alpha may differ.
+        With shared minibatches the crops and flips are shared too (one input batch for all
+        lanes); mixup mixes per lane (its weight follows each lane's alpha).
       max_lanes: most lanes run at once (default: `lane_group_size`), rounded up to whole devices.
       devices: devices to shard the lanes over (default `jax.devices()`).
       resume: `Lanes` of this sweep to continue (from `fc_jax.storage.checkpoint.load_lanes`).
@@ -178,8 +206,23 @@ def run_sweep(
       A `SweepResult` (numpy arrays on the host, one row per trial).
     """
     trials = [{**t, "seed": t.get("seed", seed)} for t in space.check_trials(trials)]
-    sched = make_schedule(num_epochs, batch_size, seed, replace, independent_batches,
-                          chunks_per_epoch, num_train_samples, schedule, eta, min_epochs)  # fmt: skip
+    shape = None if image_shape is None else tuple(image_shape)
+    sched = make_schedule(
+        num_epochs,
+        batch_size,
+        seed,
+        replace,
+        independent_batches,
+        chunks_per_epoch,
+        num_train_samples,
+        schedule,
+        eta,
+        min_epochs,
+        lr_schedule=lr_schedule,
+        crop_pad=crop_pad,
+        flip=flip,
+        image_shape=shape,
+    )
     if max_lanes is not None:
         check_integer("max_lanes", max_lanes)
     devices = list(jax.devices() if devices is None else devices)

@@ -1,0 +1,116 @@
+"""Data augmentation on the device, inside the scanned epoch: crops, flips, mixup.
+
+Contract: an `Augment(image_shape, crop_pad, flip, mixup)` is structure (hashable, static under
+jit); mixup's strength is a value, `hparams.mixup_alpha`. `augment_batch(key, x, hparams, aug)`
+turns one minibatch of flattened, mean-subtracted rows `x` (B, D) and labels `y` into what the
+step trains on, `(x, mix)`, where `mix` is None or `(y[perm], lam)` for the loss
+(`lam * loss(y) + (1 - lam) * loss(y[perm])`, exact for cross-entropy with integer labels). The
+randomness is drawn apart from the arithmetic so tests can feed their own draws:
+
+* `crop_flip_draws(key, batch, pad, flip)` -> (offsets (B, 2) int32 in [0, 2 * pad], flips (B,)
+  bool); `crop_flip(x, offsets, flips, image_shape, pad)`: each image (C, H, W) zero-padded by
+  `pad` pixels on every side, cropped back to (H, W) at its offset (rows, columns), then mirrored
+  left-right where `flips` says. Zero is the mean image here (the rows are mean-subtracted).
+* `mixup_draws(key, batch, alpha, dtype)` -> (perm (B,) int32, lam ()): one weight per minibatch,
+  `lam ~ Beta(alpha, alpha)`, and exactly 1 when `alpha` is 0 (that lane is not mixed);
+  `mix_inputs(x, perm, lam) = lam * x + (1 - lam) * x[perm]`.
+
+The keys of one step are `fold_in(key, 0)` (crops), `fold_in(key, 1)` (flips), `fold_in(key, 2)`
+(mixup). When `key` and `x` are the same for every lane of a vmapped sweep, so is everything drawn
+from them: crops and flips stay one computation and the lanes still read one input batch. Mixup's
+weight depends on each lane's alpha, so with mixup on the mixed batch is per lane.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fc_jax.hparams import HParams
+from fc_jax.types import Array, Key
+
+__all__ = [
+    "Augment",
+    "crop_flip_draws",
+    "crop_flip",
+    "mixup_draws",
+    "mix_inputs",
+    "augment_batch",
+]
+
+
+class Augment(NamedTuple):
+    """What the epoch does to each minibatch (structure; mixup's alpha is `hparams.mixup_alpha`)."""
+
+    image_shape: tuple[int, ...] | None = None  # (C, H, W) of one row; needed by crops and flips
+    crop_pad: int = 0  # random crops of the image zero-padded by this many pixels; 0 = none
+    flip: bool = False  # random horizontal flips
+    mixup: bool = False  # mixup present (some lane's alpha > 0)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.crop_pad or self.flip or self.mixup)
+
+
+def crop_flip_draws(key: Key, batch: int, pad: int, flip: bool) -> tuple[Array, Array]:
+    """(offsets (batch, 2) int32 in [0, 2 * pad], flips (batch,) bool) for `crop_flip`."""
+    offsets = jax.random.randint(jax.random.fold_in(key, 0), (batch, 2), 0, 2 * pad + 1)
+    flips = (
+        jax.random.bernoulli(jax.random.fold_in(key, 1), 0.5, (batch,))
+        if flip
+        else jnp.zeros((batch,), jnp.bool_)
+    )
+    return offsets.astype(jnp.int32), flips
+
+
+def crop_flip(x: Array, offsets: Array, flips: Array, image_shape, pad: int) -> Array:
+    """Crops of the zero-padded images, then left-right mirrors (see the module docstring).
+
+    Args:
+      x: (B, D) rows, each a flattened (C, H, W) image.
+      offsets: (B, 2) int32, the crop's top-left corner in the padded image (row, column).
+      flips: (B,) bool.
+      image_shape: (C, H, W).
+      pad: zero padding on each side (0: no crop; offsets are then ignored).
+
+    Returns:
+      (B, D) rows.
+    """
+    C, H, W = image_shape
+    B = x.shape[0]
+    img = x.reshape(B, C, H, W)
+    if pad:
+        padded = jnp.pad(img, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        zero = jnp.zeros((), offsets.dtype)
+        crop = lambda im, o: jax.lax.dynamic_slice(im, (zero, o[0], o[1]), (C, H, W))  # noqa: E731
+        img = jax.vmap(crop)(padded, offsets)
+    img = jnp.where(flips[:, None, None, None], img[..., ::-1], img)
+    return img.reshape(B, C * H * W)
+
+
+def mixup_draws(key: Key, batch: int, alpha: Array, dtype) -> tuple[Array, Array]:
+    """(perm (batch,) int32, lam () in `dtype`): lam ~ Beta(alpha, alpha), 1 when alpha is 0."""
+    k = jax.random.fold_in(key, 2)
+    perm = jax.random.permutation(jax.random.fold_in(k, 0), batch).astype(jnp.int32)
+    a = jnp.asarray(alpha, dtype)
+    safe = jnp.where(a > 0, a, jnp.ones((), dtype))
+    lam = jax.random.beta(jax.random.fold_in(k, 1), safe, safe, (), dtype)
+    return perm, jnp.where(a > 0, lam, jnp.ones((), dtype))
+
+
+def mix_inputs(x: Array, perm: Array, lam: Array) -> Array:
+    """`lam * x + (1 - lam) * x[perm]`: the mixed minibatch."""
+    return lam * x + (1 - lam) * x[perm]
+
+
+def augment_batch(
+    key: Key, x: Array, y: Array, hparams: HParams, aug: Augment
+) -> tuple[Array, tuple[Array, Array] | None]:
+    """One minibatch as the step trains on it: `(x, None)` or, with mixup, `(x, (y[perm], lam))`."""
+    if aug.crop_pad or aug.flip:
+        offsets, flips = crop_flip_draws(key, x.shape[0], aug.crop_pad, aug.flip)
+        x = crop_flip(x, offsets, flips, aug.image_shape, aug.crop_pad)
+    if not aug.mixup:
+        return x, None
+    perm, lam = mixup_draws(key, x.shape[0], hparams.mixup_alpha, x.dtype)
+    return mix_inputs(x, perm, lam), (y[perm], lam)
