@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from fc_jax.hparams import HPARAMS, RULE_DEFAULTS
+from fc_jax.lr_schedules import LR_SCHEDULES
 from fc_jax.runs.space import MAX_SEED
 from fc_jax.settings import DEFAULTS, PRECISIONS, RULES
 
@@ -141,6 +142,16 @@ def positive_int(s: str) -> int:
     return v
 
 
+def _nonnegative_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    return v
+
+
 def _width(s: str) -> int:
     if "," in s:
         raise argparse.ArgumentTypeError(
@@ -206,6 +217,27 @@ def add_schedule(p) -> None:
         "--seed",
         type=seed,
         help=f"seed of initialization, minibatches and dropout ({_default('seed')})",
+    )
+    a(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        help="step: lr *= --lr-decay after each epoch (the course); cosine, linear: to "
+        "--final-lr-fraction after a --warmup-epochs linear warmup; triangle: up from the final "
+        "fraction to the rate over the warmup (half the run without one), then down; computed "
+        f"per step on the device ({_default('lr_schedule')})",
+    )
+    a(
+        "--crop-pad",
+        type=_nonnegative_int,
+        metavar="PIXELS",
+        help="augmentation: random crops of each image zero-padded by PIXELS on every side "
+        f"(a random shift of up to PIXELS); 0 = none ({_default('crop_pad')})",
+    )
+    a(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        help="augmentation: random horizontal flips of half the images (default: off; leave it "
+        "off for digits, which are not mirror-symmetric)",
     )
 
 
@@ -309,11 +341,14 @@ def train_command(s: dict, out) -> str:
     words = ["fc-jax", "train", "--dataset", s["dataset"]]
     for k, v in s.items():
         if (
-            k not in recipe
+            (k not in recipe and k not in HPARAMS)  # HParams values not in the recipe: given
             or v is None
-            or v == recipe[k]
-            or (isinstance(v, list | tuple) and list(v) == list(recipe[k] or []))
+            or v == recipe.get(k, HPARAMS[k].default if k in HPARAMS else None)
+            or (isinstance(v, list | tuple) and list(v) == list(recipe.get(k) or []))
         ):
+            continue
+        if isinstance(v, bool):  # --flip / --no-flip
+            words.append(f"--{'' if v else 'no-'}{k.replace('_', '-')}")
             continue
         values = v if isinstance(v, list | tuple) else [v]
         words += [f"--{k.replace('_', '-')}", *(repr(x) if isinstance(x, float) else str(x)

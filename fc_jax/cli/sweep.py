@@ -39,6 +39,7 @@ SWEPT = space.SWEEPABLE  # every sweepable name: the HParams vocabulary plus lan
 _FLAG = {n: ("seeds" if n == "seed" else n.replace("_", "-")) for n in SWEPT}
 _NET = ("dataset", "hidden_dims", "normalization", "update_rule", "dtype", "precision", "epochs", "batch_size",
         "sampling", "seed", "num_training", "num_validation", "num_test")  # fmt: skip
+_NET += ("lr_schedule", "crop_pad", "flip")  # the schedule's structure, shared by every lane
 _SPACE = ("random", "spec", *(_FLAG[n].replace("-", "_") for n in SWEPT))
 _RUN = ("schedule", "eta", "min_epochs", "independent_batches", "max_lanes", "random_seed")
 
@@ -132,9 +133,11 @@ def _trials(args, s: dict) -> list[dict]:
                              "--random N with ranges, or --spec FILE")  # fmt: skip
         trials = space.grid(lists)
     fill = settings.hparams_of(s)
-    return space.check_trials(
+    trials = space.check_trials(
         [{**{n: v for n, v in fill.items() if n not in t}, **t} for t in trials]
     )
+    settings.check_structure(s, trials)
+    return trials
 
 
 def _prepare(args):
@@ -209,18 +212,31 @@ def run(args) -> int:
 
 
 def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, note) -> int:
+    from fc_jax.cli import train as train_cli
     from fc_jax.report.sweeps import format_table, plot_sweep, write_results
     from fc_jax.runs.sweep import run_sweep
     from fc_jax.storage.checkpoint import save_lanes
 
     save = (lambda ls: save_lanes(out, ls, meta)) if lead else None
     result = run_sweep(
-        config, data, trials, update_rule=s["update_rule"], num_epochs=s["epochs"],
-        batch_size=s["batch_size"], seed=s["seed"], replace=s["sampling"] == "replace",
-        independent_batches=opts["independent_batches"], schedule=opts["schedule"],
-        eta=opts["eta"], min_epochs=opts["min_epochs"], max_lanes=opts["max_lanes"],
-        resume=lanes, on_epoch_end=save, log=say,
-    )  # fmt: skip
+        config,
+        data,
+        trials,
+        update_rule=s["update_rule"],
+        num_epochs=s["epochs"],
+        batch_size=s["batch_size"],
+        seed=s["seed"],
+        replace=s["sampling"] == "replace",
+        independent_batches=opts["independent_batches"],
+        schedule=opts["schedule"],
+        eta=opts["eta"],
+        min_epochs=opts["min_epochs"],
+        max_lanes=opts["max_lanes"],
+        resume=lanes,
+        on_epoch_end=save,
+        log=say,
+        **train_cli.structure_args(s),
+    )
     say(format_table(result, args.top))
     best = result.trials[result.best]
     summary = {"settings": dict(s), "options": opts, "lane_epochs": result.lane_epochs}
