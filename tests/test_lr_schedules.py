@@ -141,7 +141,9 @@ def test_step_is_the_course_decay():
         lr = np.float32(epoch_learning_rate(np.float32(1e-3), np.float32(0.7), e))
         ts, _ = epoch(ts, X, y, idx, hp._replace(learning_rate=jnp.asarray(lr)))
     chex.assert_trees_all_close(run.ts.params, ts.params, rtol=1e-5, atol=1e-7)
-    assert run.history["lr"][2] == float(np.float32(epoch_learning_rate(np.float32(1e-3), np.float32(0.7), 2)))
+    assert run.history["lr"][2] == float(
+        np.float32(epoch_learning_rate(np.float32(1e-3), np.float32(0.7), 2))
+    )
 
 
 @pytest.mark.parametrize(
