@@ -1,9 +1,10 @@
 """Data augmentation on the device, inside the scanned epoch: crops, flips, mixup.
 
 Contract: an `Augment(image_shape, crop_pad, flip, mixup)` is structure (hashable, static under
-jit); mixup's strength is a value, `hparams.mixup_alpha`. `augment_batch(key, x, hparams, aug)`
-turns one minibatch of flattened, mean-subtracted rows `x` (B, D) and labels `y` into what the
-step trains on, `(x, mix)`, where `mix` is None or `(y[perm], lam)` for the loss
+jit); mixup's strength is a value, `hparams.mixup_alpha`. `augment_batch(key, X, y, rows,
+hparams, aug)` turns minibatch `rows` of the flattened, mean-subtracted training set X (N, D)
+and its labels y into what the step trains on, `(xb, yb, mix)`, where `mix` is None or
+`(yb[perm], lam)` for the loss
 (`lam * loss(y) + (1 - lam) * loss(y[perm])`, exact for cross-entropy with integer labels). The
 randomness is drawn apart from the arithmetic so tests can feed their own draws:
 
@@ -33,6 +34,7 @@ __all__ = [
     "Augment",
     "crop_flip_draws",
     "crop_flip",
+    "crop_flip_rows",
     "mixup_draws",
     "mix_inputs",
     "augment_batch",
@@ -76,16 +78,34 @@ def crop_flip(x: Array, offsets: Array, flips: Array, image_shape, pad: int) -> 
     Returns:
       (B, D) rows.
     """
+    return crop_flip_rows(x, jnp.arange(x.shape[0]), offsets, flips, image_shape, pad)
+
+
+def crop_flip_rows(
+    X: Array, rows: Array, offsets: Array, flips: Array, image_shape, pad: int
+) -> Array:
+    """`crop_flip(X[rows], ...)` as ONE gather from the whole (N, D) training set.
+
+    Output pixel (c, h, w) of example b reads X[rows[b]] at (c, h + dy - pad, w' + dx - pad),
+    w' = W - 1 - w when flipped (else w), or is 0 outside the image. One gather of B * D
+    elements replaces the minibatch's own gather, so crops and flips cost the index arithmetic
+    and the scattered reads (about 10% of a W1 step; benchmarks/bench_augment.py).
+    """
     C, H, W = image_shape
-    B = x.shape[0]
-    img = x.reshape(B, C, H, W)
-    if pad:
-        padded = jnp.pad(img, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-        zero = jnp.zeros((), offsets.dtype)
-        crop = lambda im, o: jax.lax.dynamic_slice(im, (zero, o[0], o[1]), (C, H, W))  # noqa: E731
-        img = jax.vmap(crop)(padded, offsets)
-    img = jnp.where(flips[:, None, None, None], img[..., ::-1], img)
-    return img.reshape(B, C * H * W)
+    D = C * H * W
+    h = jnp.arange(H, dtype=jnp.int32)[None, :, None]
+    w = jnp.arange(W, dtype=jnp.int32)[None, None, :]
+    src_h = h + offsets[:, 0, None, None] - pad  # (B, H, 1)
+    src_w = jnp.where(flips[:, None, None], W - 1 - w, w) + offsets[:, 1, None, None] - pad
+    pixel = jnp.clip(src_h, 0, H - 1) * W + jnp.clip(src_w, 0, W - 1)  # (B, H, W)
+    channel = jnp.arange(C, dtype=jnp.int32)[None, :, None, None] * (H * W)
+    flat = rows.astype(jnp.int32)[:, None, None, None] * D + channel + pixel[:, None]
+    out = X.reshape(-1)[flat.reshape(len(rows), D)]
+    if not pad:
+        return out
+    inside = (src_h >= 0) & (src_h < H) & (src_w >= 0) & (src_w < W)  # (B, H, W)
+    inside = jnp.broadcast_to(inside[:, None], (len(rows), C, H, W)).reshape(len(rows), D)
+    return jnp.where(inside, out, jnp.zeros((), X.dtype))
 
 
 def mixup_draws(key: Key, batch: int, alpha: Array, dtype) -> tuple[Array, Array]:
@@ -104,13 +124,17 @@ def mix_inputs(x: Array, perm: Array, lam: Array) -> Array:
 
 
 def augment_batch(
-    key: Key, x: Array, y: Array, hparams: HParams, aug: Augment
-) -> tuple[Array, tuple[Array, Array] | None]:
-    """One minibatch as the step trains on it: `(x, None)` or, with mixup, `(x, (y[perm], lam))`."""
+    key: Key, X: Array, y: Array, rows: Array, hparams: HParams, aug: Augment
+) -> tuple[Array, Array, tuple[Array, Array] | None]:
+    """Minibatch `rows` of (X, y) as the step trains on it: `(xb, yb, mix)`; `mix` is None or,
+    with mixup, `(yb[perm], lam)`. Crops and flips gather straight from X (`crop_flip_rows`)."""
+    yb = y[rows]
     if aug.crop_pad or aug.flip:
-        offsets, flips = crop_flip_draws(key, x.shape[0], aug.crop_pad, aug.flip)
-        x = crop_flip(x, offsets, flips, aug.image_shape, aug.crop_pad)
+        offsets, flips = crop_flip_draws(key, rows.shape[0], aug.crop_pad, aug.flip)
+        xb = crop_flip_rows(X, rows, offsets, flips, aug.image_shape, aug.crop_pad)
+    else:
+        xb = X[rows]
     if not aug.mixup:
-        return x, None
-    perm, lam = mixup_draws(key, x.shape[0], hparams.mixup_alpha, x.dtype)
-    return mix_inputs(x, perm, lam), (y[perm], lam)
+        return xb, yb, None
+    perm, lam = mixup_draws(key, rows.shape[0], hparams.mixup_alpha, xb.dtype)
+    return mix_inputs(xb, perm, lam), yb, (yb[perm], lam)

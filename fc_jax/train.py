@@ -235,11 +235,15 @@ def _epoch(
     if (keys is None) != (augment is None or not augment.active):
         raise ValueError("pass per-step augmentation keys exactly when the epoch augments")
 
+    wrap = jax.random.wrap_key_data
+
     def body(ts, xs):
         i, m, k = xs
-        xb, yb, hp, mix = X[i], y[i], hparams, None
-        if k is not None:  # the same key and rows for every lane: one augmented batch
-            xb, mix = aug.augment_batch(jax.random.wrap_key_data(k), xb, yb, hparams, augment)
+        hp, mix = hparams, None
+        if k is None:
+            xb, yb = X[i], y[i]
+        else:  # the same key and rows for every lane: one augmented batch
+            xb, yb, mix = aug.augment_batch(wrap(k), X, y, i, hparams, augment)
         if lr_schedule is not None and lr_schedule.kind != "step":
             hp = hp._replace(learning_rate=lr_schedules.learning_rate_at(lr_schedule, hp, ts.step))
         return train_step(ts, xb, yb, hp, m, config=config, optimizer=optimizer, mix=mix)

@@ -38,6 +38,11 @@ def test_crop_flip_matches_numpy(pad, flip, rng):
     got = aug.crop_flip(jnp.asarray(x), offsets, flips, SHAPE, pad)
     want = _numpy_crop_flip(x, np.asarray(offsets), np.asarray(flips), SHAPE, pad)
     np.testing.assert_array_equal(got, want)  # data movement only: exact
+    rows = np.array([3, 0, 39, 3] * 10)  # straight from the whole set, rows repeated
+    got_rows = aug.crop_flip_rows(jnp.asarray(x), jnp.asarray(rows), offsets, flips, SHAPE, pad)
+    np.testing.assert_array_equal(
+        got_rows, _numpy_crop_flip(x[rows], *map(np.asarray, (offsets, flips)), SHAPE, pad)
+    )
     o, f = np.asarray(offsets), np.asarray(flips)
     assert o.min() >= 0 and o.max() <= 2 * pad
     if pad:
@@ -54,9 +59,15 @@ def test_mixup_batch_and_loss_match_numpy(x64):
     x = rng.normal(size=(16, D))
     y = rng.integers(0, C, 16)
     hp = make_hparams("adam", jnp.float64, mixup_alpha=0.4, reg=0.01)
-    xm, (y2, lam) = aug.augment_batch(
-        jax.random.key(3), jnp.asarray(x), jnp.asarray(y), hp, aug.Augment(mixup=True)
+    xm, yb, (y2, lam) = aug.augment_batch(
+        jax.random.key(3),
+        jnp.asarray(x),
+        jnp.asarray(y),
+        jnp.arange(16),
+        hp,
+        aug.Augment(mixup=True),
     )
+    np.testing.assert_array_equal(yb, y)
     perm, lam_np = aug.mixup_draws(jax.random.key(3), 16, 0.4, jnp.float64)
     perm, lam_np = np.asarray(perm), float(lam_np)
     assert sorted(perm) == list(range(16)) and 0 < lam_np < 1 and float(lam) == lam_np
@@ -101,8 +112,8 @@ def test_scan_epoch_equals_python_loop_of_augmented_steps(x64):
     ts_scan, _ = train.make_epoch(cfg, opt, augment=a)(ts0, X, y, idx, hp, None, keys)
     ts = ts0
     for i, k in zip(idx, keys):
-        xb, mix = aug.augment_batch(jax.random.wrap_key_data(k), X[i], y[i], hp, a)
-        ts, _ = train.train_step(ts, xb, y[i], hp, config=cfg, optimizer=opt, mix=mix)
+        xb, yb, mix = aug.augment_batch(jax.random.wrap_key_data(k), X, y, i, hp, a)
+        ts, _ = train.train_step(ts, xb, yb, hp, config=cfg, optimizer=opt, mix=mix)
     chex.assert_trees_all_close(ts_scan.params, ts.params, rtol=1e-12, atol=1e-14)
     plain, _ = train.make_epoch(cfg, opt)(ts0, X, y, idx, hp)
     assert not np.allclose(plain.params["W1"], ts.params["W1"])  # augmentation changed training
@@ -110,7 +121,7 @@ def test_scan_epoch_equals_python_loop_of_augmented_steps(x64):
 
 def test_shared_minibatches_crop_once_for_all_lanes():
     """With shared minibatches the crops and flips are one computation, not one per lane: the
-    vmapped epoch holds the padded batch without a lane axis (the lanes read one input batch)."""
+    vmapped epoch gathers the augmented batch without a lane axis (the lanes read one batch)."""
     cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
     opt = optim.get_optimizer("adam")
     mesh = Mesh(np.array(jax.devices()[:1]), ("trials",))
@@ -124,9 +135,9 @@ def test_shared_minibatches_crop_once_for_all_lanes():
         keys = epoch_keys(Schedule(independent_batches=independent), [0, 1, 2], 0, 4)
         X, y = jnp.zeros((80, D)), jnp.zeros((80,), jnp.int32)
         texts.append(str(jax.make_jaxpr(fns.epoch)(ts, X, y, idx, hp, keys)))
-    padded = "f32[10,2,9,10]"  # (batch, C, H + 2 pad, W + 2 pad)
-    assert padded in texts[0] and "f32[3,10,2,9,10]" not in texts[0]
-    assert "f32[3,10,2,9,10]" in texts[1]  # independent batches: each lane its own
+    # the gather's (batch, D) flat indices: computed once, or once per lane
+    assert "i32[10,60]" in texts[0] and "i32[3,10,60]" not in texts[0]
+    assert "i32[3,10,60]" in texts[1]
 
 
 def test_augmentation_is_shared_by_lanes_and_independent_per_lane():
