@@ -13,11 +13,12 @@ randomness is drawn apart from the arithmetic so tests can feed their own draws:
   `pad` pixels on every side, cropped back to (H, W) at its offset (rows, columns), then mirrored
   left-right where `flips` says. Zero is the mean image here (the rows are mean-subtracted).
 * `mixup_draws(key, batch, alpha, dtype)` -> (perm (B,) int32, lam ()): one weight per minibatch,
-  `lam ~ Beta(alpha, alpha)`, and exactly 1 when `alpha` is 0 (that lane is not mixed);
+  `lam ~ Beta(alpha, alpha)`, and exactly 1 when `alpha` is 0 (that lane is not mixed); the
+  partner of example j is example B - 1 - j (the minibatch's order is already random);
   `mix_inputs(x, perm, lam) = lam * x + (1 - lam) * x[perm]`.
 
 The keys of one step are `fold_in(key, 0)` (crops), `fold_in(key, 1)` (flips), `fold_in(key, 2)`
-(mixup). When `key` and `x` are the same for every lane of a vmapped sweep, so is everything drawn
+(mixup's weight). When `key` and `x` are the same for every lane of a vmapped sweep, so is everything drawn
 from them: crops and flips stay one computation and the lanes still read one input batch. Mixup's
 weight depends on each lane's alpha, so with mixup on the mixed batch is per lane.
 """
@@ -109,12 +110,16 @@ def crop_flip_rows(
 
 
 def mixup_draws(key: Key, batch: int, alpha: Array, dtype) -> tuple[Array, Array]:
-    """(perm (batch,) int32, lam () in `dtype`): lam ~ Beta(alpha, alpha), 1 when alpha is 0."""
-    k = jax.random.fold_in(key, 2)
-    perm = jax.random.permutation(jax.random.fold_in(k, 0), batch).astype(jnp.int32)
+    """(perm (batch,) int32, lam () in `dtype`): lam ~ Beta(alpha, alpha), 1 when alpha is 0.
+
+    The partner of example j is example `batch - 1 - j` (the batch reversed, as timm's mixup
+    pairs them): the minibatch's own order is random, so the pairs are too, and a reversal costs
+    nothing where a drawn permutation (a sort) made a W1 step about 25% slower.
+    """
     a = jnp.asarray(alpha, dtype)
     safe = jnp.where(a > 0, a, jnp.ones((), dtype))
-    lam = jax.random.beta(jax.random.fold_in(k, 1), safe, safe, (), dtype)
+    lam = jax.random.beta(jax.random.fold_in(key, 2), safe, safe, (), dtype)
+    perm = jnp.arange(batch - 1, -1, -1, dtype=jnp.int32)
     return perm, jnp.where(a > 0, lam, jnp.ones((), dtype))
 
 
@@ -136,5 +141,5 @@ def augment_batch(
         xb = X[rows]
     if not aug.mixup:
         return xb, yb, None
-    perm, lam = mixup_draws(key, rows.shape[0], hparams.mixup_alpha, xb.dtype)
-    return mix_inputs(xb, perm, lam), yb, (yb[perm], lam)
+    _, lam = mixup_draws(key, rows.shape[0], hparams.mixup_alpha, xb.dtype)
+    return lam * xb + (1 - lam) * xb[::-1], yb, (yb[::-1], lam)
