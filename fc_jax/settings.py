@@ -53,6 +53,8 @@ _COMMON: dict[str, Any] = dict(
     lr_schedule="step",  # the course's lr *= lr_decay per epoch (fc_jax.lr_schedules)
     crop_pad=0,  # random crops of the zero-padded images; 0 = none
     flip=False,  # random horizontal flips (off: the recipes, and digits are not mirror-symmetric)
+    whiten="none",  # or "zca": computed once from the training split (fc_jax.data.whiten)
+    whiten_epsilon=0.1,  # ZCA's damping, relative to the mean pixel variance
 )
 DEFAULTS: dict[str, dict[str, Any]] = {
     # The default recipe: measured in README.md ("fc-jax train" line) and benchmarks/RESULTS.md.
@@ -122,9 +124,15 @@ def check_settings(s: dict) -> None:
 def check_structure(s: dict, lanes: list[dict]) -> None:
     """ValueError for a schedule or augmentation that does not fit settings `s` and the values of
     its lanes (`lanes`: dicts of HParams values; one for a training run, the trials of a sweep)."""
+    from fc_jax.data.whiten import WHITENINGS
     from fc_jax.hparams import DEFAULTS as HP_DEFAULTS
     from fc_jax.lr_schedules import LR_SCHEDULES
 
+    if s.get("whiten", "none") not in WHITENINGS:
+        raise ValueError(f"whiten must be one of {WHITENINGS}, got {s['whiten']!r}")
+    eps = s.get("whiten_epsilon", 0.1)
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < math.inf:
+        raise ValueError(f"whiten_epsilon must be a finite number > 0, got {eps!r}")
     kind = s.get("lr_schedule", "step")
     if kind not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {kind!r}")
@@ -245,6 +253,10 @@ def load_data(s: dict, data_dir: str | None = None, saved: dict | None = None):
     if s["batch_size"] > len(data["X_train"]):
         raise ValueError(f"--batch-size {s['batch_size']} is larger than the training set "
                          f"({len(data['X_train'])} examples)")  # fmt: skip
+    if s.get("whiten", "none") == "zca":
+        from fc_jax.data.whiten import whiten
+
+        data = whiten(data, s["whiten_epsilon"])
     fingerprint = data_fingerprint(data)
     if saved is not None and saved.get("data_fingerprint") != fingerprint:
         raise ValueError(f"these data differ from those the run was trained on ({saved.get('data_dir')}); "

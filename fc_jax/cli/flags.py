@@ -175,6 +175,20 @@ def add_data(p) -> None:
     a("--dataset", choices=sorted(DEFAULTS), help="default: cifar10")
     a("--data-dir", help="CIFAR-10 folder (default: $FC_JAX_DATA_DIR, else the user cache, "
                          "where it is downloaded)")  # fmt: skip
+    a(
+        "--whiten",
+        choices=("none", "zca"),
+        help="zca: whiten the images with the training split's ZCA matrix, computed once at load "
+        "time and saved with the model (fc-jax eval and predict_raw apply it) "
+        f"({_default('whiten')})",
+    )
+    a(
+        "--whiten-epsilon",
+        type=float,
+        metavar="EPS",
+        help="ZCA's damping, relative to the mean pixel variance; > 0 (a data setting, not swept: "
+        f"the lanes share one training set) ({_default('whiten_epsilon')})",
+    )
     for split in ("training", "validation", "test"):
         a(f"--num-{split}", type=positive_int,
           help=f"{split} examples (default: the dataset's standard split)")  # fmt: skip

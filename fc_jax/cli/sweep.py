@@ -39,7 +39,7 @@ SWEPT = space.SWEEPABLE  # every sweepable name: the HParams vocabulary plus lan
 _FLAG = {n: ("seeds" if n == "seed" else n.replace("_", "-")) for n in SWEPT}
 _NET = ("dataset", "hidden_dims", "normalization", "update_rule", "dtype", "precision", "epochs", "batch_size",
         "sampling", "seed", "num_training", "num_validation", "num_test")  # fmt: skip
-_NET += ("lr_schedule", "crop_pad", "flip")  # the schedule's structure, shared by every lane
+_NET += ("lr_schedule", "crop_pad", "flip", "whiten", "whiten_epsilon")  # shared by every lane
 _SPACE = ("random", "spec", *(_FLAG[n].replace("-", "_") for n in SWEPT))
 _RUN = ("schedule", "eta", "min_epochs", "independent_batches", "max_lanes", "random_seed")
 
@@ -253,7 +253,7 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
               f"rates or weight scales (results written to {out})", file=sys.stderr)  # fmt: skip
         code = 3
     if lead:
-        _save_models(result, data["mean_image"], out, s)
+        _save_models(result, data, out, s)
         paths = write_results(result, out, summary)
         plot_sweep(result, out / "sweep.png")
         line.update(results=str(paths["json"]))
@@ -271,7 +271,7 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
     return code
 
 
-def _save_models(result, mean_image, out: Path, s: dict) -> None:
+def _save_models(result, data: dict, out: Path, s: dict) -> None:
     """Each trial's best params as `out/models/trial-<k>.npz` (skipped for a lane with none)."""
     import jax
 
@@ -281,11 +281,16 @@ def _save_models(result, mean_image, out: Path, s: dict) -> None:
         if result.best_epoch[k] == 0:
             continue
         pick = lambda t, k=k: jax.tree.map(lambda a: a[k], t)
-        save_model(out / "models" / f"trial-{k}.npz", result.config, pick(result.best_params),
-                   pick(result.best_model_state), mean_image,
-                   meta={"settings": s, "trial": trial,
-                         "best_val_acc": float(result.best_val_acc[k])},
-                   pixel_scale=DATASETS[s["dataset"]].pixel_scale)  # fmt: skip
+        save_model(
+            out / "models" / f"trial-{k}.npz",
+            result.config,
+            pick(result.best_params),
+            pick(result.best_model_state),
+            data["mean_image"],
+            meta={"settings": s, "trial": trial, "best_val_acc": float(result.best_val_acc[k])},
+            pixel_scale=DATASETS[s["dataset"]].pixel_scale,
+            whiten=data.get("whiten"),
+        )
 
 
 def _retrain(s, data, fingerprint, trial, epochs, out: Path, lead):

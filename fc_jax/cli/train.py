@@ -155,9 +155,16 @@ def _finish(s, out, res, data) -> dict:
 
     h, best_val, test_acc = res["history"], res["best_val_acc"], res["test_acc"]
     export_params(out / "best_params.npz", res["best_params"], res["best_state"])
-    save_model(out / "model.npz", settings.config_of(s), res["best_params"], res["best_state"],
-               data["mean_image"], meta={"settings": s, "test_acc": test_acc},
-               pixel_scale=DATASETS[s["dataset"]].pixel_scale)  # fmt: skip
+    save_model(
+        out / "model.npz",
+        settings.config_of(s),
+        res["best_params"],
+        res["best_state"],
+        data["mean_image"],
+        meta={"settings": s, "test_acc": test_acc},
+        pixel_scale=DATASETS[s["dataset"]].pixel_scale,
+        whiten=data.get("whiten"),
+    )
     summary = dict(settings=s, best_val_acc=best_val, test_acc=test_acc, history=h)
     atomic_write_text(out / "history.json", json.dumps(summary, indent=1))
     write_history_csv(h, out / "history.csv")
