@@ -8,8 +8,13 @@ sweep (`fc_jax.runs.sweep.run_sweep`) is K lanes. The schedule lives here once:
 
 * epoch e of every lane draws its minibatches from `fold_in(fold_in(key(seed), 1), e)`, with the
   schedule's seed (shared: one draw for all lanes) or each lane's own (`independent_batches`);
-* lane k starts from `train.init_train_state(key(seed_k), config, optimizer, weight_scale_k)`, its
-  learning rate after e epochs is `epoch_learning_rate(lr_k, lr_decay_k, e)` (the course's decay);
+* lane k starts from `train.init_train_state(key(seed_k), config, optimizer, weight_scale_k)`; with
+  the schedule's `lr_schedule` "step" its learning rate after e epochs is
+  `epoch_learning_rate(lr_k, lr_decay_k, e)` (the course's decay, on the host), with another kind
+  the engine computes each step's rate from the global step (`fc_jax.lr_schedules`);
+* crops, flips (the schedule's structure) and mixup (when a lane's `mixup_alpha` > 0) augment each
+  minibatch inside the scan, from per-step keys `epoch_keys` of `fold_in(fold_in(key(seed), 2), e)`
+  with the minibatches' seed (shared by all lanes, or each lane's own);
 * after each epoch: accuracy on a training subsample (drawn from `default_rng([seed, e])`, as the
   course measures it) and on the validation set, best params per lane, then `on_epoch_end(lanes)`
   (a checkpoint); `resume=lanes` continues bit for bit, since everything above depends only on
