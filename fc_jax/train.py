@@ -19,6 +19,10 @@ Contract:
   where both of its products are plain GEMMs on CPU; every subtree of the optimizer state shaped like
   the params is converted the same way. The epoch converts on entry and exit, so callers, checkpoints
   and the model, loss and optimizer signatures only ever see the course's (D, H1) layout.
+* Structure beyond the net, static per `make_epoch`: an `lr_schedules.LRSchedule` (a kind other
+  than "step" computes each step's rate from `ts.step` and the `HParams` values) and an
+  `augment.Augment` (crops, flips, mixup of each minibatch from the per-step `keys`; the rows and
+  keys of a sweep's shared minibatches carry no lane axis, so neither does the augmented batch).
 * `make_step` is the same step jitted alone (the course-style loop, for benchmarks and tests), and
   `make_evaluate(config)` is a batched, jitted accuracy.
 
@@ -278,7 +282,8 @@ def make_epoch(
       ts: a `TrainState`.
       X: (N, ...) training inputs on the device; y: (N,) integer labels.
       idx: (steps, batch) minibatch indices (see `sample_indices`).
-      hparams: `HParams` of scalars (the learning rate already decayed for this epoch).
+      hparams: `HParams` of scalars (with kind "step" or no schedule, the learning rate already
+        decayed for this epoch; with another kind, the initial rate).
       masks: optional explicit dropout masks, a tuple with one (steps, batch, H_i) array per hidden
         layer (the facade's course-exact masks); None draws them from `ts.key`.
       keys: (steps, 2) uint32 raw key data, step t's augmentation key (`jax.random.key_data`);
