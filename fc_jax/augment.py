@@ -94,18 +94,21 @@ def crop_flip_rows(
     """
     C, H, W = image_shape
     D = C * H * W
+    B = rows.shape[0]
+    f = flips.astype(jnp.int32)[:, None, None]
     h = jnp.arange(H, dtype=jnp.int32)[None, :, None]
     w = jnp.arange(W, dtype=jnp.int32)[None, None, :]
     src_h = h + offsets[:, 0, None, None] - pad  # (B, H, 1)
-    src_w = jnp.where(flips[:, None, None], W - 1 - w, w) + offsets[:, 1, None, None] - pad
+    # w' = W - 1 - w when flipped, as arithmetic (a select here made the step measurably slower)
+    src_w = w * (1 - 2 * f) + (W - 1) * f + offsets[:, 1, None, None] - pad  # (B, 1, W)
     pixel = jnp.clip(src_h, 0, H - 1) * W + jnp.clip(src_w, 0, W - 1)  # (B, H, W)
-    channel = jnp.arange(C, dtype=jnp.int32)[None, :, None, None] * (H * W)
-    flat = rows.astype(jnp.int32)[:, None, None, None] * D + channel + pixel[:, None]
-    out = X.reshape(-1)[flat.reshape(len(rows), D)]
+    base = rows.astype(jnp.int32)[:, None, None] * D + pixel
+    flat = base[:, None] + jnp.arange(C, dtype=jnp.int32)[None, :, None, None] * (H * W)
+    out = X.reshape(-1)[flat.reshape(B, D)]
     if not pad:
         return out
     inside = (src_h >= 0) & (src_h < H) & (src_w >= 0) & (src_w < W)  # (B, H, W)
-    inside = jnp.broadcast_to(inside[:, None], (len(rows), C, H, W)).reshape(len(rows), D)
+    inside = jnp.broadcast_to(inside[:, None], (B, C, H, W)).reshape(B, D)
     return jnp.where(inside, out, jnp.zeros((), X.dtype))
 
 
