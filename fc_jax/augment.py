@@ -139,10 +139,15 @@ def augment_batch(
     yb = y[rows]
     if aug.crop_pad or aug.flip:
         offsets, flips = crop_flip_draws(key, rows.shape[0], aug.crop_pad, aug.flip)
-        xb = crop_flip_rows(X, rows, offsets, flips, aug.image_shape, aug.crop_pad)
+        pick = lambda r, o, f: crop_flip_rows(X, r, o, f, aug.image_shape, aug.crop_pad)  # noqa: E731
+        xb = pick(rows, offsets, flips)
+        partner = lambda: pick(rows[::-1], offsets[::-1], flips[::-1])  # noqa: E731
     else:
         xb = X[rows]
+        partner = lambda: X[rows[::-1]]  # noqa: E731
     if not aug.mixup:
         return xb, yb, None
     _, lam = mixup_draws(key, rows.shape[0], hparams.mixup_alpha, xb.dtype)
-    return lam * xb + (1 - lam) * xb[::-1], yb, (yb[::-1], lam)
+    # the partners gathered again from X, reversed: reversing the gathered batch (xb[::-1]) made a
+    # W1 step about 30% slower on XLA:CPU, a second gather costs about 2%
+    return lam * xb + (1 - lam) * partner(), yb, (yb[::-1], lam)
