@@ -90,7 +90,7 @@ def crop_flip_rows(
     Output pixel (c, h, w) of example b reads X[rows[b]] at (c, h + dy - pad, w' + dx - pad),
     w' = W - 1 - w when flipped (else w), or is 0 outside the image. One gather of B * D
     elements replaces the minibatch's own gather, so crops and flips cost the index arithmetic
-    and the scattered reads (about 10% of a W1 step; benchmarks/bench_augment.py).
+    and the scattered reads (about 6% of a W1 epoch; benchmarks/RESULTS.md).
     """
     C, H, W = image_shape
     D = C * H * W
@@ -116,8 +116,8 @@ def mixup_draws(key: Key, batch: int, alpha: Array, dtype) -> tuple[Array, Array
     """(perm (batch,) int32, lam () in `dtype`): lam ~ Beta(alpha, alpha), 1 when alpha is 0.
 
     The partner of example j is example `batch - 1 - j` (the batch reversed, as timm's mixup
-    pairs them): the minibatch's own order is random, so the pairs are too, and a reversal costs
-    nothing where a drawn permutation (a sort) made a W1 step about 25% slower.
+    pairs them): the minibatch's own order is random, so the pairs are too, with no permutation
+    to draw (a sort; it made a W1 epoch about 30% slower).
     """
     a = jnp.asarray(alpha, dtype)
     safe = jnp.where(a > 0, a, jnp.ones((), dtype))
