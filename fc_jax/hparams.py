@@ -84,9 +84,34 @@ HPARAMS: dict[str, HParam] = {
     "reg": _nonnegative(0.0, "L2 strength: loss += 0.5 * reg * sum(W**2)"),
     "weight_scale": _positive(1e-2, "std of the N(0, 1) initial weights"),
     "keep_prob": _fraction(1.0, "dropout KEEP probability; 1 = no dropout", zero=False, one=True),
-    "lr_decay": _fraction(1.0, "learning rate multiplier after each epoch", zero=False, one=True),
+    "lr_decay": _fraction(
+        1.0, "learning rate multiplier after each epoch (lr schedule step)", zero=False, one=True
+    ),
     "label_smoothing": _fraction(0.0, "softmax target (1 - ls) * onehot + ls / C; 0 = none"),
     "weight_decay": _nonnegative(0.0, "adamw/lion decoupled decay: w -= lr * wd * w"),
+    "warmup_epochs": HParam(
+        0.0,
+        0.0,
+        np.inf,
+        True,
+        False,
+        "linear",
+        "epochs of linear warmup from 0 to the learning rate (cosine, linear; triangle's rise)",
+    ),
+    "final_lr_fraction": _fraction(
+        0.0,
+        "the learning rate at the end, as a fraction of the initial (cosine, linear, triangle)",
+        one=True,
+    ),
+    "mixup_alpha": HParam(
+        0.0,
+        0.0,
+        np.inf,
+        True,
+        False,
+        "linear",
+        "mixup: each minibatch mixes with a permutation of itself, weight ~ Beta(a, a); 0 = off",
+    ),
 }
 
 
@@ -108,6 +133,9 @@ class HParams(NamedTuple):
     lr_decay: Array
     label_smoothing: Array
     weight_decay: Array
+    warmup_epochs: Array
+    final_lr_fraction: Array
+    mixup_alpha: Array
 
 
 assert HParams._fields == tuple(HPARAMS), "HParams and HPARAMS must list the same names in order"

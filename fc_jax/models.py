@@ -274,6 +274,7 @@ def loss_fn(
     key: Key | None = None,
     train: bool = True,
     masks: tuple[Array, ...] | None = None,
+    mix: tuple[Array, Array] | None = None,
 ) -> tuple[Array, tuple[ModelState, Array]]:
     """Data loss plus `0.5 * hparams.reg * sum(W_i ** 2)`, with `(new_state, scores)` as aux.
 
@@ -281,6 +282,10 @@ def loss_fn(
     loss has no smoothing: a concrete non-zero value raises ValueError; a traced one (under jit or
     vmap) cannot be checked here and is ignored, so check values before compiling
     (`fc_jax.hparams.validate_hparams` checks the range only).
+
+    `mix=(y2, lam)` (mixup, `fc_jax.augment`): X is already mixed, and the data loss is
+    `lam * loss(scores, y) + (1 - lam) * loss(scores, y2)`, exact for cross-entropy (the loss is
+    linear in its one-hot target), so the labels stay integers.
 
     Use as `jax.value_and_grad(loss_fn, has_aux=True)(params, state, X, y, hp, config=c, key=k)`.
     """
@@ -294,18 +299,24 @@ def loss_fn(
         train=train,
         masks=masks,
     )
-    if config.loss == "softmax":
-        data_loss = losses.softmax_loss(s, y, hparams.label_smoothing)
-    else:
-        ls = hparams.label_smoothing
-        if not isinstance(ls, jax.core.Tracer) and jnp.any(jnp.asarray(ls) != 0):
-            raise ValueError(f"label_smoothing={ls} needs loss='softmax'; the svm loss has none")
-        data_loss = losses.svm_loss(s, y)
+    data_loss = _data_loss(s, y, hparams, config)
+    if mix is not None:
+        y2, lam = mix
+        data_loss = lam * data_loss + (1 - lam) * _data_loss(s, y2, hparams, config)
     loss = data_loss
     for i in range(1, config.num_layers + 1):  # the course's order: bitwise-equal losses
         (w,) = jax.tree.leaves(params[f"W{i}"])  # the stored array (a sum of squares: any layout)
         loss = loss + losses.l2_penalty({f"W{i}": w}, hparams.reg)
     return loss, (new_state, s)
+
+
+def _data_loss(s: Array, y: Array, hparams: HParams, config: NetConfig) -> Array:
+    if config.loss == "softmax":
+        return losses.softmax_loss(s, y, hparams.label_smoothing)
+    ls = hparams.label_smoothing
+    if not isinstance(ls, jax.core.Tracer) and jnp.any(jnp.asarray(ls) != 0):
+        raise ValueError(f"label_smoothing={ls} needs loss='softmax'; the svm loss has none")
+    return losses.svm_loss(s, y)
 
 
 def scores(params: Params, state: ModelState, X: Array, *, config: NetConfig) -> Array:

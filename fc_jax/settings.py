@@ -30,6 +30,7 @@ __all__ = [
     "config_of",
     "hparams_of",
     "merge_resume",
+    "check_structure",
     "data_fingerprint",
     "load_data",
 ]
@@ -49,6 +50,11 @@ _COMMON: dict[str, Any] = dict(
     num_training=None,  # None: the dataset's default split
     num_validation=None,
     num_test=None,
+    lr_schedule="step",  # the course's lr *= lr_decay per epoch (fc_jax.lr_schedules)
+    crop_pad=0,  # random crops of the zero-padded images; 0 = none
+    flip=False,  # random horizontal flips (off: the recipes, and digits are not mirror-symmetric)
+    whiten="none",  # or "zca": computed once from the training split (fc_jax.data.whiten)
+    whiten_epsilon=0.1,  # ZCA's damping, relative to the mean pixel variance
 )
 DEFAULTS: dict[str, dict[str, Any]] = {
     # The default recipe: measured in README.md ("fc-jax train" line) and benchmarks/RESULTS.md.
@@ -112,6 +118,43 @@ def check_settings(s: dict) -> None:
     if s["sampling"] not in ("replace", "permutation"):
         raise ValueError(f"sampling must be replace or permutation, got {s['sampling']!r}")
     validate_hparams({k: s[k] for k in HPARAMS if k in s})
+    check_structure(s, [s])
+
+
+def check_structure(s: dict, lanes: list[dict]) -> None:
+    """ValueError for a schedule or augmentation that does not fit settings `s` and the values of
+    its lanes (`lanes`: dicts of HParams values; one for a training run, the trials of a sweep)."""
+    from fc_jax.data.whiten import WHITENINGS
+    from fc_jax.hparams import DEFAULTS as HP_DEFAULTS
+    from fc_jax.lr_schedules import LR_SCHEDULES
+
+    if s.get("whiten", "none") not in WHITENINGS:
+        raise ValueError(f"whiten must be one of {WHITENINGS}, got {s['whiten']!r}")
+    eps = s.get("whiten_epsilon", 0.1)
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < math.inf:
+        raise ValueError(f"whiten_epsilon must be a finite number > 0, got {eps!r}")
+    kind = s.get("lr_schedule", "step")
+    if kind not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {kind!r}")
+    check_integer("crop_pad", s.get("crop_pad", 0), 0)
+    if not isinstance(s.get("flip", False), bool):
+        raise ValueError(f"flip must be true or false, got {s['flip']!r}")
+    shape = DATASETS[s["dataset"]].image_shape if s.get("dataset") in DATASETS else None
+    if shape is not None and s.get("crop_pad", 0) > min(shape[1:]):
+        raise ValueError(
+            f"--crop-pad {s['crop_pad']} is larger than the {s['dataset']} images "
+            f"({shape[1]}x{shape[2]})"
+        )
+    warmup = max(float(t.get("warmup_epochs", HP_DEFAULTS["warmup_epochs"])) for t in lanes)
+    if kind == "step" and warmup > 0:
+        raise ValueError(
+            "--warmup-epochs needs --lr-schedule cosine, linear or triangle (step "
+            "decays per epoch from the first step)"
+        )
+    if warmup > s["epochs"]:
+        raise ValueError(
+            f"--warmup-epochs {warmup:g} is longer than the run ({s['epochs']} epochs)"
+        )
 
 
 def config_of(s: dict, *, dropout: bool | None = None):
@@ -141,10 +184,17 @@ def merge_resume(saved: dict, given: dict) -> dict:
       ValueError: listing every given flag that differs from the checkpoint.
     """
     clash = [
-        f"--{k.replace('_', '-')} {v!r} (checkpoint: {saved.get(k)!r})"
+        f"--{k.replace('_', '-')} {v!r} (checkpoint: {saved.get(k, _COMMON.get(k))!r})"
         for k, v in given.items()
-        if v is not None and k != "epochs" and _differs(v, saved.get(k))
+        if v is not None and k != "epochs" and _differs(v, saved.get(k, _COMMON.get(k)))
     ]
+    kind = saved.get("lr_schedule", "step")
+    epochs = given.get("epochs")
+    if kind != "step" and epochs is not None and epochs != saved.get("epochs"):
+        clash.append(
+            f"--epochs {epochs} (checkpoint: {saved.get('epochs')}; the {kind} learning "
+            "rate schedule spans the run's epochs)"
+        )
     if clash:
         raise ValueError(f"conflicts with the checkpoint: {', '.join(clash)}; omit them")
     out = dict(saved)
@@ -203,6 +253,10 @@ def load_data(s: dict, data_dir: str | None = None, saved: dict | None = None):
     if s["batch_size"] > len(data["X_train"]):
         raise ValueError(f"--batch-size {s['batch_size']} is larger than the training set "
                          f"({len(data['X_train'])} examples)")  # fmt: skip
+    if s.get("whiten", "none") == "zca":
+        from fc_jax.data.whiten import whiten
+
+        data = whiten(data, s["whiten_epsilon"])
     fingerprint = data_fingerprint(data)
     if saved is not None and saved.get("data_fingerprint") != fingerprint:
         raise ValueError(f"these data differ from those the run was trained on ({saved.get('data_dir')}); "

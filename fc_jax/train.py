@@ -19,6 +19,10 @@ Contract:
   where both of its products are plain GEMMs on CPU; every subtree of the optimizer state shaped like
   the params is converted the same way. The epoch converts on entry and exit, so callers, checkpoints
   and the model, loss and optimizer signatures only ever see the course's (D, H1) layout.
+* Structure beyond the net, static per `make_epoch`: an `lr_schedules.LRSchedule` (a kind other
+  than "step" computes each step's rate from `ts.step` and the `HParams` values) and an
+  `augment.Augment` (crops, flips, mixup of each minibatch from the per-step `keys`; the rows and
+  keys of a sweep's shared minibatches carry no lane axis, so neither does the augmented batch).
 * `make_step` is the same step jitted alone (the course-style loop, for benchmarks and tests), and
   `make_evaluate(config)` is a batched, jitted accuracy.
 
@@ -32,7 +36,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fc_jax import layers, models
+from fc_jax import augment as aug
+from fc_jax import layers, lr_schedules, models
 from fc_jax.hparams import HParams
 from fc_jax.optim import Optimizer
 from fc_jax.types import Array, Key, ModelState, Params
@@ -123,10 +128,12 @@ def train_step(
     *,
     config: models.NetConfig,
     optimizer: Optimizer,
+    mix: tuple[Array, Array] | None = None,
 ) -> tuple[TrainState, Array]:
     """One step: loss, hand-written gradients, update. Not jitted (see `make_step`, `make_epoch`).
 
     Works on whatever pytree `ts.params` is (the public dict, or the engine's layout inside an epoch).
+    `mix=(y2, lam)`: `xb` is a mixup batch (`fc_jax.augment`), see `models.loss_fn`.
 
     Returns:
       (new TrainState, the minibatch loss before the update; NaN once the run has diverged).
@@ -143,6 +150,7 @@ def train_step(
         key=key,
         train=True,
         masks=masks,
+        mix=mix,
     )
     diverged = ts.diverged | ~_finite(loss, grads)
     # The rule itself skips the step (it computes the params from its guarded state, so XLA
@@ -212,19 +220,44 @@ def _convert(tree, treedef, mask, fn):
     return treedef.unflatten([fn(p) if m else p for p, m in zip(parts, mask, strict=True)])
 
 
-def _epoch(ts, X, y, idx, hparams, masks=None, *, config, optimizer, layout=None):
+def _epoch(
+    ts,
+    X,
+    y,
+    idx,
+    hparams,
+    masks=None,
+    keys=None,
+    *,
+    config,
+    optimizer,
+    layout=None,
+    lr_schedule=None,
+    augment=None,
+):
     layout = layout or _engine_layout(config)
+    if (keys is None) != (augment is None or not augment.active):
+        raise ValueError("pass per-step augmentation keys exactly when the epoch augments")
+
+    wrap = jax.random.wrap_key_data
 
     def body(ts, xs):
-        i, m = xs
-        return train_step(ts, X[i], y[i], hparams, m, config=config, optimizer=optimizer)
+        i, m, k = xs
+        hp, mix = hparams, None
+        if k is None:
+            xb, yb = X[i], y[i]
+        else:  # the same key and rows for every lane: one augmented batch
+            xb, yb, mix = aug.augment_batch(wrap(k), X, y, i, hparams, augment)
+        if lr_schedule is not None and lr_schedule.kind != "step":
+            hp = hp._replace(learning_rate=lr_schedules.learning_rate_at(lr_schedule, hp, ts.step))
+        return train_step(ts, xb, yb, hp, m, config=config, optimizer=optimizer, mix=mix)
 
     treedef, mask = _like_params(ts.opt_state, ts.params)
     inner = ts._replace(
         params=layout.to_inner(ts.params),
         opt_state=_convert(ts.opt_state, treedef, mask, layout.to_inner),
     )
-    inner, losses = jax.lax.scan(body, inner, (idx, masks))
+    inner, losses = jax.lax.scan(body, inner, (idx, masks, keys))
     out = inner._replace(
         params=layout.to_public(inner.params),
         opt_state=_convert(inner.opt_state, treedef, mask, layout.to_public),
@@ -232,22 +265,44 @@ def _epoch(ts, X, y, idx, hparams, masks=None, *, config, optimizer, layout=None
     return out, losses
 
 
-def make_epoch(config: models.NetConfig, optimizer: Optimizer):
-    """`epoch(ts, X, y, idx, hparams, masks=None) -> (ts, losses)`: one jit of a scan over `idx`.
+def make_epoch(
+    config: models.NetConfig,
+    optimizer: Optimizer,
+    lr_schedule: lr_schedules.LRSchedule | None = None,
+    augment: aug.Augment | None = None,
+):
+    """`epoch(ts, X, y, idx, hparams, masks=None, keys=None) -> (ts, losses)`: one jit of a scan.
+
+    `lr_schedule` (structure): None or kind "step" trains with `hparams.learning_rate` as given
+    (the host decays it per epoch); another kind computes each step's rate from `ts.step`
+    (`fc_jax.lr_schedules.learning_rate_at`). `augment` (structure): crops, flips, mixup of each
+    minibatch (`fc_jax.augment`), drawn from `keys`.
 
     Args of the returned function:
       ts: a `TrainState`.
       X: (N, ...) training inputs on the device; y: (N,) integer labels.
       idx: (steps, batch) minibatch indices (see `sample_indices`).
-      hparams: `HParams` of scalars (the learning rate already decayed for this epoch).
+      hparams: `HParams` of scalars (with kind "step" or no schedule, the learning rate already
+        decayed for this epoch; with another kind, the initial rate).
       masks: optional explicit dropout masks, a tuple with one (steps, batch, H_i) array per hidden
         layer (the facade's course-exact masks); None draws them from `ts.key`.
+      keys: (steps, 2) uint32 raw key data, step t's augmentation key (`jax.random.key_data`);
+        given exactly when `augment` does something.
 
     Returns:
       (new TrainState, losses of shape (steps,)).
     """
     layout = _engine_layout(config)
-    return jax.jit(functools.partial(_epoch, config=config, optimizer=optimizer, layout=layout))
+    return jax.jit(
+        functools.partial(
+            _epoch,
+            config=config,
+            optimizer=optimizer,
+            layout=layout,
+            lr_schedule=lr_schedule,
+            augment=augment,
+        )
+    )
 
 
 def accuracy(

@@ -118,6 +118,8 @@ def run(args) -> int:
         raise ValueError("the model was trained with --num-test 0: there is no test split to score")
     with x64_scope(model.config):
         X, y = data["X_test"].reshape(len(data["X_test"]), -1), data["y_test"].astype(np.int32)
+        if model.whiten is not None:  # the training preprocessing, as predict_raw applies it
+            X = (X.astype(np.float64) @ model.whiten).astype(X.dtype)
         acc = float(make_evaluate(model.config)(model.params, model.model_state, X, y))
     print(
         json.dumps(

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from fc_jax.hparams import HPARAMS, RULE_DEFAULTS
+from fc_jax.lr_schedules import LR_SCHEDULES
 from fc_jax.runs.space import MAX_SEED
 from fc_jax.settings import DEFAULTS, PRECISIONS, RULES
 
@@ -145,6 +146,16 @@ def positive_int(s: str) -> int:
     return v
 
 
+def _nonnegative_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    return v
+
+
 def _width(s: str) -> int:
     if "," in s:
         raise argparse.ArgumentTypeError(
@@ -168,6 +179,20 @@ def add_data(p) -> None:
     a("--dataset", choices=sorted(DEFAULTS), help="default: cifar10")
     a("--data-dir", help="CIFAR-10 folder (default: $FC_JAX_DATA_DIR, else the user cache, "
                          "where it is downloaded)")  # fmt: skip
+    a(
+        "--whiten",
+        choices=("none", "zca"),
+        help="zca: whiten the images with the training split's ZCA matrix, computed once at load "
+        "time and saved with the model (fc-jax eval and predict_raw apply it) "
+        f"({_default('whiten')})",
+    )
+    a(
+        "--whiten-epsilon",
+        type=float,
+        metavar="EPS",
+        help="ZCA's damping, relative to the mean pixel variance; > 0 (a data setting, not swept: "
+        f"the lanes share one training set) ({_default('whiten_epsilon')})",
+    )
     for split in ("training", "validation", "test"):
         a(f"--num-{split}", type=positive_int,
           help=f"{split} examples (default: the dataset's standard split)")  # fmt: skip
@@ -210,6 +235,27 @@ def add_schedule(p) -> None:
         "--seed",
         type=seed,
         help=f"seed of initialization, minibatches and dropout ({_default('seed')})",
+    )
+    a(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        help="step: lr *= --lr-decay after each epoch (the course); cosine, linear: to "
+        "--final-lr-fraction after a --warmup-epochs linear warmup; triangle: up from the final "
+        "fraction to the rate over the warmup (half the run without one), then down; computed "
+        f"per step on the device ({_default('lr_schedule')})",
+    )
+    a(
+        "--crop-pad",
+        type=_nonnegative_int,
+        metavar="PIXELS",
+        help="augmentation: random crops of each image zero-padded by PIXELS on every side "
+        f"(a random shift of up to PIXELS); 0 = none ({_default('crop_pad')})",
+    )
+    a(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        help="augmentation: random horizontal flips of half the images (default: off; leave it "
+        "off for digits, which are not mirror-symmetric)",
     )
 
 
@@ -354,14 +400,15 @@ def train_command(s: dict, out) -> str:
     recipe = DEFAULTS[s["dataset"]]
     words = ["fc-jax", "train", "--dataset", s["dataset"]]
     for k, v in s.items():
-        if k not in recipe and k in HPARAMS and v is not None:
-            pass  # a hyperparameter outside the recipe: always given
-        elif (
-            k not in recipe
+        if (
+            (k not in recipe and k not in HPARAMS)  # HParams values not in the recipe: given
             or v is None
-            or v == recipe[k]
-            or (isinstance(v, list | tuple) and list(v) == list(recipe[k] or []))
+            or v == recipe.get(k, HPARAMS[k].default if k in HPARAMS else None)
+            or (isinstance(v, list | tuple) and list(v) == list(recipe.get(k) or []))
         ):
+            continue
+        if isinstance(v, bool):  # --flip / --no-flip
+            words.append(f"--{'' if v else 'no-'}{k.replace('_', '-')}")
             continue
         values = v if isinstance(v, list | tuple) else [v]
         words += [f"--{k.replace('_', '-')}", *(repr(x) if isinstance(x, float) else str(x)

@@ -201,7 +201,7 @@ def run(args, s, config, data, opts, out, meta, lead, say, note, report) -> int:
     )
     save = None
     if lead:
-        save = lambda numbers, res: save_models(res, data["mean_image"], out, s)
+        save = lambda numbers, res: save_models(res, data, out, s)
     result = bridge.optimize(
         config,
         data,

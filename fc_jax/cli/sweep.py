@@ -47,6 +47,7 @@ SWEPT = space.SWEEPABLE  # every sweepable name: the HParams vocabulary plus lan
 _FLAG = {n: n.replace("_", "-") for n in SWEPT if n != "seed"}  # seeds: --seeds N, --seed
 _NET = ("dataset", "hidden_dims", "normalization", "update_rule", "dtype", "precision", "epochs", "batch_size",
         "sampling", "seed", "num_training", "num_validation", "num_test")  # fmt: skip
+_NET += ("lr_schedule", "crop_pad", "flip", "whiten", "whiten_epsilon")  # shared by every lane
 _SPACE = ("random", "spec", "seeds", *(f.replace("-", "_") for f in _FLAG.values()))
 _RUN = (
     "schedule",
@@ -220,6 +221,7 @@ def _space(args, s: dict) -> tuple[list[dict], int]:
     trials = space.check_trials(
         [{**{n: v for n, v in fill.items() if n not in t}, **t} for t in trials]
     )
+    settings.check_structure(s, trials)
     seeds = args.seeds or seeds or 1
     last = [{"seed": t.get("seed", s["seed"]) + seeds - 1} for t in trials]
     space.check_trials(last)  # every lane's seed a valid uint32 before anything is created
@@ -335,6 +337,7 @@ def run(args) -> int:
 
 
 def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, note) -> int:
+    from fc_jax.cli import train as train_cli
     from fc_jax.runs.sweep import run_sweep
     from fc_jax.storage.checkpoint import save_lanes
 
@@ -364,9 +367,10 @@ def _sweep(args, s, config, data, trials, opts, out, lanes, meta, lead, say, not
         on_epoch_end=save,
         log=say,
         checkpoint_every=args.checkpoint_every,
+        **train_cli.structure_args(s),
     )
     if lead:
-        save_models(result, data["mean_image"], out, s)
+        save_models(result, data, out, s)
     return _report(args, s, data, result, opts, out, meta, lead, say, note)
 
 
@@ -440,7 +444,7 @@ def _report(args, s, data, result, opts, out, meta, lead, say, note, extra=None)
     return code
 
 
-def save_models(result, mean_image, out: Path, s: dict) -> None:
+def save_models(result, data: dict, out: Path, s: dict) -> None:
     """Each trial's best params as `out/models/trial-<id>.npz` (skipped for a lane with none)."""
     import jax
 
@@ -451,8 +455,13 @@ def save_models(result, mean_image, out: Path, s: dict) -> None:
         if result.best_epoch[k] == 0:
             continue
         pick = lambda t, k=k: jax.tree.map(lambda a: a[k], t)
-        save_model(out / "models" / f"trial-{trial_id(result, k)}.npz", result.config, pick(result.best_params),
-                   pick(result.best_model_state), mean_image,
-                   meta={"settings": s, "trial": trial,
-                         "best_val_acc": float(result.best_val_acc[k])},
-                   pixel_scale=DATASETS[s["dataset"]].pixel_scale)  # fmt: skip
+        save_model(
+            out / "models" / f"trial-{trial_id(result, k)}.npz",
+            result.config,
+            pick(result.best_params),
+            pick(result.best_model_state),
+            data["mean_image"],
+            meta={"settings": s, "trial": trial, "best_val_acc": float(result.best_val_acc[k])},
+            pixel_scale=DATASETS[s["dataset"]].pixel_scale,
+            whiten=data.get("whiten"),
+        )

@@ -26,7 +26,7 @@ from fc_jax.hparams import HPARAMS
 from fc_jax.precision import precision_notice
 from fc_jax.runs import loop
 
-__all__ = ["add_parser", "run", "SETTING_NAMES"]
+__all__ = ["add_parser", "run", "SETTING_NAMES", "structure_args"]
 
 SETTING_NAMES = ("dataset", *settings.DEFAULTS["cifar10"], *HPARAMS)
 CHUNKS_PER_EPOCH = 20  # compiled calls per epoch (the progress bar's resolution); saved for resume
@@ -58,6 +58,8 @@ def _prepare(args):
         s = settings.settings(given.get("dataset", "cifar10"), given)
         if args.backend == "numpy" and s["precision"] != "float32":
             raise ValueError("--precision bf16 needs --backend jax (the numpy reference is float)")
+        if args.backend == "numpy":
+            _check_numpy_backend(s)
         stamp = f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
         out = flags.check_out_dir(
             args.out or f"runs/{s['dataset']}-{stamp}", data_dir=args.data_dir
@@ -92,6 +94,24 @@ def _prepare(args):
         raise ValueError(f"the run in {out} has trained {run.epoch} epochs already; --epochs "
                          f"{s['epochs']} is below that (give a larger number to train on)")  # fmt: skip
     return s, out, run, meta
+
+
+def _check_numpy_backend(s: dict) -> None:
+    """The numpy reference Solver trains the course's recipe only: refuse what it lacks."""
+    from fc_jax.hparams import DEFAULTS as HP_DEFAULTS
+
+    new = [f"--lr-schedule {s['lr_schedule']}"] if s["lr_schedule"] != "step" else []
+    new += [f"--crop-pad {s['crop_pad']}"] if s["crop_pad"] else []
+    new += ["--flip"] if s["flip"] else []
+    new += [
+        f"--{k.replace('_', '-')} {s[k]:g}"
+        for k in ("mixup_alpha", "label_smoothing")
+        if s.get(k, HP_DEFAULTS[k]) != HP_DEFAULTS[k]
+    ]
+    if new:
+        raise ValueError(
+            f"{', '.join(new)} need{'s' if len(new) == 1 else ''} --backend jax (the numpy reference Solver is the course's)"
+        )
 
 
 def run(args) -> int:
@@ -146,9 +166,16 @@ def _finish(s, out, res, data) -> dict:
 
     h, best_val, test_acc = res["history"], res["best_val_acc"], res["test_acc"]
     export_params(out / "best_params.npz", res["best_params"], res["best_state"])
-    save_model(out / "model.npz", settings.config_of(s), res["best_params"], res["best_state"],
-               data["mean_image"], meta={"settings": s, "test_acc": test_acc},
-               pixel_scale=DATASETS[s["dataset"]].pixel_scale)  # fmt: skip
+    save_model(
+        out / "model.npz",
+        settings.config_of(s),
+        res["best_params"],
+        res["best_state"],
+        data["mean_image"],
+        meta={"settings": s, "test_acc": test_acc},
+        pixel_scale=DATASETS[s["dataset"]].pixel_scale,
+        whiten=data.get("whiten"),
+    )
     summary = dict(settings=s, best_val_acc=best_val, test_acc=test_acc, history=h)
     atomic_write_text(out / "history.json", json.dumps(summary, indent=1))
     write_history_csv(h, out / "history.csv")
@@ -162,6 +189,16 @@ def _finish(s, out, res, data) -> dict:
         epochs=len(h["val_acc"]),
         out_dir=str(out),
         device=res["device"],
+    )
+
+
+def structure_args(s: dict) -> dict:
+    """The schedule's structure for `fit` / `run_sweep` from settings `s` (older runs: defaults)."""
+    return dict(
+        lr_schedule=s.get("lr_schedule", "step"),
+        crop_pad=s.get("crop_pad", 0),
+        flip=s.get("flip", False),
+        image_shape=list(DATASETS[s["dataset"]].image_shape),
     )
 
 
@@ -189,6 +226,7 @@ def _train_jax(
         fit_args = dict(batch_size=s["batch_size"], seed=s["seed"],
                         replace=s["sampling"] == "replace", chunks_per_epoch=CHUNKS_PER_EPOCH,
                         num_train_samples=NUM_TRAIN_SAMPLES)  # fmt: skip
+        fit_args.update(structure_args(s))
         if meta is not None:  # the saved arguments, so the run continues exactly
             fit_args.update(meta["fit"])
         fit_args["num_epochs"] = s["epochs"]

@@ -89,6 +89,10 @@ def fit(
     chunks_per_epoch: int = 1,
     num_train_samples: int | None = 1000,
     checkpoint_every: float = 0.0,
+    lr_schedule: str = "step",
+    crop_pad: int = 0,
+    flip: bool = False,
+    image_shape: tuple[int, ...] | None = None,
     resume: Run | loop.Lanes | None = None,
     on_epoch_end: Callable[[Run], None] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
@@ -110,6 +114,11 @@ def fit(
       checkpoint_every: 0 calls `on_epoch_end` after every epoch; seconds > 0 call it by time
         (`fc_jax.runs.schedule.checkpoint_due`) and always for the last epoch done when `fit`
         ends, diverges or is interrupted.
+      lr_schedule: "step" (the course's per-epoch decay), "cosine", "linear" or "triangle"
+        (`fc_jax.lr_schedules`; their numbers are `hparams` values).
+      crop_pad, flip: random crops of the images zero-padded by `crop_pad` pixels, random
+        horizontal flips (`fc_jax.augment`); mixup is on when `hparams.mixup_alpha` > 0.
+      image_shape: (C, H, W) of one row of X for crops and flips (default: X's, when 4-D).
       resume: a `Run` (or one-lane `Lanes`) to continue from (as loaded from a checkpoint).
       on_epoch_end: called with the `Run` after an epoch (e.g. to write a checkpoint).
       progress: called as `progress(epoch, chunk_done, chunks)` while an epoch runs.
@@ -132,6 +141,10 @@ def fit(
             chunks_per_epoch,
             num_train_samples,
             checkpoint_every=checkpoint_every,
+            lr_schedule=lr_schedule,
+            crop_pad=crop_pad,
+            flip=flip,
+            image_shape=None if image_shape is None else tuple(image_shape),
         )
         if isinstance(resume, Run):
             resume = lanes_of(resume)

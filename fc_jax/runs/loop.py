@@ -8,8 +8,13 @@ sweep (`fc_jax.runs.sweep.run_sweep`) is K lanes. The schedule lives here once:
 
 * epoch e of every lane draws its minibatches from `fold_in(fold_in(key(seed), 1), e)`, with the
   schedule's seed (shared: one draw for all lanes) or each lane's own (`independent_batches`);
-* lane k starts from `train.init_train_state(key(seed_k), config, optimizer, weight_scale_k)`, its
-  learning rate after e epochs is `epoch_learning_rate(lr_k, lr_decay_k, e)` (the course's decay);
+* lane k starts from `train.init_train_state(key(seed_k), config, optimizer, weight_scale_k)`; with
+  the schedule's `lr_schedule` "step" its learning rate after e epochs is
+  `epoch_learning_rate(lr_k, lr_decay_k, e)` (the course's decay, on the host), with another kind
+  the engine computes each step's rate from the global step (`fc_jax.lr_schedules`);
+* crops, flips (the schedule's structure) and mixup (when a lane's `mixup_alpha` > 0) augment each
+  minibatch inside the scan, from per-step keys `epoch_keys` of `fold_in(fold_in(key(seed), 2), e)`
+  with the minibatches' seed (shared by all lanes, or each lane's own);
 * with `schedule.pbt`, after every `ready` epochs a PBT step (`fc_jax.runs.pbt.exploit`);
 * after each epoch: accuracy on a training subsample (drawn from `default_rng([seed, e])`, as the
   course measures it) and on the validation set, best params per lane, then `on_epoch_end(lanes)`
@@ -50,14 +55,19 @@ from fc_jax.optim import get_optimizer
 from fc_jax.runs import pbt, placement
 from fc_jax.runs.schedule import (
     Schedule,
+    augment_of,
+    check_augment,
+    check_lr_values,
     check_schedule,
     checkpoint_due,
     chunks_of,
     epoch_indices,
-    epoch_learning_rate,
+    epoch_keys,
     group_means,
     lane_groups,
+    lane_learning_rates,
     lane_scores,
+    lr_schedule_of,
     rung_budgets,
     train_subsample,
 )
@@ -269,9 +279,13 @@ def train_lanes(
         host = check_data(config, data, dtype)
         n = len(host[0])
         check_schedule(schedule, n)
+        check_lr_values(schedule, hp)
+        image_shape = check_augment(schedule, config.input_dim, np.shape(data["X_train"]))
         groups = lane_groups(K, schedule.seeds)
         steps = max(n // schedule.batch_size, 1)
         chunks = chunks_of(steps, schedule.chunks_per_epoch)
+        augment = augment_of(schedule, hp, image_shape)
+        lr_schedule = lr_schedule_of(schedule, steps)
         key = (
             config,
             update_rule,
@@ -282,12 +296,16 @@ def train_lanes(
             steps,
             chunks,
             schedule.batch_size,
+            lr_schedule,
+            augment,
         )
         if cache is not None and key in cache:
             fns, compiled = cache[key]
         else:
             mesh = Mesh(np.array(devices), ("trials",))
-            fns = placement.make_lane_fns(config, optimizer, mesh, schedule.independent_batches)
+            fns = placement.make_lane_fns(
+                config, optimizer, mesh, schedule.independent_batches, lr_schedule, augment
+            )
             compiled = {}
             if cache is not None:
                 cache[key] = fns, compiled
@@ -302,7 +320,7 @@ def train_lanes(
         ndev = len(devices)
         W = -(-min(K, width or K) // ndev) * ndev
         ctx = _Context(fns, compiled, W, hp, seeds, schedule, host, fns.put_replicated(host), steps, chunks,
-                       progress)  # fmt: skip
+                       progress, augment.active)  # fmt: skip
         saver = _Saver(on_epoch_end, schedule.checkpoint_every)
         try:
             while True:
@@ -386,22 +404,22 @@ class _Context(NamedTuple):
     steps: int
     chunks: int
     progress: Callable | None
+    augment: bool  # the epoch takes per-step augmentation keys
 
 
 def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
     """Train the lanes `todo` (all at epoch `e`) for one epoch, in groups of W; host bookkeeping."""
-    fns, compiled, W, hp, seeds, schedule, host, dev, steps, chunks, progress = ctx
+    fns, compiled, W, hp, seeds, schedule, host, dev, steps, chunks, progress, _ = ctx
     hp = hp if lanes.hparams is None else lanes.hparams  # PBT changes them between epochs
     Xtr, ytr = host[0], host[1]
     n = len(Xtr)
     sub = train_subsample(schedule, e, n)
     full = isinstance(sub, slice)  # all rows: the training data already on the devices
     sub_data = dev[:2] if full else fns.put_replicated((Xtr[sub], ytr[sub]))
-    lr = np.asarray(
-        [epoch_learning_rate(a, d, e) for a, d in zip(hp.learning_rate, hp.lr_decay)],
-        hp.learning_rate.dtype,
-    )
-    hp_e = hp._replace(learning_rate=lr)
+    lr = lane_learning_rates(schedule, hp, e, steps)
+    # `step` decays per epoch on the host (the course's float64 products); the other kinds compute
+    # each step's rate inside the scan from the initial rate
+    hp_e = hp._replace(learning_rate=lr) if schedule.lr_schedule == "step" else hp
     groups = [todo[g : g + W] for g in range(0, len(todo), W)]
     total, done = len(groups) * chunks, 0
     # one copy of the state per epoch, written row by row as the groups finish
@@ -413,13 +431,20 @@ def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
         m = len(rows)
         padded = np.concatenate([rows, np.full(W - m, rows[-1])]) if m < W else rows
         idx = epoch_indices(schedule, seeds[padded], e, n, steps)
-        idx_chunks = np.split(idx, chunks, axis=int(schedule.independent_batches))
+        axis = int(schedule.independent_batches)
+        idx_chunks = np.split(idx, chunks, axis=axis)
+        key_chunks = (
+            np.split(epoch_keys(schedule, seeds[padded], e, steps), chunks, axis=axis)
+            if ctx.augment
+            else [None] * chunks
+        )
+        extras = [() if k is None else (fns.put_idx(k),) for k in key_chunks]
         ts_g = fns.put_lanes(_rows(ts, padded))
         hp_g = fns.put_lanes(_rows(hp_e, padded))
         t0 = time.perf_counter()
         if W not in compiled:  # ahead of time, so compile time is reported apart
             idx0 = fns.put_idx(idx_chunks[0])
-            compiled[W] = fns.epoch.lower(ts_g, *dev[:2], idx0, hp_g).compile()
+            compiled[W] = fns.epoch.lower(ts_g, *dev[:2], idx0, hp_g, *extras[0]).compile()
             for X, y in (sub_data, dev[2:]):
                 key = ("evaluate", W, X.shape)
                 if key not in compiled:
@@ -429,8 +454,8 @@ def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
             compile_s += time.perf_counter() - t0
             t0 = time.perf_counter()
         losses = []
-        for idx_c in idx_chunks:
-            ts_g, loss = compiled[W](ts_g, *dev[:2], fns.put_idx(idx_c), hp_g)
+        for c, idx_c in enumerate(idx_chunks):
+            ts_g, loss = compiled[W](ts_g, *dev[:2], fns.put_idx(idx_c), hp_g, *extras[c])
             losses.append(loss)
             done += 1
             if progress is not None:

@@ -4,8 +4,9 @@ Contract: `make_lane_fns(config, optimizer, mesh, independent)` returns a `LaneF
 functions take and return pytrees with a leading lane axis W (a multiple of the mesh size), sharded
 as `P("trials")` over `mesh`, with the data replicated:
 
-* `epoch(ts, X, y, idx, hparams) -> (ts, losses (W, steps))`: `jax.vmap(train.make_epoch(...))`;
-  `idx` is (steps, batch) shared by all lanes, or (W, steps, batch) when `independent`;
+* `epoch(ts, X, y, idx, hparams[, keys]) -> (ts, losses (W, steps))`:
+  `jax.vmap(train.make_epoch(...))`; `idx` is (steps, batch) shared by all lanes, or
+  (W, steps, batch) when `independent`, and so are the augmentation keys when the epoch augments;
 * `evaluate(params, model_state, X, y) -> (W,)` accuracies;
 * host <-> device: `init_host(seeds, weight_scale)` builds fresh lanes and returns them as numpy;
   `put_lanes(tree)` / `state_to_host(ts)` move a `TrainState` (its key as raw key data on the host);
@@ -24,6 +25,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fc_jax import models, train
+from fc_jax.augment import Augment
+from fc_jax.lr_schedules import LRSchedule
 from fc_jax.optim import Optimizer
 
 __all__ = ["LaneFns", "make_lane_fns", "to_host", "is_lead"]
@@ -87,29 +90,42 @@ class LaneFns(NamedTuple):
 
 
 def make_lane_fns(
-    config: models.NetConfig, optimizer: Optimizer, mesh: Mesh, independent: bool
+    config: models.NetConfig,
+    optimizer: Optimizer,
+    mesh: Mesh,
+    independent: bool,
+    lr_schedule: LRSchedule | None = None,
+    augment: Augment | None = None,
 ) -> LaneFns:
-    """The `LaneFns` of one architecture and update rule over `mesh` (see the module docstring)."""
+    """The `LaneFns` of one architecture and update rule over `mesh` (see the module docstring).
+
+    With an active `augment` the epoch takes a sixth argument, the per-step augmentation keys
+    (raw key data): (steps, 2) shared by all lanes, or (W, steps, 2) when `independent`.
+    """
     lane, rep = NamedSharding(mesh, P("trials")), NamedSharding(mesh, P())
 
     def init(seeds, weight_scale):
         one = lambda s, w: train.init_train_state(jax.random.key(s), config, optimizer, w)
         return jax.vmap(one)(seeds, weight_scale)
 
-    epoch = jax.vmap(
-        train.make_epoch(config, optimizer), in_axes=(0, None, None, 0 if independent else None, 0)
-    )
+    one_epoch = train.make_epoch(config, optimizer, lr_schedule, augment)
+    ax = 0 if independent else None
+    idx_sh = lane if independent else rep
+    if augment is not None and augment.active:
+        with_keys = lambda ts, X, y, idx, hp, keys: one_epoch(ts, X, y, idx, hp, None, keys)  # noqa: E731
+        epoch = jax.vmap(with_keys, in_axes=(0, None, None, ax, 0, ax))
+        shardings = (lane, rep, rep, idx_sh, lane, idx_sh)
+    else:
+        epoch = jax.vmap(one_epoch, in_axes=(0, None, None, ax, 0))
+        shardings = (lane, rep, rep, idx_sh, lane)
     acc = jax.vmap(
         lambda p, s, X, y: train.accuracy(p, s, X, y, config=config), in_axes=(0, 0, None, None)
     )
-    idx_sh = lane if independent else rep
     return LaneFns(
         lane=lane,
         rep=rep,
         idx=idx_sh,
         init=jax.jit(init, in_shardings=(lane, lane), out_shardings=lane),
-        epoch=jax.jit(
-            epoch, in_shardings=(lane, rep, rep, idx_sh, lane), out_shardings=(lane, lane)
-        ),
+        epoch=jax.jit(epoch, in_shardings=shardings, out_shardings=(lane, lane)),
         evaluate=jax.jit(acc, in_shardings=(lane, lane, rep, rep), out_shardings=lane),
     )

@@ -6,9 +6,13 @@ pure functions of (schedule, seed, epoch), so a resumed run draws exactly what a
 would: `epoch_indices` (epoch e's minibatches, `fold_in(fold_in(key(seed), 1), e)`, shared or per
 lane), `train_subsample` (the rows train accuracy is measured on, `default_rng([seed, e])`, as the
 course measures it), `epoch_learning_rate` (the course's `lr *= lr_decay` per epoch) and
-`rung_budgets` (successive halving's epoch budgets). `check_schedule` validates one before anything
-compiles. `pbt` makes it population-based training (`fc_jax.runs.pbt`). With `seeds` = N > 1, the lanes come in blocks of N consecutive lanes, one block per
+`rung_budgets` (successive halving's epoch budgets). `pbt` makes it population-based training (`fc_jax.runs.pbt`). With `seeds` = N > 1, the lanes come in blocks of N consecutive lanes, one block per
 configuration (`lane_groups`); halving promotes whole blocks, ranked by `group_means`.
+`rung_budgets` (successive halving's epoch budgets), and the schedule's structure for the engine:
+`lr_schedule_of` (the kind; its numbers are `HParams` values), `augment_of` (crops, flips, mixup),
+`epoch_keys` (epoch e's per-step augmentation keys, `fold_in(fold_in(key(seed), 2), e)`, shared or
+per lane like the minibatches), `lane_learning_rates` (each lane's rate at an epoch's start).
+`check_schedule`, `check_augment` and `check_lr_values` validate one before anything compiles.
 """
 
 from typing import NamedTuple
@@ -17,7 +21,9 @@ import jax
 import numpy as np
 
 from fc_jax import train
+from fc_jax.augment import Augment
 from fc_jax.hparams import check_integer
+from fc_jax.lr_schedules import LR_SCHEDULES, LRSchedule, learning_rate_at
 from fc_jax.runs.space import check_seed
 
 __all__ = [
@@ -36,6 +42,12 @@ __all__ = [
     "lane_groups",
     "lane_scores",
     "group_means",
+    "lr_schedule_of",
+    "augment_of",
+    "check_augment",
+    "check_lr_values",
+    "lane_learning_rates",
+    "epoch_keys",
 ]
 
 CHECKPOINT_COST_RATIO = 10  # a write waits at least this many times the last write's duration
@@ -73,6 +85,83 @@ class Schedule(NamedTuple):
     pbt: Pbt | None = None  # population-based training (every lane trains num_epochs)
     # on_epoch_end (a checkpoint) after every epoch (0), or when `checkpoint_due` says so
     checkpoint_every: float = 0.0
+    lr_schedule: str = "step"  # fc_jax.lr_schedules.LR_SCHEDULES; its numbers are HParams values
+    crop_pad: int = 0  # random crops of each image zero-padded by this many pixels; 0 = none
+    flip: bool = False  # random horizontal flips
+    image_shape: tuple[int, ...] | None = None  # (C, H, W) of a row (crops, flips); None: X's
+
+
+def lr_schedule_of(s: Schedule, steps: int) -> LRSchedule:
+    """The engine's `LRSchedule` of a run with `steps` steps per epoch."""
+    return LRSchedule(s.lr_schedule, steps, s.num_epochs)
+
+
+def augment_of(s: Schedule, hparams, image_shape) -> Augment:
+    """The engine's `Augment`: the schedule's crops and flips, mixup when some lane's alpha > 0."""
+    mixup = bool(np.any(np.asarray(hparams.mixup_alpha) > 0))
+    return Augment(image_shape, int(s.crop_pad), bool(s.flip), mixup)
+
+
+def check_augment(s: Schedule, input_dim: int, x_shape: tuple) -> tuple[int, ...] | None:
+    """The (C, H, W) crops and flips work on, or ValueError when they have no images to work on.
+
+    The shape is `s.image_shape`, else that of the training inputs when they are (N, C, H, W).
+    """
+    check_integer("crop_pad", s.crop_pad, 0)
+    if not isinstance(s.flip, bool):
+        raise ValueError(f"flip must be True or False, got {s.flip!r}")
+    shape = s.image_shape or (tuple(x_shape[1:]) if len(x_shape) == 4 else None)
+    if shape is not None and (len(shape) != 3 or int(np.prod(shape)) != input_dim):
+        raise ValueError(f"image_shape {tuple(shape)} is not (C, H, W) with {input_dim} values")
+    if (s.crop_pad or s.flip) and shape is None:
+        what = f"crop_pad {s.crop_pad}" if s.crop_pad else "flip"
+        raise ValueError(
+            f"{what} needs images: the inputs have no (C, H, W) shape (a "
+            "non-image dataset); give image_shape or drop the augmentation"
+        )
+    if shape is not None and s.crop_pad > min(shape[1:]):
+        raise ValueError(f"crop_pad {s.crop_pad} is larger than the image ({shape[1]}x{shape[2]})")
+    return None if shape is None else tuple(int(d) for d in shape)
+
+
+def check_lr_values(s: Schedule, hparams) -> None:
+    """ValueError when the schedule's values do not fit the run (before anything compiles)."""
+    if s.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {s.lr_schedule!r}")
+    warmup = np.asarray(hparams.warmup_epochs, np.float64)
+    if s.lr_schedule == "step" and np.any(warmup > 0):
+        raise ValueError(
+            "warmup_epochs needs lr_schedule cosine, linear or triangle (step "
+            "decays per epoch from the first step)"
+        )
+    if np.any(warmup > s.num_epochs):
+        raise ValueError(
+            f"warmup_epochs {float(warmup.max()):g} is longer than the run ({s.num_epochs} epochs)"
+        )
+
+
+def lane_learning_rates(s: Schedule, hparams, e: int, steps: int) -> np.ndarray:
+    """(K,) each lane's learning rate at the first step of epoch `e` (the engine's `step` input,
+    and the value recorded in the history)."""
+    lr0 = np.asarray(hparams.learning_rate)
+    if s.lr_schedule == "step":
+        decay = np.asarray(hparams.lr_decay)
+        return np.asarray([epoch_learning_rate(a, d, e) for a, d in zip(lr0, decay)], lr0.dtype)
+    hp = jax.tree.map(np.asarray, hparams)
+    return np.asarray(learning_rate_at(lr_schedule_of(s, steps), hp, np.int32(e * steps)))
+
+
+def epoch_keys(schedule: Schedule, seeds, e: int, steps: int) -> np.ndarray:
+    """Epoch `e`'s augmentation keys as raw key data: (steps, 2) shared, or (W, steps, 2) per lane
+    seed, from `fold_in(fold_in(key(seed), 2), e)` (the minibatches' seed, another stream)."""
+
+    def draw(seed):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(seed)), 2), e)
+        return np.asarray(jax.random.key_data(jax.random.split(key, steps)))
+
+    if schedule.independent_batches:
+        return np.stack([draw(s) for s in seeds])
+    return draw(schedule.seed)
 
 
 def epoch_learning_rate(lr0: float, lr_decay: float, epoch: int) -> float:

@@ -209,8 +209,10 @@ def make_schedule(
     min_epochs=1,
     seeds=1,
     pbt=None,
+    **structure,
 ) -> Schedule:
-    """A `Schedule` from `run_sweep`'s keywords (ValueError for an unknown schedule name)."""
+    """A `Schedule` from `run_sweep`'s keywords (ValueError for an unknown schedule name);
+    `structure`: lr_schedule, crop_pad, flip, image_shape (the `Schedule` fields)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     halving = Halving(eta, min_epochs) if schedule == "halving" else None
@@ -225,6 +227,7 @@ def make_schedule(
         halving,
         seeds=seeds,
         pbt=(pbt or Pbt()) if schedule == "pbt" else None,
+        **structure,
     )
 
 
@@ -248,6 +251,10 @@ def run_sweep(
     chunks_per_epoch: int = 1,
     num_train_samples: int | None = 1000,
     checkpoint_every: float = 0.0,
+    lr_schedule: str = "step",
+    crop_pad: int = 0,
+    flip: bool = False,
+    image_shape: tuple[int, ...] | None = None,
     devices: list | None = None,
     resume: Lanes | None = None,
     on_epoch_end: Callable[[Lanes], None] | None = None,
@@ -274,6 +281,10 @@ def run_sweep(
       pbt: with schedule="pbt", the `Pbt` settings (default: `pbt_defaults(trials)`).
       seeds: lanes per trial (`repeat_seeds`): results per configuration are the mean and
         standard deviation over its seeds, halving promotes configurations.
+      lr_schedule, crop_pad, flip, image_shape: as in `fit`, shared by every lane (structure);
+        the schedule's numbers (warmup_epochs, final_lr_fraction) and mixup_alpha may differ.
+        With shared minibatches the crops and flips are shared too (one input batch for all
+        lanes); mixup mixes per lane (its weight follows each lane's alpha).
       max_lanes: most lanes run at once (default: `lane_group_size`), rounded up to whole devices.
       checkpoint_every: as in `fit` (when `on_epoch_end` is called).
       devices: devices to shard the lanes over (default `jax.devices()`).
@@ -299,6 +310,7 @@ def run_sweep(
             f"population-based training with quantile {pbt.quantile:g} needs at "
             f"least {math.ceil(1 / pbt.quantile)} lanes; got {len(trials)}"
         )
+    shape = None if image_shape is None else tuple(image_shape)
     sched = make_schedule(
         num_epochs,
         batch_size,
@@ -312,6 +324,10 @@ def run_sweep(
         min_epochs,
         seeds,
         pbt,
+        lr_schedule=lr_schedule,
+        crop_pad=crop_pad,
+        flip=flip,
+        image_shape=shape,
     )
     sched = sched._replace(checkpoint_every=checkpoint_every)
     if max_lanes is not None:

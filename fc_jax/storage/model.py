@@ -6,7 +6,8 @@ folder, or the `.npz` path given) through `fc_jax.storage.archive.write_checkpoi
 (`dataclasses.asdict`, rebuilt with `NetConfig(**fields)`, so added or renamed fields need no
 change here), `pixel_scale` and the caller's `meta`. `load_model(path)` returns a `Model` with every
 array bit-identical; any fault is one line of `fc_jax.storage.archive.CheckpointError`. `predict_raw(model,
-X)` applies the training preprocessing (`X * pixel_scale - mean_image`, in float64 as
+X)` applies the training preprocessing (`X * pixel_scale - mean_image`, then the ZCA matrix
+`whiten` when the model has one, in float64 as
 `fc_jax.data.datasets.get_dataset` does, then the config's dtype), flattens, and returns test-mode class
 predictions as numpy. It takes channels-first, channels-last (transposed) or flat images of the
 dataset the model was trained on, and refuses values that are not raw pixels (e.g. scaled to [0, 1]).
@@ -46,6 +47,7 @@ class Model(NamedTuple):
     model_state: Any  # batchnorm running statistics (empty dict otherwise)
     mean_image: np.ndarray | None  # float64, one example's shape; None: no mean subtraction
     meta: dict  # the caller's meta plus "pixel_scale"
+    whiten: np.ndarray | None = None  # (D, D) float64 ZCA matrix applied after the mean; None
 
 
 def save_model(
@@ -57,6 +59,7 @@ def save_model(
     meta: dict | None = None,
     *,
     pixel_scale: float = 1.0,
+    whiten: Any = None,
 ) -> Path:
     """Write a model for `load_model` atomically; `path` is a folder (then `model.npz`) or a `.npz`.
 
@@ -67,6 +70,8 @@ def save_model(
       meta: JSON-ready extras (dataset, accuracy, hyperparameters, ...).
       pixel_scale: the factor applied to raw pixels before the mean was subtracted
         (`fc_jax.data.datasets.DATASETS[name].pixel_scale`: 1 for cifar10, 1/16 for digits).
+      whiten: the (D, D) matrix the mean-subtracted rows were multiplied by
+        (`fc_jax.data.whiten`, `data["whiten"]`), or None.
 
     Returns:
       The file written.
@@ -81,6 +86,10 @@ def save_model(
     if mean_image is not None:
         arrays["mean_image"] = np.asarray(mean_image, np.float64)
         got["mean_image"] = (arrays["mean_image"].shape, arrays["mean_image"].dtype)
+    if whiten is not None:
+        arrays["whiten"] = np.asarray(whiten, np.float64)
+        got["whiten"] = (arrays["whiten"].shape, arrays["whiten"].dtype)
+        want["whiten"] = ((config.input_dim, config.input_dim), np.dtype(np.float64))
     if got != want:
         bad = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
         raise CheckpointError(f"arrays {bad} do not fit {config}: expected {want}, got {got}")
@@ -90,6 +99,7 @@ def save_model(
         "mean_image_shape": None if mean_image is None else list(np.shape(mean_image)),
         "pixel_scale": float(pixel_scale),
         "meta": dict(meta or {}),
+        "whiten": whiten is not None,
     }
     return write_checkpoint(checkpoint_path(path, MODEL_NAME), arrays, doc)
 
@@ -128,7 +138,11 @@ def load_model(path: os.PathLike | str) -> Model:
         found["config"] = config_from_meta(meta["config"], path)
         float(meta["pixel_scale"]), dict(meta["meta"])  # types checked
         shape = meta["mean_image_shape"]
-        return _spec(found["config"], None if shape is None else tuple(map(int, shape)))
+        spec = _spec(found["config"], None if shape is None else tuple(map(int, shape)))
+        if meta.get("whiten", False) is True:  # older model files: no key, no whitening
+            D = found["config"].input_dim
+            spec["whiten"] = ((D, D), np.dtype(np.float64))
+        return spec
 
     arrays, meta = read_checkpoint(path, expect)
     config = found["config"]
@@ -136,7 +150,7 @@ def load_model(path: os.PathLike | str) -> Model:
     with x64_scope(config):
         params, state = restore_tree("params", p, arrays), restore_tree("model_state", s, arrays)
     extra = {**meta["meta"], "pixel_scale": float(meta["pixel_scale"])}
-    return Model(config, params, state, arrays.get("mean_image"), extra)
+    return Model(config, params, state, arrays.get("mean_image"), extra, arrays.get("whiten"))
 
 
 def _layouts(model: Model) -> tuple[list, int | None]:
@@ -209,6 +223,8 @@ def predict_raw(model: Model, X: Any) -> np.ndarray:
     x = _rows(model, np.asarray(X)) * model.meta["pixel_scale"]
     if model.mean_image is not None:
         x = x - model.mean_image.reshape(1, -1)
+    if model.whiten is not None:
+        x = x @ model.whiten
     with x64_scope(model.config):
         x = x.astype(model.config.dtype)
         return np.asarray(models.predict(model.params, model.model_state, x, config=model.config))
