@@ -35,7 +35,15 @@ EXIT_NO_COLLECTIVES = 77  # as in mp_child.py
 NO_COLLECTIVES = "no cross-process CPU collectives:"
 TIMEOUT_S = 180  # for the two processes together; about 25 s on 2 idle cores
 # what `fc-jax sweep --out DIR` writes (and the lock file only the writing process takes)
-FILES = [".lock", "checkpoint.npz", "models", "results.csv", "results.json", "sweep.png"]
+FILES = [
+    ".lock",
+    "best_config.json",
+    "checkpoint.npz",
+    "models",
+    "results.csv",
+    "results.json",
+    "sweep.png",
+]
 
 
 def _free_port() -> int:
