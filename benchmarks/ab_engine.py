@@ -90,7 +90,7 @@ def _l2_vdot(params, reg):
 def _variant_epoch(
     to_inner, to_public, view, unroll=1, prefetch=False, guard="engine", penalty=None
 ):
-    """An epoch like `train._epoch` (adam, no dropout) with the model fed `view(inner params)`.
+    """An epoch like `train.scan_epoch` (adam, no dropout) with the model fed `view(inner params)`.
 
     guard: how a non-finite step is kept out. "engine" as `train.train_step` (the rule skips the
     step itself, the flag reads the loss and the 1-D gradients); "rule skips, loss-only flag";
@@ -110,7 +110,7 @@ def _variant_epoch(
         grad_fn = jax.value_and_grad(loss, has_aux=True)
         (value, (ms, _)), g = grad_fn(ts.params, ts.model_state, xb, yb, hp, config=CONFIG)
         if guard == "engine":
-            bad = ts.diverged | ~train._finite(value, g)
+            bad = ts.diverged | ~train.all_finite(value, g)
         else:
             bad = ts.diverged | ~jnp.isfinite(value)
         if guard == "select after, loss-only flag":
@@ -182,7 +182,10 @@ def variants(ts0):
         v[name] = ("options", opts)
     v["public layout (no transposed W1)"] = lambda: jax.jit(
         functools.partial(
-            train._epoch, config=CONFIG, optimizer=OPT, layout=train._Layout(_identity, _identity)
+            train.scan_epoch,
+            config=CONFIG,
+            optimizer=OPT,
+            layout=train._Layout(_identity, _identity),
         )
     )
     v["W1 stored transposed, model fed W1t.T (autodiff)"] = lambda: _variant_epoch(w1t, w1t, w1t)

@@ -52,9 +52,16 @@ def _data(kind: str, rows: int):
 def _sweep(cfg, data, trials, width, batch):
     """width W: `--max-lanes W` on one device; "default": every device, the default width."""
     one = width != "default"
-    res = sweep.run_sweep(cfg, data, trials, update_rule="adam", num_epochs=1, batch_size=batch,
-                          max_lanes=width if one else None,
-                          devices=jax.devices()[:1] if one else None)  # fmt: skip
+    res = sweep.run_sweep(
+        cfg,
+        data,
+        trials,
+        update_rule="adam",
+        num_epochs=1,
+        batch_size=batch,
+        max_lanes=width if one else None,
+        devices=jax.devices()[:1] if one else None,
+    )
     return res.run_seconds, res.compile_seconds, res
 
 
@@ -66,7 +73,10 @@ def _engine_k_times(cfg, data, trials, batch):
     steps = len(data["X_train"]) // batch
     idx = train.sample_indices(jax.random.key(1), len(data["X_train"]), steps, batch)
     lane = lambda k: jax.tree.map(lambda v: v[k], hp)
-    states = [train.init_train_state(jax.random.key(0), cfg, opt, hp.weight_scale[k]) for k in range(len(trials))]  # fmt: skip
+    states = [
+        train.init_train_state(jax.random.key(0), cfg, opt, hp.weight_scale[k])
+        for k in range(len(trials))
+    ]
     t0 = time.perf_counter()
     single = train.make_epoch(cfg, opt).lower(states[0], X, y, idx, lane(0)).compile()
     compile_s = time.perf_counter() - t0
@@ -83,8 +93,13 @@ def main(argv=None) -> None:
     p.add_argument("--rows", type=int, default=49000, help="training rows")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--hidden-dims", type=int, nargs="+", default=[100, 100, 100, 100])
-    p.add_argument("--widths", type=int, nargs="+", default=[1, 2, 4, 8, 16],
-                   help="--max-lanes values to time besides the automatic choice")  # fmt: skip
+    p.add_argument(
+        "--widths",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8, 16],
+        help="--max-lanes values to time besides the automatic choice",
+    )
     p.add_argument("--data", choices=("random", "cifar10"), default="random")
     p.add_argument("--repeats", type=int, default=2, help="timed rounds; the best of each width")
     p.add_argument("--small", action="store_true", help="--configs 4 --rows 4000 --widths 1 4")
@@ -107,16 +122,22 @@ def main(argv=None) -> None:
                 rows[w] = (run_s, compile_s, res)
     engine_s, engine_compile = _engine_k_times(cfg, data, trials, a.batch_size)
     one = rows[1][0]
-    print(f"device: {devices[0].device_kind} x {len(devices)} ({jax.default_backend()}), "
-          f"{jax.local_device_count()} local; {K} configurations, {a.rows // a.batch_size} steps "
-          f"each; default: {auto} lanes at once over {len(devices)} device(s)")  # fmt: skip
+    print(
+        f"device: {devices[0].device_kind} x {len(devices)} ({jax.default_backend()}), "
+        f"{jax.local_device_count()} local; {K} configurations, {a.rows // a.batch_size} steps "
+        f"each; default: {auto} lanes at once over {len(devices)} device(s)"
+    )
     print(f"{'contender':>22} {'run s':>8} {'compile s':>10} {'vs 1 lane':>10} {'best val':>9}")
     for w, (run_s, compile_s, res) in rows.items():
         name = f"default, {len(devices)} device(s)" if w == "default" else f"{w} lane(s), 1 device"
-        print(f"{name:>22} {run_s:>8.3f} {compile_s:>10.3f} {run_s / one:>10.3f} "
-              f"{res.best_val_acc.max():>9.4f}")  # fmt: skip
-    print(f"{'engine xK, 1 device':>22} {engine_s:>8.3f} {engine_compile:>10.3f} "
-          f"{engine_s / one:>10.3f}   (make_epoch alone, no run loop)")  # fmt: skip
+        print(
+            f"{name:>22} {run_s:>8.3f} {compile_s:>10.3f} {run_s / one:>10.3f} "
+            f"{res.best_val_acc.max():>9.4f}"
+        )
+    print(
+        f"{'engine xK, 1 device':>22} {engine_s:>8.3f} {engine_compile:>10.3f} "
+        f"{engine_s / one:>10.3f}   (make_epoch alone, no run loop)"
+    )
     result = dict(
         bench="sweep",
         device=str(devices[0].device_kind),

@@ -248,17 +248,22 @@ def load_data(s: dict, data_dir: str | None = None, saved: dict | None = None):
             folder = str(cifar10_dir(None).resolve())
     explicit = data_dir is not None or saved is not None  # else: the default, which may download
     sizes = s["num_training"], s["num_validation"], s["num_test"]
-    data = datasets.get_dataset(s["dataset"], folder if explicit else None, *sizes,
-                                dtype=np.dtype(s["dtype"]))  # fmt: skip
+    data = datasets.get_dataset(
+        s["dataset"], folder if explicit else None, *sizes, dtype=np.dtype(s["dtype"])
+    )
     if s["batch_size"] > len(data["X_train"]):
-        raise ValueError(f"--batch-size {s['batch_size']} is larger than the training set "
-                         f"({len(data['X_train'])} examples)")  # fmt: skip
+        raise ValueError(
+            f"--batch-size {s['batch_size']} is larger than the training set "
+            f"({len(data['X_train'])} examples)"
+        )
     if s.get("whiten", "none") == "zca":
         from fc_jax.data.whiten import whiten
 
         data = whiten(data, s["whiten_epsilon"])
     fingerprint = data_fingerprint(data)
     if saved is not None and saved.get("data_fingerprint") != fingerprint:
-        raise ValueError(f"these data differ from those the run was trained on ({saved.get('data_dir')}); "
-                         "check --data-dir or FC_JAX_DATA_DIR")  # fmt: skip
+        raise ValueError(
+            f"these data differ from those the run was trained on ({saved.get('data_dir')}); "
+            "check --data-dir or FC_JAX_DATA_DIR"
+        )
     return data, folder, fingerprint

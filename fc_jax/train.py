@@ -11,7 +11,7 @@ Contract:
   jitted: the data stay on the device, each step gathers its minibatch, runs the hand-written backward
   through `jax.value_and_grad(models.loss_fn)`, applies the update rule, and the per-step losses come
   back stacked. The dropout key of step t is `fold_in(ts.key, t)`, so a run is a pure function of
-  (seed, indices) and resumes exactly. A step whose loss or gradient is not finite (`_finite`) marks
+  (seed, indices) and resumes exactly. A step whose loss or gradient is not finite (`all_finite`) marks
   the run diverged; from then on its parameters stop changing (in a sweep the other lanes go on
   untouched).
 * Layout: `make_epoch` decides once how the parameters are stored inside the scan (`_engine_layout`).
@@ -48,6 +48,8 @@ __all__ = [
     "sample_indices",
     "train_step",
     "make_step",
+    "all_finite",
+    "scan_epoch",
     "make_epoch",
     "accuracy",
     "make_evaluate",
@@ -106,7 +108,7 @@ def sample_indices(
     return jnp.concatenate(perms)[:total].reshape(steps, batch_size).astype(jnp.int32)
 
 
-def _finite(loss: Array, grads) -> Array:
+def all_finite(loss: Array, grads) -> Array:
     """Whether the loss and the 1-D gradients (biases, gammas, betas) are all finite.
 
     Each 1-D gradient is a batch sum of the backward signal at its layer, so a non-finite value
@@ -152,7 +154,7 @@ def train_step(
         masks=masks,
         mix=mix,
     )
-    diverged = ts.diverged | ~_finite(loss, grads)
+    diverged = ts.diverged | ~all_finite(loss, grads)
     # The rule itself skips the step (it computes the params from its guarded state, so XLA
     # updates the buffers in place; see `fc_jax.optim`).
     params, opt_state = optimizer.update(grads, ts.opt_state, ts.params, hparams, skip=diverged)
@@ -220,7 +222,7 @@ def _convert(tree, treedef, mask, fn):
     return treedef.unflatten([fn(p) if m else p for p, m in zip(parts, mask, strict=True)])
 
 
-def _epoch(
+def scan_epoch(
     ts,
     X,
     y,
@@ -235,6 +237,8 @@ def _epoch(
     lr_schedule=None,
     augment=None,
 ):
+    """`make_epoch`'s function before `jax.jit`: a `lax.scan` of `train_step` over `idx` (for
+    tracing it inside another jit, or counting its traces)."""
     layout = layout or _engine_layout(config)
     if (keys is None) != (augment is None or not augment.active):
         raise ValueError("pass per-step augmentation keys exactly when the epoch augments")
@@ -295,7 +299,7 @@ def make_epoch(
     layout = _engine_layout(config)
     return jax.jit(
         functools.partial(
-            _epoch,
+            scan_epoch,
             config=config,
             optimizer=optimizer,
             layout=layout,

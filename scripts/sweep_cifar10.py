@@ -32,14 +32,30 @@ def main() -> None:
     config = NetConfig(tuple(d["hidden_dims"]), normalization=norm)
     trials = grid({"learning_rate": args.learning_rate, "weight_scale": args.weight_scale})
     trials = [{**t, "lr_decay": d["lr_decay"], "reg": d["reg"]} for t in trials]
-    result = run_sweep(config, data, trials, update_rule=d["update_rule"], num_epochs=args.epochs,
-                       batch_size=d["batch_size"], seed=d["seed"], max_lanes=args.max_lanes,
-                       log=print)  # fmt: skip
+    result = run_sweep(
+        config,
+        data,
+        trials,
+        update_rule=d["update_rule"],
+        num_epochs=args.epochs,
+        batch_size=d["batch_size"],
+        seed=d["seed"],
+        max_lanes=args.max_lanes,
+        log=print,
+    )
     print(format_table(result, top=10))
     best = result.trials[result.best]
-    print(json.dumps({"best": best, "best_val_acc": float(result.best_val_acc[result.best]),
-                      "compile_seconds": round(result.compile_seconds, 2),
-                      "run_seconds": round(result.run_seconds, 2), "devices": result.devices}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "best": best,
+                "best_val_acc": float(result.best_val_acc[result.best]),
+                "compile_seconds": round(result.compile_seconds, 2),
+                "run_seconds": round(result.run_seconds, 2),
+                "devices": result.devices,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -123,10 +123,12 @@ def test_train_cifar10_subset(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "extra",
-    ["--hidden-dims 32", "--hidden-dims 32 16 --keep-prob 0.8 --normalization batchnorm "
-     "--sampling permutation"],
+    [
+        "--hidden-dims 32",
+        "--hidden-dims 32 16 --keep-prob 0.8 --normalization batchnorm --sampling permutation",
+    ],
     ids=["plain", "dropout-batchnorm"],
-)  # fmt: skip
+)
 @pytest.mark.slow
 def test_resume_is_bit_identical(tmp_path, capsys, extra):
     a, b = tmp_path / "straight", tmp_path / "resumed"
@@ -162,8 +164,10 @@ def test_resume_is_bit_identical(tmp_path, capsys, extra):
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stderr", _FakeTTY())
     # One step per epoch with a huge learning rate: finite for a few epochs, then inf/nan.
-    args = ("--dataset digits --update-rule sgd --learning-rate 1e6 --num-training 64 "
-            "--batch-size 64 --hidden-dims 32 --weight-scale 0.1 --quiet").split()  # fmt: skip
+    args = (
+        "--dataset digits --update-rule sgd --learning-rate 1e6 --num-training 64 "
+        "--batch-size 64 --hidden-dims 32 --weight-scale 0.1 --quiet"
+    ).split()
     out = tmp_path / "div"
     code, lines, _ = _train(capsys, *args, "--epochs", 10, "--out", out)
     err = sys.stderr.getvalue()
@@ -281,13 +285,16 @@ def test_python_m_fc_jax_help():
         ("train --lerning-rate=1e-3", "unknown flag --lerning-rate; did you mean --learning-rate?"),
         ("sweep --lr 1e-3 1e-2", "unknown flag --lr; did you mean --learning-rate?"),
         ("sweep --learning-rate-r 1e-4 1e-2", "did you mean --learning-rate-range?"),
-        ("train --dropout 0.25", "did you mean --keep-prob? (--keep-prob is the KEEP probability = "
-         "1 - dropout rate: --dropout 0.25 is --keep-prob 0.75)"),
+        (
+            "train --dropout 0.25",
+            "did you mean --keep-prob? (--keep-prob is the KEEP probability = "
+            "1 - dropout rate: --dropout 0.25 is --keep-prob 0.75)",
+        ),
         ("sweep --dropout 0.5 0.25", "--dropout 0.5 0.25 is --keep-prob 0.5 0.75"),
         ("eval run --input x.npy", "unknown flag --input; did you mean --inputs?"),
         ("train --zzz", "fc-jax train: unknown flag --zzz (see fc-jax train --help)"),
     ],
-)  # fmt: skip
+)
 def test_an_unknown_flag_names_the_closest_real_one(argv, message):
     from fc_jax.cli.flags import UsageError
 
@@ -327,13 +334,20 @@ def test_out_is_never_a_foreign_folder_or_the_data_folder(tmp_path, capsys, monk
     before = sorted(str(p) for p in tmp_path.rglob("*"))
     space = ["--learning-rate", "1e-3", "1e-2"] if command == "sweep" else []
     for out, extra, message in [
-        (mine, [], f"--out {mine} holds other files (a.txt, b.npy, c.csv, d.md and 1 more) and "
-         f"is not an fc-jax run; give a new or empty folder, e.g. --out {mine / 'run'}"),
-        (data, [], f"--out {data} is the data folder ($FC_JAX_DATA_DIR), which fc-jax never "
-         "writes to"),
+        (
+            mine,
+            [],
+            f"--out {mine} holds other files (a.txt, b.npy, c.csv, d.md and 1 more) and "
+            f"is not an fc-jax run; give a new or empty folder, e.g. --out {mine / 'run'}",
+        ),
+        (
+            data,
+            [],
+            f"--out {data} is the data folder ($FC_JAX_DATA_DIR), which fc-jax never writes to",
+        ),
         (data / "run", [], f"lies inside the data folder {data} ($FC_JAX_DATA_DIR)"),
         (mine / "x", ["--data-dir", mine], f"lies inside the data folder {mine} (--data-dir)"),
-    ]:  # fmt: skip
+    ]:
         code = cli.main(
             [command, "--dataset", "digits", *space, *map(str, extra), "--out", str(out)]
         )
@@ -363,8 +377,9 @@ def test_eval_takes_channels_last_images_and_refuses_scaled_ones(tmp_path, capsy
     config = models.NetConfig((8,), input_dim=3072, num_classes=10)
     params = models.init_params(jax.random.key(3), config, 0.05)
     mean = np.random.default_rng(4).uniform(0, 255, 3072)
-    save_model(tmp_path / "run", config, params, None, mean,
-               meta={"settings": {"dataset": "cifar10"}})  # fmt: skip
+    save_model(
+        tmp_path / "run", config, params, None, mean, meta={"settings": {"dataset": "cifar10"}}
+    )
     chw = np.random.default_rng(5).integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)
     preds = []
     for name, x in [("chw", chw), ("hwc", chw.transpose(0, 2, 3, 1))]:
@@ -376,8 +391,16 @@ def test_eval_takes_channels_last_images_and_refuses_scaled_ones(tmp_path, capsy
         preds.append(capsys.readouterr().out.splitlines()[0])
     assert preds[0] == preds[1] and len(set(preds[0].split())) > 1
     np.save(tmp_path / "scaled.npy", chw.transpose(0, 2, 3, 1) / 255.0)
-    code = cli.main(["eval", str(tmp_path / "run"), "--inputs", str(tmp_path / "scaled.npy"),
-                     "--output", str(tmp_path / "pred.npy")])  # fmt: skip
+    code = cli.main(
+        [
+            "eval",
+            str(tmp_path / "run"),
+            "--inputs",
+            str(tmp_path / "scaled.npy"),
+            "--output",
+            str(tmp_path / "pred.npy"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2 and not captured.out and not (tmp_path / "pred.npy").exists()
     assert captured.err.splitlines() == [
@@ -431,8 +454,10 @@ def test_ctrl_c_before_any_checkpoint_says_so_and_how_to_start_again(tmp_path, c
         out = tmp_path / command
         argv = [command, *SMALL_DIGITS, *space, "--out", str(out), "--quiet"]
         again = f"fc-jax {command} {' '.join(SMALL_DIGITS + space)} --quiet --out {out}"
-        want = [f"interrupted before any checkpoint was written: nothing was saved; start again "
-                f"with: {again}"]  # fmt: skip
+        want = [
+            f"interrupted before any checkpoint was written: nothing was saved; start again "
+            f"with: {again}"
+        ]
         assert cli.main(argv) == 130
         assert capsys.readouterr().err.splitlines() == want
         assert _files(out) == set()
@@ -454,8 +479,19 @@ def test_divergence_prints_a_command_that_starts_again_lower(tmp_path, capsys, m
 
     monkeypatch.setattr(fit, "fit", diverge)
     out = tmp_path / "run"
-    code, _, err = _train(capsys, *SMALL_DIGITS, "--learning-rate", "1e-3", "--hidden-dims", 9,
-                          "--epochs", 7, "--out", out, "--quiet")  # fmt: skip
+    code, _, err = _train(
+        capsys,
+        *SMALL_DIGITS,
+        "--learning-rate",
+        "1e-3",
+        "--hidden-dims",
+        9,
+        "--epochs",
+        7,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert code == 3
     (line,) = err.splitlines()
     assert line.startswith("error: training diverged") and "lower the learning rate" in line
@@ -463,8 +499,17 @@ def test_divergence_prints_a_command_that_starts_again_lower(tmp_path, capsys, m
     assert start in line
     s, new_out = _prepared(line.split(start)[1])
     assert new_out == tmp_path / "run-lr0.0001" and s["learning_rate"] == pytest.approx(1e-4)
-    want = settings.settings("digits", dict(learning_rate=1e-4, hidden_dims=[9], epochs=7,
-                                            num_training=300, num_validation=100, num_test=100))  # fmt: skip
+    want = settings.settings(
+        "digits",
+        dict(
+            learning_rate=1e-4,
+            hidden_dims=[9],
+            epochs=7,
+            num_training=300,
+            num_validation=100,
+            num_test=100,
+        ),
+    )
     assert s == {**want, "learning_rate": s["learning_rate"]}
 
 
@@ -475,10 +520,13 @@ def test_resume_with_another_learning_rate_prints_the_new_run_command(
 
     from fc_jax.storage import checkpoint
 
-    saved = {**settings.settings("digits", {"learning_rate": 1e6, "hidden_dims": [32]}),
-             "data_dir": None}  # fmt: skip
-    monkeypatch.setattr(checkpoint, "load_run", lambda out: (SimpleNamespace(epoch=4),
-                                                             {"settings": saved}))  # fmt: skip
+    saved = {
+        **settings.settings("digits", {"learning_rate": 1e6, "hidden_dims": [32]}),
+        "data_dir": None,
+    }
+    monkeypatch.setattr(
+        checkpoint, "load_run", lambda out: (SimpleNamespace(epoch=4), {"settings": saved})
+    )
     run = tmp_path / "div"
     run.mkdir()
     code, lines, err = _train(capsys, "--resume", run, "--learning-rate", "1e-2")

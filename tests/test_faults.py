@@ -48,8 +48,14 @@ _INTERRUPTIBLE = (
 
 def _spawn(*argv, env=None):
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen([sys.executable, "-c", _INTERRUPTIBLE, *map(str, argv)], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTIBLE, *map(str, argv)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_until_importing_jax(proc, timeout=60.0):
@@ -84,8 +90,14 @@ def _visible(folder: Path) -> set:
 @pytest.mark.slow
 def test_a_failing_write_names_the_file_and_keeps_the_checkpoint(tmp_path):
     out = tmp_path / "run"
-    assert subprocess.run([sys.executable, "-m", "fc_jax", "train", *SMALL, "--epochs", "1",
-                           "--out", out], cwd=REPO, capture_output=True).returncode == 0  # fmt: skip
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "fc_jax", "train", *SMALL, "--epochs", "1", "--out", out],
+            cwd=REPO,
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     before = (out / "checkpoint.npz").read_bytes()
     limit = len(before) // 2  # the next checkpoint cannot be written: EFBIG
 
@@ -95,10 +107,23 @@ def test_a_failing_write_names_the_file_and_keeps_the_checkpoint(tmp_path):
         "sys.argv[0] = 'fc-jax'; runpy.run_module('fc_jax', run_name='__main__')"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", small_files, "train", "--resume", str(out), "--epochs", "3", "--quiet"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            small_files,
+            "train",
+            "--resume",
+            str(out),
+            "--epochs",
+            "3",
+            "--quiet",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 4
     line = _one_line(err)
@@ -126,8 +151,9 @@ def test_a_second_writer_is_refused_and_kill_9_leaves_no_stale_lock(tmp_path, ca
     first = _spawn("train", *long_run.split(), "--out", out)  # a checkpoint every epoch
     try:
         _wait_for(out / "checkpoint.npz")
-        code, _, err = _main(capsys, "train", "--dataset", "digits", "--epochs", 1, "--quiet",
-                             "--out", out)  # fmt: skip
+        code, _, err = _main(
+            capsys, "train", "--dataset", "digits", "--epochs", 1, "--quiet", "--out", out
+        )
         assert code == 2
         line = _one_line(err)
         assert f"{out} holds a checkpoint already" in line or "in use by another" in line
@@ -172,8 +198,9 @@ def test_an_edited_learning_rate_in_the_meta_is_refused(tmp_path, capsys):
     np.savez(path, **arrays)
     code, _, err = _main(capsys, "train", "--resume", out, "--epochs", 2)
     assert code == 2
-    assert _one_line(err) == (f"error: corrupt checkpoint {path}: its sha256 checksum does not "
-                              "match its contents")  # fmt: skip
+    assert _one_line(err) == (
+        f"error: corrupt checkpoint {path}: its sha256 checksum does not match its contents"
+    )
 
 
 # --------------------------------------------------- 4. every bad input: one line, nothing made
@@ -189,13 +216,19 @@ def _long_name(tmp_path):
         (["--out", "{long}"], "is longer than 255 bytes"),
         (["--seed", "-1"], "--seed: expected an integer in [0, 4294967295], got '-1'"),
         (["--seed", str(2**32)], "expected an integer in [0, 4294967295]"),
-        (["--batch-size", "400", "--num-training", "300"], "--batch-size 400 is larger than the training set (300"),
-        (["--hidden-dims", "100,100"], "separate the widths with spaces, e.g. --hidden-dims 100 100"),
+        (
+            ["--batch-size", "400", "--num-training", "300"],
+            "--batch-size 400 is larger than the training set (300",
+        ),
+        (
+            ["--hidden-dims", "100,100"],
+            "separate the widths with spaces, e.g. --hidden-dims 100 100",
+        ),
         (["--keep-prob", "0"], "keep_prob"),
         (["--epochs", "two"], "expected an integer >= 1, got 'two'"),
         (["--lerning-rate", "1"], "unknown flag --lerning-rate; did you mean --learning-rate?"),
     ],
-)  # fmt: skip
+)
 def test_bad_train_input_is_one_line_and_creates_nothing(tmp_path, capsys, argv, message):
     (tmp_path / "file").write_text("not a folder")
     sub = {"{file}": str(tmp_path / "file"), "{long}": str(_long_name(tmp_path))}
@@ -218,8 +251,9 @@ def test_bad_spec_files_are_named(tmp_path, capsys, kind):
         spec.write_bytes(b"\xff\xfe{\x00")
     elif kind == "bad-json":
         spec.write_text("{grid")
-    code, _, err = _main(capsys, "sweep", "--dataset", "digits", "--spec", spec,
-                         "--out", tmp_path / "out")  # fmt: skip
+    code, _, err = _main(
+        capsys, "sweep", "--dataset", "digits", "--spec", spec, "--out", tmp_path / "out"
+    )
     assert code == 2
     assert str(spec) in _one_line(err)
     assert not (tmp_path / "out").exists()
@@ -250,8 +284,21 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, command):
 @pytest.mark.slow
 def test_divergence_in_the_first_epoch_says_no_checkpoint_exists(tmp_path, capsys):
     out = tmp_path / "run"
-    code, _, err = _main(capsys, "train", *SMALL, "--update-rule", "sgd", "--learning-rate", 1e8,
-                         "--weight-scale", 1, "--epochs", 3, "--out", out)  # fmt: skip
+    code, _, err = _main(
+        capsys,
+        "train",
+        *SMALL,
+        "--update-rule",
+        "sgd",
+        "--learning-rate",
+        1e8,
+        "--weight-scale",
+        1,
+        "--epochs",
+        3,
+        "--out",
+        out,
+    )
     assert code == 3
     line = _one_line(err)
     assert "non-finite at epoch 1" in line and "no checkpoint exists yet" in line
@@ -261,8 +308,22 @@ def test_divergence_in_the_first_epoch_says_no_checkpoint_exists(tmp_path, capsy
 @pytest.mark.slow
 def test_a_sweep_where_everything_diverges_still_writes_its_results(tmp_path, capsys):
     out = tmp_path / "sweep"
-    code, stdout, err = _main(capsys, "sweep", *SMALL, "--update-rule", "sgd", "--learning-rate",
-                              1e8, 1e9, "--weight-scale", 1, "--epochs", 2, "--out", out)  # fmt: skip
+    code, stdout, err = _main(
+        capsys,
+        "sweep",
+        *SMALL,
+        "--update-rule",
+        "sgd",
+        "--learning-rate",
+        1e8,
+        1e9,
+        "--weight-scale",
+        1,
+        "--epochs",
+        2,
+        "--out",
+        out,
+    )
     assert code == 3
     assert "every one of the 2 configurations diverged" in _one_line(err)
     assert {"results.csv", "results.json", "sweep.png", "checkpoint.npz"} <= _visible(out)
@@ -285,8 +346,9 @@ def test_eval_reports_the_test_accuracy_and_predicts_raw_images(tmp_path, capsys
     raw = get_dataset("digits", None, 300, 100, 100, subtract_mean=False, dtype=np.float64)
     X, y = np.rint(raw["X_test"] * 16).astype(np.uint8), raw["y_test"]  # 0..16 pixels, as stored
     np.save(tmp_path / "x.npy", X)
-    code, _, err = _main(capsys, "eval", out, "--inputs", tmp_path / "x.npy", "--output",
-                         tmp_path / "pred.npy")  # fmt: skip
+    code, _, err = _main(
+        capsys, "eval", out, "--inputs", tmp_path / "x.npy", "--output", tmp_path / "pred.npy"
+    )
     assert code == 0, err
     pred = np.load(tmp_path / "pred.npy")
     assert pred.shape == (100,) and np.mean(pred == y) == pytest.approx(test_acc, abs=1e-6)
@@ -296,8 +358,19 @@ def test_eval_reports_the_test_accuracy_and_predicts_raw_images(tmp_path, capsys
 
 @pytest.mark.slow
 def test_numpy_backend_runs_a_permutation_recipe(tmp_path, capsys):
-    code, stdout, err = _main(capsys, "train", *SMALL, "--backend", "numpy", "--sampling",
-                              "permutation", "--epochs", 2, "--out", tmp_path / "np")  # fmt: skip
+    code, stdout, err = _main(
+        capsys,
+        "train",
+        *SMALL,
+        "--backend",
+        "numpy",
+        "--sampling",
+        "permutation",
+        "--epochs",
+        2,
+        "--out",
+        tmp_path / "np",
+    )
     assert code == 0, err
     assert json.loads(stdout.splitlines()[-1])["device"] == "numpy (host CPU)"
 
@@ -313,9 +386,27 @@ def _records(folder: Path) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["full", "halving"])
 def test_a_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path, capsys, schedule):
-    argv = ["sweep", *SMALL, "--learning-rate", "1e-3", "3e-3", "1e-2", "--weight-scale", "0.05",
-            "0.1", "0.2", "--keep-prob", "1", "0.8", "--epochs", "27", "--max-lanes", "4",
-            "--schedule", schedule]  # fmt: skip
+    argv = [
+        "sweep",
+        *SMALL,
+        "--learning-rate",
+        "1e-3",
+        "3e-3",
+        "1e-2",
+        "--weight-scale",
+        "0.05",
+        "0.1",
+        "0.2",
+        "--keep-prob",
+        "1",
+        "0.8",
+        "--epochs",
+        "27",
+        "--max-lanes",
+        "4",
+        "--schedule",
+        schedule,
+    ]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # every run as its own `fc-jax` process: the same CPU devices (one per core) each time
     proc = _spawn(*argv, "--out", straight)

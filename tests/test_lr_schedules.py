@@ -97,7 +97,7 @@ def test_one_compile_across_schedule_values():
     chex.clear_trace_counter()
     epoch = jax.jit(
         chex.assert_max_traces(n=1)(
-            lambda *a: train._epoch(*a, config=cfg, optimizer=opt, lr_schedule=sched)
+            lambda *a: train.scan_epoch(*a, config=cfg, optimizer=opt, lr_schedule=sched)
         )
     )
     out = [

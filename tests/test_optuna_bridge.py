@@ -49,13 +49,13 @@ def _optimize(study, data, n, k, **kw):
 def test_batches_compile_once_and_tell_the_lanes_best(optuna, digits, tmp_path, monkeypatch):
     """5 trials in batches of 2: 3 batches, one trace of the epoch, told values = lanes' best."""
     traces = []
-    real = train._epoch
+    real = train.scan_epoch
 
     def counting(*args, **kwargs):
         traces.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train, "_epoch", counting)
+    monkeypatch.setattr(train, "scan_epoch", counting)
     batches = []
     study = _study(optuna, tmp_path)
     res = _optimize(study, digits, 5, 2, on_batch_end=lambda nums, r: batches.append((nums, r)))

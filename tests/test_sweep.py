@@ -441,8 +441,11 @@ def test_cli_rejects_bad_spaces_before_compiling(no_compile, tmp_path, capsys):
 
 
 def test_retrain_best_help_says_it_trains_from_scratch():
-    (p,) = [a for a in cli.build_parser()._subparsers._group_actions[0].choices["sweep"]._actions
-            if a.dest == "retrain_best"]  # fmt: skip
+    (p,) = [
+        a
+        for a in cli.build_parser()._subparsers._group_actions[0].choices["sweep"]._actions
+        if a.dest == "retrain_best"
+    ]
     assert "from scratch for EPOCHS epochs" in p.help and "more" not in p.help
 
 
@@ -477,16 +480,25 @@ def test_probability_ranges_are_uniform_scales_log_uniform():
     parse = lambda *a: cli.build_parser().parse_args(["sweep", "--dataset", "digits", *a])
     s = {**settings.DEFAULTS["digits"], "dataset": "digits"}
     flags_ = ("--random", "400", "--random-seed", "5", "--learning-rate-range", "1e-4", "1e-2")
-    trials = sweep_cli._trials(parse(*flags_, "--keep-prob-range", "0.5", "1", "--beta1-range",
-                                     "0.8", "0.99"), s)  # fmt: skip
-    want = space.random(400, {"learning_rate": space.log_uniform(1e-4, 1e-2),
-                              "keep_prob": space.uniform(0.5, 1), "beta1": space.uniform(0.8, 0.99)},
-                        seed=5)  # fmt: skip
+    trials = sweep_cli._trials(
+        parse(*flags_, "--keep-prob-range", "0.5", "1", "--beta1-range", "0.8", "0.99"), s
+    )
+    want = space.random(
+        400,
+        {
+            "learning_rate": space.log_uniform(1e-4, 1e-2),
+            "keep_prob": space.uniform(0.5, 1),
+            "beta1": space.uniform(0.8, 0.99),
+        },
+        seed=5,
+    )
     assert [{k: t[k] for k in w} for t, w in zip(trials, want, strict=True)] == want
     keep = np.array([t["keep_prob"] for t in trials])
     assert 0.4 < np.mean(keep < 0.75) < 0.6  # log-uniform would put 58% below the midpoint
-    helps = {a.dest: a.help for a in cli.build_parser()._subparsers._group_actions[0]
-             .choices["sweep"]._actions}  # fmt: skip
+    helps = {
+        a.dest: a.help
+        for a in cli.build_parser()._subparsers._group_actions[0].choices["sweep"]._actions
+    }
     assert "keep_prob uniform in [LO, HI]" in helps["keep_prob_range"]
     assert "learning_rate log-uniform in [LO, HI]" in helps["learning_rate_range"]
 
@@ -545,12 +557,25 @@ def _fake_result(lrs, ws, accs, diverged):
     cfg = models.NetConfig((4,), input_dim=D, num_classes=C)
     best, epoch, it = np.where(div, -1.0, acc), np.where(div, 0, 1), np.where(div, 2, 0)
     return sweep.SweepResult(
-        config=cfg, update_rule="adam", trials=trials, hparams=hp, history=history,
+        config=cfg,
+        update_rule="adam",
+        trials=trials,
+        hparams=hp,
+        history=history,
         histories=[{k: list(v[i]) for k, v in history.items()} for i in range(K)],
-        best_val_acc=best, best_epoch=epoch, epochs=np.ones(K, int), stopped=np.zeros(K, bool),
-        diverged=div, diverged_iteration=it, best_params={}, best_model_state={},
-        final_state=None, compile_seconds=0.0, run_seconds=0.0, devices=["cpu"],
-    )  # fmt: skip
+        best_val_acc=best,
+        best_epoch=epoch,
+        epochs=np.ones(K, int),
+        stopped=np.zeros(K, bool),
+        diverged=div,
+        diverged_iteration=it,
+        best_params={},
+        best_model_state={},
+        final_state=None,
+        compile_seconds=0.0,
+        run_seconds=0.0,
+        devices=["cpu"],
+    )
 
 
 @pytest.mark.parametrize("grid", [True, False])
@@ -575,8 +600,9 @@ def test_table_files_and_plot(tmp_path, grid):
 @pytest.mark.slow
 def test_one_lane_sweep_is_fit_bit_for_bit(x64):
     """`fit` is the run loop with K = 1, so a one-lane sweep is not close to it: it is it."""
-    cfg = models.NetConfig((5, 4), input_dim=D, num_classes=C, normalization="batchnorm",
-                           dropout=True, dtype="float64")  # fmt: skip
+    cfg = models.NetConfig(
+        (5, 4), input_dim=D, num_classes=C, normalization="batchnorm", dropout=True, dtype="float64"
+    )
     trial = {"learning_rate": 2e-2, "lr_decay": 0.8, "keep_prob": 0.7, "weight_scale": 0.2}
     kw = dict(num_epochs=3, batch_size=10, seed=5, num_train_samples=30)
     res = sweep.run_sweep(cfg, _data(n=60), [trial], update_rule="rmsprop", **kw)
@@ -628,13 +654,15 @@ def test_successive_halving_keeps_the_best_and_continues_them(x64):
     for k in range(9):  # every lane's history is the full sweep's, cut where it stopped
         e = int(half.epochs[k])
         assert len(half.histories[k]["val_acc"]) == e
-        np.testing.assert_allclose(half.histories[k]["loss"], full.histories[k]["loss"][: e * 4],
-                                   rtol=1e-10)  # fmt: skip
+        np.testing.assert_allclose(
+            half.histories[k]["loss"], full.histories[k]["loss"][: e * 4], rtol=1e-10
+        )
         np.testing.assert_allclose(half.histories[k]["val_acc"], full.histories[k]["val_acc"][:e])
         assert np.isnan(half.history["val_acc"][k, e:]).all()
     top = int(np.flatnonzero(half.epochs == 9)[0])
-    np.testing.assert_allclose(half.final_state.params["W1"][top], full.final_state.params["W1"][top],
-                               rtol=1e-10)  # fmt: skip
+    np.testing.assert_allclose(
+        half.final_state.params["W1"][top], full.final_state.params["W1"][top], rtol=1e-10
+    )
 
 
 @pytest.mark.parametrize("schedule", ["full", "halving"])
@@ -691,7 +719,12 @@ _DEVICES = (
 def test_fc_jax_sweep_makes_one_cpu_device_per_core(argv, xla_flags, expected):
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
     env.update(XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", _DEVICES, *argv], env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _DEVICES, *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.split()[-1]) == expected

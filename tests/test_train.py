@@ -104,7 +104,7 @@ def test_new_learning_rate_does_not_recompile():
     idx = train.sample_indices(jax.random.key(1), X.shape[0], 3, 10)
     chex.clear_trace_counter()
     epoch = jax.jit(
-        chex.assert_max_traces(n=1)(lambda *a: train._epoch(*a, config=cfg, optimizer=opt))
+        chex.assert_max_traces(n=1)(lambda *a: train.scan_epoch(*a, config=cfg, optimizer=opt))
     )
     out = [
         epoch(ts0, X, y, idx, make_hparams("sgd", learning_rate=lr))[0].params["W1"]
@@ -232,11 +232,11 @@ def test_diverged_run_freezes_params():
 def test_non_finite_gradient_counts_as_diverged():
     # The divergence flag reads the loss and the 1-D gradients (batch sums of the backward signal).
     grads = {"W1": jnp.ones((3, 2)), "b1": jnp.ones(2), "W2": jnp.ones((2, 2)), "b2": jnp.ones(2)}
-    assert bool(train._finite(jnp.asarray(1.0), grads))
-    assert not bool(train._finite(jnp.asarray(jnp.inf), grads))
+    assert bool(train.all_finite(jnp.asarray(1.0), grads))
+    assert not bool(train.all_finite(jnp.asarray(jnp.inf), grads))
     for bad in (jnp.nan, jnp.inf, -jnp.inf):
         assert not bool(
-            train._finite(jnp.asarray(1.0), {**grads, "b1": grads["b1"].at[1].set(bad)})
+            train.all_finite(jnp.asarray(1.0), {**grads, "b1": grads["b1"].at[1].set(bad)})
         )
 
 
@@ -296,8 +296,9 @@ def test_epoch_updates_every_weight_in_place(rule, norm):
     # The update rules compute the new params from their guarded state, and the divergence flag
     # waits for the backward pass: XLA then updates each weight and its optimizer buffers in
     # place. Selecting after the update (or reading only the loss) made it copy them every step.
-    cfg = models.NetConfig((48, 40), input_dim=256, num_classes=10, normalization=norm,
-                           dropout=norm is not None)  # fmt: skip
+    cfg = models.NetConfig(
+        (48, 40), input_dim=256, num_classes=10, normalization=norm, dropout=norm is not None
+    )
     opt = optim.get_optimizer(rule)
     ts = train.init_train_state(jax.random.key(0), cfg, opt, 1e-2)
     X, y = jnp.zeros((64, 256)), jnp.zeros((64,), jnp.int32)
@@ -359,8 +360,9 @@ def test_bfloat16_epoch_keeps_float32_master_state():
     # The policy changes the matmuls only: params, optimizer state and batchnorm statistics stay
     # float32 through an epoch (and a step), and the losses track float32's within bfloat16 rounding.
     f32 = models.NetConfig((16,), input_dim=D, num_classes=C, normalization="batchnorm")
-    bf16 = models.NetConfig((16,), input_dim=D, num_classes=C, normalization="batchnorm",
-                            compute_dtype="bfloat16")  # fmt: skip
+    bf16 = models.NetConfig(
+        (16,), input_dim=D, num_classes=C, normalization="batchnorm", compute_dtype="bfloat16"
+    )
     opt = optim.get_optimizer("adam")
     d = _data()
     X, y = jnp.asarray(d["X_train"]), jnp.asarray(d["y_train"])

@@ -93,8 +93,9 @@ class Parser(argparse.ArgumentParser):
 
     def _unknown(self, extras: list[str]) -> str:
         """'unknown flag --lr; did you mean --learning-rate?' for the first unknown flag."""
-        flag = next((a for a in extras if a.startswith("--") or a[:1] == "-" and a[1:2].isalpha()),
-                    None)  # fmt: skip
+        flag = next(
+            (a for a in extras if a.startswith("--") or a[:1] == "-" and a[1:2].isalpha()), None
+        )
         if flag is None:
             return f"unrecognized arguments: {' '.join(extras)}"
         name = flag.split("=", 1)[0]
@@ -177,8 +178,11 @@ def seed(s: str) -> int:
 def add_data(p) -> None:
     a = p.add_argument
     a("--dataset", choices=sorted(DEFAULTS), help="default: cifar10")
-    a("--data-dir", help="CIFAR-10 folder (default: $FC_JAX_DATA_DIR, else the user cache, "
-                         "where it is downloaded)")  # fmt: skip
+    a(
+        "--data-dir",
+        help="CIFAR-10 folder (default: $FC_JAX_DATA_DIR, else the user cache, "
+        "where it is downloaded)",
+    )
     a(
         "--whiten",
         choices=("none", "zca"),
@@ -194,21 +198,31 @@ def add_data(p) -> None:
         f"the lanes share one training set) ({_default('whiten_epsilon')})",
     )
     for split in ("training", "validation", "test"):
-        a(f"--num-{split}", type=positive_int,
-          help=f"{split} examples (default: the dataset's standard split)")  # fmt: skip
+        a(
+            f"--num-{split}",
+            type=positive_int,
+            help=f"{split} examples (default: the dataset's standard split)",
+        )
 
 
 def add_net(p) -> None:
     a = p.add_argument
-    a("--hidden-dims", type=_width, nargs="+", metavar="H",
-      help=f"hidden layer widths, e.g. 100 100 ({_default('hidden_dims')})")  # fmt: skip
-    a("--normalization", choices=("none", "batchnorm", "layernorm"),
-      help=_default("normalization"))  # fmt: skip
+    a(
+        "--hidden-dims",
+        type=_width,
+        nargs="+",
+        metavar="H",
+        help=f"hidden layer widths, e.g. 100 100 ({_default('hidden_dims')})",
+    )
+    a("--normalization", choices=("none", "batchnorm", "layernorm"), help=_default("normalization"))
     a("--update-rule", choices=RULES, help=_default("update_rule"))
     a("--dtype", choices=("float32", "float64"), help=_default("dtype"))
-    a("--precision", choices=tuple(PRECISIONS),
-      help="bf16: bfloat16 matmuls with float32 accumulation and float32 master weights; faster "
-           f"on GPUs and CPUs with AVX-512 BF16 or AMX ({_default('precision')})")  # fmt: skip
+    a(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        help="bf16: bfloat16 matmuls with float32 accumulation and float32 master weights; faster "
+        f"on GPUs and CPUs with AVX-512 BF16 or AMX ({_default('precision')})",
+    )
 
 
 def add_hparams(p) -> None:
@@ -229,8 +243,11 @@ def add_schedule(p) -> None:
     a = p.add_argument
     a("--epochs", type=positive_int, help=f"total epochs ({_default('epochs')})")
     a("--batch-size", type=positive_int, help=_default("batch_size"))
-    a("--sampling", choices=("replace", "permutation"),
-      help=f"minibatches with replacement or not ({_default('sampling')})")  # fmt: skip
+    a(
+        "--sampling",
+        choices=("replace", "permutation"),
+        help=f"minibatches with replacement or not ({_default('sampling')})",
+    )
     a(
         "--seed",
         type=seed,
@@ -289,8 +306,11 @@ def add_checkpoint(p) -> None:
 
 def add_output(p, default: str) -> None:
     p.add_argument("--out", help=f"output folder (default: {default})")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar and no notes on stderr (default: shown)")  # fmt: skip
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no notes on stderr (default: shown)",
+    )
 
 
 def given(args, names) -> dict:
@@ -327,8 +347,9 @@ def check_out_dir(path, flag: str = "--out", data_dir=None) -> Path:
     out = Path(path).expanduser()
     for part in out.parts:
         if len(os.fsencode(part)) > 255:
-            raise ValueError(f"{flag} {str(out)[:60]}...: the name {part[:40]!r}... is longer than "
-                             "255 bytes")  # fmt: skip
+            raise ValueError(
+                f"{flag} {str(out)[:60]}...: the name {part[:40]!r}... is longer than 255 bytes"
+            )
     if len(os.fsencode(str(out.absolute()))) > 4000:
         raise ValueError(f"{flag} {str(out)[:60]}...: the path is too long")
     try:
@@ -350,14 +371,19 @@ def check_out_dir(path, flag: str = "--out", data_dir=None) -> Path:
 
 def _check_not_data(out: Path, flag: str, data_dir) -> None:
     real = out.resolve()
-    for folder, source in ((data_dir, "--data-dir"), (os.environ.get("FC_JAX_DATA_DIR"), "$FC_JAX_DATA_DIR")):  # fmt: skip
+    for folder, source in (
+        (data_dir, "--data-dir"),
+        (os.environ.get("FC_JAX_DATA_DIR"), "$FC_JAX_DATA_DIR"),
+    ):
         if not folder:
             continue
         data = Path(folder).expanduser().resolve()
         if real == data or data in real.parents:
             where = "is the data folder" if real == data else f"lies inside the data folder {data}"
-            raise ValueError(f"{flag} {out} {where} ({source}), which fc-jax never writes to; "
-                             f"give an output folder elsewhere")  # fmt: skip
+            raise ValueError(
+                f"{flag} {out} {where} ({source}), which fc-jax never writes to; "
+                f"give an output folder elsewhere"
+            )
 
 
 def _check_foreign(out: Path, flag: str) -> None:
@@ -377,8 +403,10 @@ def _check_foreign(out: Path, flag: str) -> None:
         shown = ", ".join(entries[:4]) + (
             f" and {len(entries) - 4} more" if len(entries) > 4 else ""
         )
-        raise ValueError(f"{flag} {out} holds other files ({shown}) and is not an fc-jax run; give "
-                         f"a new or empty folder, e.g. {flag} {out / 'run'}")  # fmt: skip
+        raise ValueError(
+            f"{flag} {out} holds other files ({shown}) and is not an fc-jax run; give "
+            f"a new or empty folder, e.g. {flag} {out / 'run'}"
+        )
 
 
 def resume_dir(path) -> Path:
@@ -411,8 +439,10 @@ def train_command(s: dict, out) -> str:
             words.append(f"--{'' if v else 'no-'}{k.replace('_', '-')}")
             continue
         values = v if isinstance(v, list | tuple) else [v]
-        words += [f"--{k.replace('_', '-')}", *(repr(x) if isinstance(x, float) else str(x)
-                                                 for x in values)]  # fmt: skip
+        words += [
+            f"--{k.replace('_', '-')}",
+            *(repr(x) if isinstance(x, float) else str(x) for x in values),
+        ]
     if s["dataset"] == "cifar10" and s.get("data_dir"):
         words += ["--data-dir", str(s["data_dir"])]
     return shlex.join([*words, "--out", str(out)])

@@ -45,8 +45,21 @@ __all__ = ["add_parser", "run", "SWEPT", "save_models"]
 
 SWEPT = space.SWEEPABLE  # every sweepable name: the HParams vocabulary plus lane seeds
 _FLAG = {n: n.replace("_", "-") for n in SWEPT if n != "seed"}  # seeds: --seeds N, --seed
-_NET = ("dataset", "hidden_dims", "normalization", "update_rule", "dtype", "precision", "epochs", "batch_size",
-        "sampling", "seed", "num_training", "num_validation", "num_test")  # fmt: skip
+_NET = (
+    "dataset",
+    "hidden_dims",
+    "normalization",
+    "update_rule",
+    "dtype",
+    "precision",
+    "epochs",
+    "batch_size",
+    "sampling",
+    "seed",
+    "num_training",
+    "num_validation",
+    "num_test",
+)
 _NET += ("lr_schedule", "crop_pad", "flip", "whiten", "whiten_epsilon")  # shared by every lane
 _SPACE = ("random", "spec", "seeds", *(f.replace("-", "_") for f in _FLAG.values()))
 _RUN = (
@@ -62,8 +75,11 @@ _RUN = (
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="train many hyperparameter settings at once (vmap)",
-                       description=__doc__.split("\n\n")[0])  # fmt: skip
+    p = sub.add_parser(
+        "sweep",
+        help="train many hyperparameter settings at once (vmap)",
+        description=__doc__.split("\n\n")[0],
+    )
     flags.add_data(p)
     flags.add_net(p)
     flags.add_schedule(p)
@@ -134,12 +150,22 @@ def add_parser(sub) -> None:
         default=3,
         help="halving: keep the best 1/eta, an integer >= 2 (default: 3)",
     )
-    a("--min-epochs", type=flags.positive_int, default=1,
-      help="halving: epochs of the first rung (default: 1)")  # fmt: skip
-    a("--independent-batches", action="store_true",
-      help="each configuration draws its own minibatches (default: shared)")  # fmt: skip
-    a("--max-lanes", type=flags.positive_int,
-      help="most configurations trained at once (default: all on a GPU, one per device on CPUs)")  # fmt: skip
+    a(
+        "--min-epochs",
+        type=flags.positive_int,
+        default=1,
+        help="halving: epochs of the first rung (default: 1)",
+    )
+    a(
+        "--independent-batches",
+        action="store_true",
+        help="each configuration draws its own minibatches (default: shared)",
+    )
+    a(
+        "--max-lanes",
+        type=flags.positive_int,
+        help="most configurations trained at once (default: all on a GPU, one per device on CPUs)",
+    )
     a(
         "--retrain-best",
         type=flags.positive_int,
@@ -214,8 +240,10 @@ def _space(args, s: dict) -> tuple[list[dict], int]:
         if ranges:
             raise ValueError("--*-range flags need --random N (a grid takes value lists)")
         if not lists:
-            raise ValueError("nothing to sweep: give values (e.g. --learning-rate 1e-4 1e-3), "
-                             "--random N with ranges, or --spec FILE")  # fmt: skip
+            raise ValueError(
+                "nothing to sweep: give values (e.g. --learning-rate 1e-4 1e-3), "
+                "--random N with ranges, or --spec FILE"
+            )
         trials = space.grid(lists)
     fill = settings.hparams_of(s)
     trials = space.check_trials(
@@ -304,8 +332,10 @@ def run(args) -> int:
     note = (lambda m: None) if args.quiet or not lead else (lambda m: print(m, file=sys.stderr))
     say = (lambda line: print(line, flush=True)) if lead else (lambda line: None)
     count = len(trials) if trials is not None else opts["optuna"]["trials"]
-    note(f"{s['dataset']}: {count} configurations of {list(config.hidden_dims)} "
-         f"({s['update_rule']}, {opts['schedule']}) on {len(jax.devices())} device(s) -> {out}")  # fmt: skip
+    note(
+        f"{s['dataset']}: {count} configurations of {list(config.hidden_dims)} "
+        f"({s['update_rule']}, {opts['schedule']}) on {len(jax.devices())} device(s) -> {out}"
+    )
     if notice := precision_notice(config, jax.devices()):
         note(notice)
     from fc_jax.storage.files import lock_folder, remove_stale_temps
@@ -316,9 +346,14 @@ def run(args) -> int:
     try:
         if lead:
             remove_stale_temps(out)
-        new_meta = dict(config=config, update_rule=s["update_rule"], settings=s,
-                        data_fingerprint=fingerprint, data_dir=data_dir,
-                        sweep={"trials": trials, "options": opts})  # fmt: skip
+        new_meta = dict(
+            config=config,
+            update_rule=s["update_rule"],
+            settings=s,
+            data_fingerprint=fingerprint,
+            data_dir=data_dir,
+            sweep={"trials": trials, "options": opts},
+        )
         if trials is None:
             report = lambda result, extra: _report(
                 args, s, data, result, opts, out, new_meta, lead, say, note, extra
@@ -395,13 +430,22 @@ def _report(args, s, data, result, opts, out, meta, lead, say, note, extra=None)
     }
     if check is not None:
         summary["halving_check"] = check
-    line = dict(dataset=s["dataset"], trials=len(trials), schedule=result.schedule,
-                best_trial=trial_id(result, result.best), best=best,
-                best_val_acc=float(result.best_val_acc[result.best]),
-                diverged=int(result.diverged.sum()), lane_epochs=result.lane_epochs,
-                compile_seconds=round(result.compile_seconds, 3),
-                run_seconds=round(result.run_seconds, 3), devices=len(result.devices),
-                device=(result.devices or [None])[0], out_dir=str(out), **(extra or {}))  # fmt: skip
+    line = dict(
+        dataset=s["dataset"],
+        trials=len(trials),
+        schedule=result.schedule,
+        best_trial=trial_id(result, result.best),
+        best=best,
+        best_val_acc=float(result.best_val_acc[result.best]),
+        diverged=int(result.diverged.sum()),
+        lane_epochs=result.lane_epochs,
+        compile_seconds=round(result.compile_seconds, 3),
+        run_seconds=round(result.run_seconds, 3),
+        devices=len(result.devices),
+        device=(result.devices or [None])[0],
+        out_dir=str(out),
+        **(extra or {}),
+    )
     if result.seeds > 1:
         c = result.best_configuration
         line.update(
@@ -412,8 +456,11 @@ def _report(args, s, data, result, opts, out, meta, lead, say, note, extra=None)
         )
     code = 0
     if result.diverged.all():
-        print(f"error: every one of the {len(trials)} configurations diverged; lower the learning "
-              f"rates or weight scales (results written to {out})", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: every one of the {len(trials)} configurations diverged; lower the learning "
+            f"rates or weight scales (results written to {out})",
+            file=sys.stderr,
+        )
         code = 3
     if lead:
         paths = write_results(result, out, summary)

@@ -34,19 +34,28 @@ NUM_TRAIN_SAMPLES = 1000  # training subsample for the per-epoch train accuracy
 
 
 def add_parser(sub) -> None:
-    t = sub.add_parser("train", help="train a fully-connected net (defaults: fc_jax.settings)",
-                       description=__doc__.split("\n\n")[0])  # fmt: skip
+    t = sub.add_parser(
+        "train",
+        help="train a fully-connected net (defaults: fc_jax.settings)",
+        description=__doc__.split("\n\n")[0],
+    )
     flags.add_data(t)
     flags.add_net(t)
     flags.add_hparams(t)
     flags.add_schedule(t)
     flags.add_checkpoint(t)
-    t.add_argument("--resume", metavar="DIR",
-                   help="continue the run saved in DIR (or DIR/checkpoint.npz), writing into DIR "
-                        "(default: a new run)")  # fmt: skip
-    t.add_argument("--backend", choices=("jax", "numpy"), default="jax",
-                   help="numpy: the reference Solver, the course's speed, no checkpoints "
-                        "(default: jax)")  # fmt: skip
+    t.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run saved in DIR (or DIR/checkpoint.npz), writing into DIR "
+        "(default: a new run)",
+    )
+    t.add_argument(
+        "--backend",
+        choices=("jax", "numpy"),
+        default="jax",
+        help="numpy: the reference Solver, the course's speed, no checkpoints (default: jax)",
+    )
     flags.add_output(t, "runs/<dataset>-<timestamp>")
     t.set_defaults(func=run)
 
@@ -88,11 +97,15 @@ def _prepare(args):
             new["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
         lr = new["learning_rate"]
         name = f"{out}-lr{lr:g}" if lr != meta["settings"]["learning_rate"] else f"{out}-new"
-        raise ValueError(f"{exc} to continue this run, or start a new one with them: "
-                         f"{flags.train_command(new, name)}") from None  # fmt: skip
+        raise ValueError(
+            f"{exc} to continue this run, or start a new one with them: "
+            f"{flags.train_command(new, name)}"
+        ) from None
     if s["epochs"] < run.epoch:
-        raise ValueError(f"the run in {out} has trained {run.epoch} epochs already; --epochs "
-                         f"{s['epochs']} is below that (give a larger number to train on)")  # fmt: skip
+        raise ValueError(
+            f"the run in {out} has trained {run.epoch} epochs already; --epochs "
+            f"{s['epochs']} is below that (give a larger number to train on)"
+        )
     return s, out, run, meta
 
 
@@ -217,21 +230,35 @@ def _train_jax(
 
     start = 0 if run is None else run.epoch
     if run is not None and run.epoch >= s["epochs"]:
-        print(f"the run in {out} is complete ({run.epoch} epochs); nothing to train "
-              "(give a larger --epochs to train on)", file=sys.stderr)  # fmt: skip
+        print(
+            f"the run in {out} is complete ({run.epoch} epochs); nothing to train "
+            "(give a larger --epochs to train on)",
+            file=sys.stderr,
+        )
     with models.x64_scope(config):
         dtype = jnp.dtype(config.dtype)
         hp_values = settings.hparams_of(s) if meta is None else meta["hparams"]  # exact on resume
         hp = make_hparams(s["update_rule"], dtype, **hp_values)
-        fit_args = dict(batch_size=s["batch_size"], seed=s["seed"],
-                        replace=s["sampling"] == "replace", chunks_per_epoch=CHUNKS_PER_EPOCH,
-                        num_train_samples=NUM_TRAIN_SAMPLES)  # fmt: skip
+        fit_args = dict(
+            batch_size=s["batch_size"],
+            seed=s["seed"],
+            replace=s["sampling"] == "replace",
+            chunks_per_epoch=CHUNKS_PER_EPOCH,
+            num_train_samples=NUM_TRAIN_SAMPLES,
+        )
         fit_args.update(structure_args(s))
         if meta is not None:  # the saved arguments, so the run continues exactly
             fit_args.update(meta["fit"])
         fit_args["num_epochs"] = s["epochs"]
-        new_meta = dict(config=config, update_rule=s["update_rule"], hparams=hp, fit=fit_args,
-                        settings=s, data_fingerprint=fingerprint, data_dir=data_dir)  # fmt: skip
+        new_meta = dict(
+            config=config,
+            update_rule=s["update_rule"],
+            hparams=hp,
+            fit=fit_args,
+            settings=s,
+            data_fingerprint=fingerprint,
+            data_dir=data_dir,
+        )
         show_bar = not quiet and sys.stderr.isatty()
         progress, clear = flags.progress_bar(show_bar, s["epochs"])
 
@@ -256,8 +283,9 @@ def _train_jax(
             clear()
             lower = {**s, "learning_rate": s["learning_rate"] / 10}
             again = flags.train_command(lower, f"{out}-lr{lower['learning_rate']:g}")
-            print(f"error: {exc} Start again with a 10x lower learning rate: {again}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"error: {exc} Start again with a 10x lower learning rate: {again}", file=sys.stderr
+            )
             return 3
         except BaseException:
             clear()
@@ -308,8 +336,12 @@ def _train_numpy(config, s, data) -> dict:
         "epoch_seconds": [seconds / n] * n,
         "lr": [s["learning_rate"] * s["lr_decay"] ** e for e in range(n)],  # decayed per epoch
     }
-    stats = {f"{k}{i}": bn[k] for i, bn in enumerate(model.bn_params, 1) for k in bn
-             if k in ("running_mean", "running_var")}  # fmt: skip
+    stats = {
+        f"{k}{i}": bn[k]
+        for i, bn in enumerate(model.bn_params, 1)
+        for k in bn
+        if k in ("running_mean", "running_var")
+    }
     return dict(
         history=history,
         best_params=model.params,

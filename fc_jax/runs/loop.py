@@ -319,8 +319,20 @@ def train_lanes(
             lanes = lanes._replace(hparams=hp)
         ndev = len(devices)
         W = -(-min(K, width or K) // ndev) * ndev
-        ctx = _Context(fns, compiled, W, hp, seeds, schedule, host, fns.put_replicated(host), steps, chunks,
-                       progress, augment.active)  # fmt: skip
+        ctx = _Context(
+            fns,
+            compiled,
+            W,
+            hp,
+            seeds,
+            schedule,
+            host,
+            fns.put_replicated(host),
+            steps,
+            chunks,
+            progress,
+            augment.active,
+        )
         saver = _Saver(on_epoch_end, schedule.checkpoint_every)
         try:
             while True:

@@ -339,8 +339,20 @@ def run_sweep(
         seeds = space.trial_seeds(trials)
         width = max_lanes or lane_group_size(len(trials), devices)
         lanes = loop.train_lanes(
-            config, data, hp, seeds, update_rule=update_rule, schedule=sched, width=width,
-            devices=devices, resume=resume, on_epoch_end=on_epoch_end, on_diverge="stop", log=log,
-            progress=progress, stop=stop, cache=cache,
-        )  # fmt: skip
+            config,
+            data,
+            hp,
+            seeds,
+            update_rule=update_rule,
+            schedule=sched,
+            width=width,
+            devices=devices,
+            resume=resume,
+            on_epoch_end=on_epoch_end,
+            on_diverge="stop",
+            log=log,
+            progress=progress,
+            stop=stop,
+            cache=cache,
+        )
     return result_of(lanes, config, update_rule, trials, hp, sched, devices)

@@ -72,10 +72,15 @@ def _lane_spec(tpl, K: int, hparams_dtype: str | None = None) -> Spec:
     plus the lanes' own hyperparameters (`lanes/hparams/<name>`) when they have changed (PBT)."""
     p, s, o, k = tpl
     stack = lambda spec: {n: ((K, *shape), dt) for n, (shape, dt) in spec.items()}
-    spec = {"ts/key": ((K, *k.shape), k.dtype), "ts/step": ((K,), np.int32),
-            "ts/diverged": ((K,), bool), "lanes/epoch": ((K,), np.int64),
-            "lanes/budget": ((K,), np.int64), "lanes/best_val_acc": ((K,), np.float64),
-            "lanes/best_epoch": ((K,), np.int64)}  # fmt: skip
+    spec = {
+        "ts/key": ((K, *k.shape), k.dtype),
+        "ts/step": ((K,), np.int32),
+        "ts/diverged": ((K,), bool),
+        "lanes/epoch": ((K,), np.int64),
+        "lanes/budget": ((K,), np.int64),
+        "lanes/best_val_acc": ((K,), np.float64),
+        "lanes/best_epoch": ((K,), np.int64),
+    }
     for prefix, t in [("params", p), ("model_state", s), ("opt_state", o)]:
         spec.update(stack(tree_spec(prefix, t)))
     if hparams_dtype is not None:
