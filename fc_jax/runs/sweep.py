@@ -212,7 +212,7 @@ def make_schedule(
     **structure,
 ) -> Schedule:
     """A `Schedule` from `run_sweep`'s keywords (ValueError for an unknown schedule name);
-    `structure`: lr_schedule, crop_pad, flip, image_shape (the `Schedule` fields)."""
+    `structure`: lr_schedule, crop_pad, flip, image_shape, checkpoint_every (`Schedule` fields)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     halving = Halving(eta, min_epochs) if schedule == "halving" else None
@@ -328,8 +328,8 @@ def run_sweep(
         crop_pad=crop_pad,
         flip=flip,
         image_shape=shape,
+        checkpoint_every=checkpoint_every,
     )
-    sched = sched._replace(checkpoint_every=checkpoint_every)
     if max_lanes is not None:
         check_integer("max_lanes", max_lanes)
     devices = list(jax.devices() if devices is None else devices)
