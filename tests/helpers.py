@@ -1,12 +1,34 @@
 """Small helpers shared by the tests."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Ctrl-C as a terminal sends it, even when the tests run where SIGINT is ignored (a background
+# job inherits SIG_IGN, and Python then leaves it ignored): the child restores the default first.
+_INTERRUPTIBLE = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'fc-jax'; runpy.run_module('fc_jax', run_name='__main__')"
+)
+
+
+def spawn_fc_jax(*argv, env=None) -> subprocess.Popen:
+    """`fc-jax ARGV...` as a child process of this checkout (text pipes for stdout and stderr)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTIBLE, *map(str, argv)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def real_cifar10_dir(needed: str = "data_batch_1") -> Path:

@@ -3,10 +3,7 @@ that the last finished epoch is always saved (end, divergence, Ctrl-C, SIGTERM),
 from whatever was written last ends bit for bit where an uninterrupted run ends."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -20,6 +17,7 @@ from fc_jax.runs import fit, loop
 from fc_jax.runs.schedule import Schedule, check_schedule, checkpoint_due
 from fc_jax.storage import checkpoint
 from fc_jax.storage.checkpoint import load_run
+from tests.helpers import spawn_fc_jax
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = "--dataset digits --num-training 300 --num-validation 100 --num-test 100 --batch-size 50"
@@ -149,21 +147,6 @@ def test_bad_seconds_are_refused_in_one_line(tmp_path, capsys, command, bad):
     assert not (tmp_path / "r").exists()
 
 
-def _spawn(*argv):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    code = (
-        "import sys, runpy; sys.argv[0] = 'fc-jax'; runpy.run_module('fc_jax', run_name='__main__')"
-    )
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *map(str, argv)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _epochs_printed(stdout: str) -> int:
     return max(
         (int(line.split()[1]) for line in stdout.splitlines() if line.startswith("(Epoch")),
@@ -187,7 +170,9 @@ def _history(folder: Path) -> dict:
 def test_sigkill_between_writes_resumes_bit_for_bit(tmp_path):
     """Killed after its last write and later epochs: the resume trains those again, exactly."""
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    proc = _spawn("train", *SMALL, "--epochs", 10**5, "--checkpoint-every", 0.5, "--out", killed)
+    proc = spawn_fc_jax(
+        "train", *SMALL, "--epochs", 10**5, "--checkpoint-every", 0.5, "--out", killed
+    )
     lines = []
     _read_until(proc, lines, lambda: (killed / "checkpoint.npz").exists())
     saved = load_run(killed)[0].epoch
@@ -197,9 +182,9 @@ def test_sigkill_between_writes_resumes_bit_for_bit(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert load_run(killed)[0].epoch == saved < _epochs_printed("".join(lines)) - 1
     epochs = _epochs_printed("".join(lines)) + 2  # past where it was killed
-    proc = _spawn("train", "--resume", killed, "--epochs", epochs, "--quiet")
+    proc = spawn_fc_jax("train", "--resume", killed, "--epochs", epochs, "--quiet")
     assert proc.communicate(timeout=300)[0] and proc.returncode == 0
-    proc = _spawn("train", *SMALL, "--epochs", epochs, "--out", straight)
+    proc = spawn_fc_jax("train", *SMALL, "--epochs", epochs, "--out", straight)
     assert proc.communicate(timeout=300)[0] and proc.returncode == 0
     assert _history(killed) == _history(straight)
     m, n = np.load(straight / "model.npz"), np.load(killed / "model.npz")
@@ -209,7 +194,7 @@ def test_sigkill_between_writes_resumes_bit_for_bit(tmp_path):
 @pytest.mark.slow
 def test_sigterm_saves_the_latest_epoch_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
-    proc = _spawn("train", *SMALL, "--epochs", 10**5, "--checkpoint-every", 1e9, "--out", out)
+    proc = spawn_fc_jax("train", *SMALL, "--epochs", 10**5, "--checkpoint-every", 1e9, "--out", out)
     lines = []
     _read_until(proc, lines, lambda: len(lines) >= 3)
     proc.send_signal(signal.SIGTERM)

@@ -19,6 +19,7 @@ import pytest
 
 from fc_jax import cli
 from fc_jax.storage.checkpoint import load_run
+from tests.helpers import spawn_fc_jax
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = "--dataset digits --num-training 300 --num-validation 100 --num-test 100 --batch-size 50"
@@ -38,29 +39,9 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
-# Ctrl-C as a terminal sends it, even when this test runs where SIGINT is ignored (a background
-# job inherits SIG_IGN, and Python then leaves it ignored): the child restores the default first.
-_INTERRUPTIBLE = (
-    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "sys.argv[0] = 'fc-jax'; runpy.run_module('fc_jax', run_name='__main__')"
-)
-
-
-def _spawn(*argv, env=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-c", _INTERRUPTIBLE, *map(str, argv)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _wait_until_importing_jax(proc, timeout=60.0):
     """Wait until the child maps jaxlib: it is then inside `main()`'s start-up (jax is imported
-    only there), past the SIGINT handler `_INTERRUPTIBLE` installs and before any output exists.
+    only there), past the SIGINT handler `spawn_fc_jax`'s child installs and before any output exists.
     A fixed sleep was flaky: on a loaded machine the interpreter had not yet installed its handler,
     and a child started from a shell job inherits SIGINT ignored, so the signal was lost."""
     maps, t0 = Path(f"/proc/{proc.pid}/maps"), time.time()
@@ -148,7 +129,7 @@ def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path, caps
 def test_a_second_writer_is_refused_and_kill_9_leaves_no_stale_lock(tmp_path, capsys):
     out = tmp_path / "run"
     long_run = "--dataset digits --epochs 500 --hidden-dims 16 --quiet --checkpoint-every 0"
-    first = _spawn("train", *long_run.split(), "--out", out)  # a checkpoint every epoch
+    first = spawn_fc_jax("train", *long_run.split(), "--out", out)  # a checkpoint every epoch
     try:
         _wait_for(out / "checkpoint.npz")
         code, _, err = _main(
@@ -265,14 +246,14 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, command):
     out = tmp_path / "run"
     extra = ["--learning-rate", "1e-3", "1e-2"] if command == "sweep" else []
     long_run = "--dataset digits --epochs 500 --hidden-dims 16 --quiet --checkpoint-every 0"
-    proc = _spawn(command, *long_run.split(), *extra, "--out", out)
+    proc = spawn_fc_jax(command, *long_run.split(), *extra, "--out", out)
     _wait_for(out / "checkpoint.npz")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert _one_line(err) == f"interrupted; continue with: fc-jax {command} --resume {out}"
     # and at start-up, before anything is created
-    proc = _spawn("train", "--dataset", "digits", "--out", tmp_path / "early")
+    proc = spawn_fc_jax("train", "--dataset", "digits", "--out", tmp_path / "early")
     _wait_until_importing_jax(proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -409,15 +390,15 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path, capsy
     ]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # every run as its own `fc-jax` process: the same CPU devices (one per core) each time
-    proc = _spawn(*argv, "--out", straight)
+    proc = spawn_fc_jax(*argv, "--out", straight)
     assert proc.communicate(timeout=300)[1] == "" and proc.returncode == 0
-    proc = _spawn(*argv, "--checkpoint-every", 0, "--out", killed)  # a checkpoint every epoch
+    proc = spawn_fc_jax(*argv, "--checkpoint-every", 0, "--out", killed)  # a checkpoint every epoch
     _wait_for(killed / "checkpoint.npz", poll=0.005)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert "results.json" not in _visible(killed)  # it really stopped part way
-    proc = _spawn("sweep", "--resume", killed, "--quiet")
+    proc = spawn_fc_jax("sweep", "--resume", killed, "--quiet")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert _records(killed) == _records(straight)
