@@ -12,7 +12,7 @@ on. The command line (`fc_jax.cli`) is a thin layer over these; notebooks and te
 import hashlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,6 +23,8 @@ from fc_jax.runs.space import check_seed
 
 __all__ = [
     "DEFAULTS",
+    "RECIPES",
+    "Recipe",
     "RULES",
     "PRECISIONS",
     "settings",
@@ -55,6 +57,7 @@ _COMMON: dict[str, Any] = dict(
     flip=False,  # random horizontal flips (off: the recipes, and digits are not mirror-symmetric)
     whiten="none",  # or "zca": computed once from the training split (fc_jax.data.whiten)
     whiten_epsilon=0.1,  # ZCA's damping, relative to the mean pixel variance
+    recipe="default",  # a name in RECIPES: its values override DEFAULTS[dataset]
 )
 DEFAULTS: dict[str, dict[str, Any]] = {
     # The default recipe: measured in README.md ("fc-jax train" line) and benchmarks/RESULTS.md.
@@ -83,11 +86,59 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def settings(dataset: str, given: dict) -> dict:
-    """`DEFAULTS[dataset]` overridden by the non-None entries of `given`, checked."""
+class Recipe(NamedTuple):
+    """A named set of settings (`fc-jax train --recipe NAME`; flags still override each value)."""
+
+    values: dict[str, Any]  # what differs from DEFAULTS["cifar10"]
+    reaches: str  # what it reaches, measured (benchmarks/RESULTS.md, "Recipes")
+
+
+# Each CIFAR-10 recipe beyond the default: found with scripts/search_recipes.py, measured in
+# benchmarks/RESULTS.md ("Recipes"); they report the whole 10000-image test set.
+_AUGMENTED = dict(
+    hidden_dims=[2048, 1024],
+    keep_prob=0.5,
+    learning_rate=3e-3,
+    lr_schedule="cosine",
+    warmup_epochs=1.0,
+    final_lr_fraction=0.01,
+    label_smoothing=0.1,
+    crop_pad=2,
+    flip=True,
+    precision="bf16",
+    num_test=10000,
+)
+RECIPES: dict[str, Recipe] = {
+    "default": Recipe({}, "about 58% test in under a minute on a 2-core CPU"),
+    "cpu-10min": Recipe(dict(_AUGMENTED, epochs=60), "measuring"),
+    "cpu-1h": Recipe(dict(_AUGMENTED, epochs=320), "measuring"),
+    "gpu": Recipe(
+        dict(_AUGMENTED, hidden_dims=[4096, 4096], crop_pad=4, batch_size=1000, epochs=300),
+        "unmeasured: no GPU was lent; it runs on a CPU too",
+    ),
+}
+
+
+def recipe_defaults(dataset: str, recipe: str = "default") -> dict:
+    """The settings a run starts from: `DEFAULTS[dataset]` with recipe `recipe`'s values.
+
+    Raises:
+      ValueError: an unknown dataset or recipe, or a CIFAR-10 recipe for another dataset.
+    """
     if dataset not in DEFAULTS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DEFAULTS)}")
-    s = {**DEFAULTS[dataset], **{k: v for k, v in given.items() if v is not None}}
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; expected one of {tuple(RECIPES)}")
+    if recipe != "default" and dataset != "cifar10":
+        raise ValueError(f"--recipe {recipe} is a CIFAR-10 recipe; drop --dataset {dataset}")
+    return {**DEFAULTS[dataset], **RECIPES[recipe].values, "recipe": recipe}
+
+
+def settings(dataset: str, given: dict) -> dict:
+    """`DEFAULTS[dataset]`, with the values of the recipe `given["recipe"]` names (if any),
+    overridden by the non-None entries of `given`, checked."""
+    base = recipe_defaults(dataset, given.get("recipe") or "default")
+    s = {**base, **{k: v for k, v in given.items() if v is not None}}
     s["dataset"] = dataset
     check_settings(s)
     return s

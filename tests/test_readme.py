@@ -1,7 +1,7 @@
 """Every command and Python snippet in README.md runs, in the README's order, in one fresh folder.
 
-`fc-jax ...` commands run as `python -m fc_jax ...`; the default CIFAR-10 run gets a small subset and
-one epoch appended (`SHORTER`): the README's own figures come from `benchmarks/RESULTS.md`. Python
+`fc-jax ...` commands run as `python -m fc_jax ...`; the default CIFAR-10 run and the `--recipe` runs
+get a small subset and one epoch appended (`SHORTER`): the README's own figures come from `benchmarks/RESULTS.md`. Python
 blocks run in one namespace, after the commands (they read the folders the commands wrote).
 """
 
@@ -61,6 +61,8 @@ def test_readme_commands_and_snippets_run(tmp_path):
     for args in _commands():
         if args == ["train"]:  # the default CIFAR-10 recipe: a short stand-in
             args = [*args, *SHORTER, "--out", "runs/cifar10"]
+        elif args[0] == "train" and "--recipe" in args:  # the longer recipes: the same
+            args = [*args, *SHORTER]
         quiet = ["--quiet"] if args[0] in ("train", "sweep") else []
         cmd = [sys.executable, "-m", "fc_jax", *args, *quiet]
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)

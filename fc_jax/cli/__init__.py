@@ -106,6 +106,7 @@ def main(argv=None) -> int:
     """Run the command line `argv` (default `sys.argv[1:]`); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     cpu_devices_for_sweeps(argv)
+    WriteError: type | tuple = ()  # until imported: an import error stays the import error
     try:  # Ctrl-C from here on, start-up (imports) included, is one line and exit code 130
         with _interrupts_deferred():  # the imports load jax's C++ extension
             from fc_jax.cli.flags import UsageError
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except WriteError as exc:  # noqa: F821 (imported inside the try)
+    except WriteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
     except ValueError as exc:  # DataError, CheckpointError, FolderBusyError are ValueErrors

@@ -24,7 +24,7 @@ from pathlib import Path
 from fc_jax.hparams import HPARAMS, RULE_DEFAULTS
 from fc_jax.lr_schedules import LR_SCHEDULES
 from fc_jax.runs.space import MAX_SEED
-from fc_jax.settings import DEFAULTS, PRECISIONS, RULES
+from fc_jax.settings import DEFAULTS, PRECISIONS, RECIPES, RULES, recipe_defaults
 
 __all__ = [
     "Parser",
@@ -177,6 +177,14 @@ def seed(s: str) -> int:
 
 def add_data(p) -> None:
     a = p.add_argument
+    a(
+        "--recipe",
+        choices=tuple(RECIPES),
+        metavar="NAME",
+        help="start from a named recipe (CIFAR-10; the other flags override its values): "
+        + "; ".join(f"{name}: {r.reaches}".replace("%", "%%") for name, r in RECIPES.items())
+        + " (default: default; fc_jax.settings.RECIPES lists each one's values)",
+    )
     a("--dataset", choices=sorted(DEFAULTS), help="default: cifar10")
     a(
         "--data-dir",
@@ -422,10 +430,10 @@ def resume_dir(path) -> Path:
 
 
 def train_command(s: dict, out) -> str:
-    """The `fc-jax train` command line that starts a run with settings `s` into `out` (the flags
-    that differ from the dataset's recipe, every other hyperparameter `s` sets, e.g. beta1, and
+    """The `fc-jax train` command line that starts a run with settings `s` into `out` (its
+    `--recipe`, the flags that differ from that recipe, every other hyperparameter `s` sets, e.g. beta1, and
     the data folder)."""
-    recipe = DEFAULTS[s["dataset"]]
+    recipe = {**recipe_defaults(s["dataset"], s.get("recipe", "default")), "recipe": "default"}
     words = ["fc-jax", "train", "--dataset", s["dataset"]]
     for k, v in s.items():
         if (

@@ -60,7 +60,14 @@ _NET = (
     "num_validation",
     "num_test",
 )
-_NET += ("lr_schedule", "crop_pad", "flip", "whiten", "whiten_epsilon")  # shared by every lane
+_NET += (
+    "recipe",
+    "lr_schedule",
+    "crop_pad",
+    "flip",
+    "whiten",
+    "whiten_epsilon",
+)  # shared by every lane
 _SPACE = ("random", "spec", "seeds", *(f.replace("-", "_") for f in _FLAG.values()))
 _RUN = (
     "schedule",
