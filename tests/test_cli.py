@@ -358,7 +358,7 @@ def test_out_is_never_a_foreign_folder_or_the_data_folder(tmp_path, capsys, monk
 
 
 def test_out_may_be_an_fc_jax_run_or_an_empty_folder(tmp_path):
-    from fc_jax.cli.flags import check_out_dir
+    from fc_jax.workdir.folders import check_out_dir
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / ".lock").write_text("")  # left by a run stopped before its checkpoint
@@ -411,12 +411,17 @@ def test_eval_takes_channels_last_images_and_refuses_scaled_ones(tmp_path, capsy
 
 def _prepared(command: str):
     """The settings and folder `fc-jax train` would use for a printed command line (no training)."""
-    from fc_jax.cli import train as train_cli
+    from fc_jax.cli.flags import given
+    from fc_jax.workdir.training import prepare_train
 
     words = shlex.split(command)
     assert words[:2] == ["fc-jax", "train"]
-    s, out, _, _ = train_cli._prepare(cli.build_parser().parse_args(words[1:]))
-    return s, out
+    args = cli.build_parser().parse_args(words[1:])
+    assert args.resume is None and args.backend == "jax"
+    values = given(args, cli.train.SETTING_NAMES)
+    s = settings.settings(values.get("dataset", "cifar10"), values)
+    plan = prepare_train(args.out, s, data_dir=args.data_dir)
+    return plan.settings, plan.out_dir
 
 
 @pytest.mark.parametrize(
@@ -428,7 +433,7 @@ def _prepared(command: str):
     ],
 )
 def test_train_command_starts_a_run_with_these_settings(tmp_path, dataset, given):
-    from fc_jax.cli.flags import train_command
+    from fc_jax.workdir.folders import train_command
 
     s = settings.settings(dataset, given)
     command = train_command(s, tmp_path / "a run")

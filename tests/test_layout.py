@@ -26,6 +26,7 @@ RING = (
     "fc_jax.storage",
     "fc_jax.report",
     "fc_jax.settings",
+    "fc_jax.workdir",
     "fc_jax.cli",
 )
 
@@ -101,7 +102,7 @@ def test_every_public_name_is_defined_where_it_is_listed():
         assert set(listed) <= defined, (name, sorted(set(listed) - defined))
 
 
-@pytest.mark.parametrize("package", ["runs", "data", "storage", "report"])
+@pytest.mark.parametrize("package", ["runs", "data", "storage", "report", "workdir"])
 def test_ring_package_inits_list_their_modules(package):
     init = ROOT / package / "__init__.py"
     tree = ast.parse(init.read_text())

@@ -7,6 +7,7 @@ import pytest
 
 from fc_jax import cli, settings
 from fc_jax.cli import flags
+from fc_jax.workdir.folders import train_command
 from tests.helpers import real_cifar10_dir
 
 
@@ -41,7 +42,7 @@ def test_recipes_differ_from_the_default_and_are_refused_for_digits_or_unknown()
 @pytest.mark.parametrize("name", ["default", "cpu-1h"])
 def test_train_command_names_the_recipe_and_only_what_differs_from_it(name):
     s = settings.settings("cifar10", {"recipe": name, "seed": 3})
-    words = shlex.split(flags.train_command(s, "/tmp/x"))
+    words = shlex.split(train_command(s, "/tmp/x"))
     assert ("--recipe" in words) == (name != "default")
     assert words[words.index("--seed") + 1] == "3"
     assert "--hidden-dims" not in words  # the recipe's own width is not repeated

@@ -18,12 +18,12 @@ import pytest
 from jax.sharding import Mesh
 
 from fc_jax import cli, models, settings, train
-from fc_jax.cli import sweep as sweep_cli
 from fc_jax.data.datasets import synthetic
 from fc_jax.hparams import HParams, make_hparams
 from fc_jax.optim import get_optimizer
 from fc_jax.report import sweeps
 from fc_jax.runs import fit, placement, schedule, space, sweep
+from fc_jax.workdir.sweeping import trial_space
 
 D, C = 6, 3
 
@@ -450,10 +450,9 @@ def test_retrain_best_help_says_it_trains_from_scratch():
 
 
 def test_cli_random_and_spec_spaces(tmp_path):
-    parse = lambda *a: cli.build_parser().parse_args(["sweep", "--dataset", "digits", *a])
     s = {**settings.DEFAULTS["digits"], "dataset": "digits"}
-    trials = sweep_cli._trials(
-        parse("--random", "6", "--learning-rate-range", "1e-4", "1e-2", "--reg", "0", "0.1"), s
+    trials, _ = trial_space(
+        s, random=6, ranges={"learning_rate": (1e-4, 1e-2)}, lists={"reg": [0, 0.1]}
     )
     assert len(trials) == 6 and all(
         1e-4 <= t["learning_rate"] <= 1e-2 and t["reg"] in (0, 0.1) for t in trials
@@ -465,9 +464,9 @@ def test_cli_random_and_spec_spaces(tmp_path):
         json.dumps({"grid": {"reg": [0.0, 0.5], "seeds_are_not": [1]}})
     )
     with pytest.raises(ValueError, match="seeds_are_not"):
-        sweep_cli._trials(parse("--spec", str(tmp_path / "s.json")), s)
+        trial_space(s, spec=str(tmp_path / "s.json"))
     with pytest.raises(ValueError, match="--spec"):
-        sweep_cli._trials(parse("--spec", str(tmp_path / "s.json"), "--reg", "0.1"), s)
+        trial_space(s, spec=str(tmp_path / "s.json"), lists={"reg": [0.1]})
 
 
 def test_probability_ranges_are_uniform_scales_log_uniform():
@@ -477,12 +476,9 @@ def test_probability_ranges_are_uniform_scales_log_uniform():
         assert space.RANGE_SAMPLING[name] == "uniform", name
     for name in ("learning_rate", "weight_scale", "reg", "epsilon"):
         assert space.RANGE_SAMPLING[name] == "log-uniform", name
-    parse = lambda *a: cli.build_parser().parse_args(["sweep", "--dataset", "digits", *a])
     s = {**settings.DEFAULTS["digits"], "dataset": "digits"}
-    flags_ = ("--random", "400", "--random-seed", "5", "--learning-rate-range", "1e-4", "1e-2")
-    trials = sweep_cli._trials(
-        parse(*flags_, "--keep-prob-range", "0.5", "1", "--beta1-range", "0.8", "0.99"), s
-    )
+    ranges = {"learning_rate": (1e-4, 1e-2), "keep_prob": (0.5, 1), "beta1": (0.8, 0.99)}
+    trials, _ = trial_space(s, random=400, random_seed=5, ranges=ranges)
     want = space.random(
         400,
         {

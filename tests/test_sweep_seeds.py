@@ -140,23 +140,22 @@ def test_halving_sweep_with_seeds_keeps_whole_groups(x64):
 
 
 def test_spec_seeds_and_bad_seeds(tmp_path):
-    parse = lambda *a: cli.build_parser().parse_args(["sweep", "--dataset", "digits", *a])
     from fc_jax import settings
-    from fc_jax.cli import sweep as sweep_cli
+    from fc_jax.workdir.sweeping import trial_space
 
     s = settings.settings("digits", {})
     (tmp_path / "s.json").write_text(json.dumps({"grid": {"reg": [0.0, 0.5]}, "seeds": 3}))
-    trials, seeds = sweep_cli._space(parse("--spec", str(tmp_path / "s.json")), s)
+    trials, seeds = trial_space(s, spec=tmp_path / "s.json")
     assert len(trials) == 2 and seeds == 3
-    assert sweep_cli._space(parse("--reg", "0", "--seeds", "2"), s)[1] == 2
+    assert trial_space(s, lists={"reg": [0.0]}, seeds=2)[1] == 2
     with pytest.raises(ValueError, match="differs from the spec"):
-        sweep_cli._space(parse("--spec", str(tmp_path / "s.json"), "--seeds", "2"), s)
+        trial_space(s, spec=tmp_path / "s.json", seeds=2)
     (tmp_path / "b.json").write_text(json.dumps({"grid": {"reg": [0.0]}, "seeds": 0}))
     with pytest.raises(ValueError, match='"seeds" must be an integer >= 1'):
-        sweep_cli._space(parse("--spec", str(tmp_path / "b.json")), s)
+        trial_space(s, spec=tmp_path / "b.json")
     with pytest.raises(ValueError, match="seed must be an integer in"):
         top = settings.settings("digits", {"seed": space.MAX_SEED})
-        sweep_cli._space(parse("--reg", "0", "--seeds", "2"), top)
+        trial_space(top, lists={"reg": [0.0]}, seeds=2)
     assert cli.main(["sweep", "--dataset", "digits", "--reg", "0", "--seeds", "0"]) == 2
 
 
@@ -211,7 +210,7 @@ def test_printed_command_retrains_the_winner_exactly(tmp_path, capsys, extra, in
 
 def test_a_shared_batch_lane_of_another_seed_says_the_command_differs(tmp_path):
     from fc_jax import settings
-    from fc_jax.cli import best
+    from fc_jax.workdir import winner as best
 
     res = _fake_seeds_result([0.5, 0.9, 0.4, 0.3])  # the winner: configuration 0, seed 1
     s = settings.settings("digits", {"seed": 0})

@@ -103,14 +103,21 @@ def _terminate_as_interrupt():
 
 
 def main(argv=None) -> int:
-    """Run the command line `argv` (default `sys.argv[1:]`); returns the exit code."""
+    """Run the command line `argv` (default `sys.argv[1:]`); returns the exit code.
+
+    The library raises; this is the one place that turns its exceptions into exit codes.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     cpu_devices_for_sweeps(argv)
-    WriteError: type | tuple = ()  # until imported: an import error stays the import error
+    # Until imported, these catch nothing: an import error stays the import error.
+    WriteError: type | tuple = ()
+    Diverged: type | tuple = ()
+    Interrupted: type | tuple = ()
     try:  # Ctrl-C from here on, start-up (imports) included, is one line and exit code 130
         with _interrupts_deferred():  # the imports load jax's C++ extension
-            from fc_jax.cli.flags import UsageError
+            from fc_jax.cli.flags import UsageError, interrupted
             from fc_jax.storage.files import WriteError
+            from fc_jax.workdir.folders import Diverged, Interrupted
 
             parser = build_parser()
         try:
@@ -120,15 +127,21 @@ def main(argv=None) -> int:
         except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        args.argv = argv  # for the command lines a subcommand prints (e.g. after Ctrl-C)
         with _terminate_as_interrupt():
             return args.func(args)
+    except Interrupted as exc:  # a run or sweep: how to resume it, or to start it again
+        if exc.lead:
+            print(interrupted(args.command, exc.out_dir, argv), file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except WriteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
+    except Diverged as exc:  # the last good checkpoint is kept; the message says how to go on
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except ValueError as exc:  # DataError, CheckpointError, FolderBusyError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,17 +6,14 @@ flags (`--lr` is not `--lr-decay`), and an unknown flag names the closest real o
 common alias means: `--lr`, `--dropout`). `add_data`, `add_net`,
 `add_hparams`, `add_schedule` and `add_output` add a group of flags whose help shows its default
 (per dataset where the recipes differ, from `fc_jax.settings.DEFAULTS`); they default to None so
-the recipe (or, with `--resume`, the checkpoint) fills them. `check_out_dir(path, flag, data_dir)`
-refuses an output folder that cannot be one (an existing file, under a file, a name too long, the
-data folder or inside it, a folder of other files that is not an fc-jax run) without creating
-anything; `resume_dir(path)` accepts the run folder or its checkpoint file. `progress_bar` draws a
-one-line bar on stderr.
+the recipe (or, with `--resume`, the checkpoint) fills them. `interrupted` is the line after
+Ctrl-C; `progress_bar` draws a one-line bar on stderr. Output folders and the `fc-jax train`
+command line are library code (`fc_jax.workdir.folders`).
 """
 
 import argparse
 import difflib
 import math
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -24,7 +21,8 @@ from pathlib import Path
 from fc_jax.hparams import HPARAMS, RULE_DEFAULTS
 from fc_jax.lr_schedules import LR_SCHEDULES
 from fc_jax.runs.space import MAX_SEED
-from fc_jax.settings import DEFAULTS, PRECISIONS, RECIPES, RULES, recipe_defaults
+from fc_jax.settings import DEFAULTS, PRECISIONS, RECIPES, RULES
+from fc_jax.workdir.folders import CHECKPOINT_EVERY
 
 __all__ = [
     "Parser",
@@ -35,16 +33,11 @@ __all__ = [
     "add_schedule",
     "add_output",
     "given",
-    "check_out_dir",
-    "RUN_FILES",
-    "resume_dir",
-    "train_command",
     "interrupted",
     "progress_bar",
     "positive_int",
     "add_checkpoint",
     "seconds",
-    "CHECKPOINT_EVERY",
     "seed",
 ]
 
@@ -284,10 +277,6 @@ def add_schedule(p) -> None:
     )
 
 
-# Seconds between checkpoints by default (benchmarks/bench_checkpoint.py, benchmarks/RESULTS.md).
-CHECKPOINT_EVERY = 60.0
-
-
 def seconds(s: str) -> float:
     try:
         v = float(s)
@@ -326,136 +315,6 @@ def given(args, names) -> dict:
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
-# What fc-jax writes into a run or sweep folder: a folder holding one of these is an fc-jax run.
-RUN_FILES = (
-    "checkpoint.npz",
-    "model.npz",
-    "history.json",
-    "history.csv",
-    "curves.png",
-    "best_params.npz",
-    "results.json",
-    "results.csv",
-    "sweep.png",
-    "best_config.json",
-    "models",
-    "retrain",
-    "study.db",
-)
-
-
-def check_out_dir(path, flag: str = "--out", data_dir=None) -> Path:
-    """`path` as an output folder, refused with a ValueError if it cannot be one; creates nothing.
-
-    Refused: an existing file or a path under one, a name too long, a folder without write
-    permission, the data folder (`data_dir`, `$FC_JAX_DATA_DIR`) or a folder inside it, and an
-    existing folder that holds files but none that fc-jax writes (`RUN_FILES`; the folder lock and
-    leftover temporary files do not count).
-    """
-    out = Path(path).expanduser()
-    for part in out.parts:
-        if len(os.fsencode(part)) > 255:
-            raise ValueError(
-                f"{flag} {str(out)[:60]}...: the name {part[:40]!r}... is longer than 255 bytes"
-            )
-    if len(os.fsencode(str(out.absolute()))) > 4000:
-        raise ValueError(f"{flag} {str(out)[:60]}...: the path is too long")
-    try:
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"{flag} {out} is an existing file; give a folder")
-    except OSError as exc:
-        raise ValueError(f"{flag} {out}: {exc.strerror}") from None
-    for parent in out.resolve().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{flag} {out} lies under {parent}, which is a file")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise ValueError(f"{flag} {out}: cannot create it in {parent} (permission denied)")
-            break
-    _check_not_data(out, flag, data_dir)
-    _check_foreign(out, flag)
-    return out
-
-
-def _check_not_data(out: Path, flag: str, data_dir) -> None:
-    real = out.resolve()
-    for folder, source in (
-        (data_dir, "--data-dir"),
-        (os.environ.get("FC_JAX_DATA_DIR"), "$FC_JAX_DATA_DIR"),
-    ):
-        if not folder:
-            continue
-        data = Path(folder).expanduser().resolve()
-        if real == data or data in real.parents:
-            where = "is the data folder" if real == data else f"lies inside the data folder {data}"
-            raise ValueError(
-                f"{flag} {out} {where} ({source}), which fc-jax never writes to; "
-                f"give an output folder elsewhere"
-            )
-
-
-def _check_foreign(out: Path, flag: str) -> None:
-    from fc_jax.storage.files import LOCK_NAME
-
-    try:
-        if not out.is_dir():
-            return
-        entries = sorted(
-            e.name + ("/" if e.is_dir() else "")
-            for e in out.iterdir()
-            if e.name != LOCK_NAME and not (e.name.startswith(".") and e.name.endswith(".tmp"))
-        )
-    except OSError as exc:
-        raise ValueError(f"{flag} {out}: {exc.strerror}") from None
-    if entries and not {e.rstrip("/") for e in entries} & set(RUN_FILES):
-        shown = ", ".join(entries[:4]) + (
-            f" and {len(entries) - 4} more" if len(entries) > 4 else ""
-        )
-        raise ValueError(
-            f"{flag} {out} holds other files ({shown}) and is not an fc-jax run; give "
-            f"a new or empty folder, e.g. {flag} {out / 'run'}"
-        )
-
-
-def resume_dir(path) -> Path:
-    """The run folder of `--resume PATH`: the folder itself, or the one holding the checkpoint file."""
-    p = Path(path).expanduser()
-    if p.is_file() and p.suffix == ".npz":
-        return p.parent
-    if p.exists() and not p.is_dir():
-        raise ValueError(f"--resume {p} is a file; pass the run's folder")
-    if not p.exists():
-        raise ValueError(f"--resume {p}: no such folder (no checkpoint at {p / 'checkpoint.npz'})")
-    return p
-
-
-def train_command(s: dict, out) -> str:
-    """The `fc-jax train` command line that starts a run with settings `s` into `out` (its
-    `--recipe`, the flags that differ from that recipe, every other hyperparameter `s` sets, e.g. beta1, and
-    the data folder)."""
-    recipe = {**recipe_defaults(s["dataset"], s.get("recipe", "default")), "recipe": "default"}
-    words = ["fc-jax", "train", "--dataset", s["dataset"]]
-    for k, v in s.items():
-        if (
-            (k not in recipe and k not in HPARAMS)  # HParams values not in the recipe: given
-            or v is None
-            or v == recipe.get(k, HPARAMS[k].default if k in HPARAMS else None)
-            or (isinstance(v, list | tuple) and list(v) == list(recipe.get(k) or []))
-        ):
-            continue
-        if isinstance(v, bool):  # --flip / --no-flip
-            words.append(f"--{'' if v else 'no-'}{k.replace('_', '-')}")
-            continue
-        values = v if isinstance(v, list | tuple) else [v]
-        words += [
-            f"--{k.replace('_', '-')}",
-            *(repr(x) if isinstance(x, float) else str(x) for x in values),
-        ]
-    if s["dataset"] == "cifar10" and s.get("data_dir"):
-        words += ["--data-dir", str(s["data_dir"])]
-    return shlex.join([*words, "--out", str(out)])
-
-
 def interrupted(command: str, out: Path, argv) -> str:
     """The line after Ctrl-C: how to resume when a checkpoint exists, else how to start again."""
     if (out / "checkpoint.npz").exists():
@@ -469,11 +328,12 @@ def interrupted(command: str, out: Path, argv) -> str:
     return f"interrupted before any checkpoint was written: nothing was saved; start again with: {again}"
 
 
-def progress_bar(enabled: bool, epochs: int):
-    """(progress(epoch, done, total), clear()): a one-line bar on stderr, drawn when enabled."""
+def progress_bar(enabled: bool):
+    """(progress(epoch, epochs, done, total), clear()): a one-line bar on stderr, drawn when
+    enabled (`progress` as `fc_jax.workdir.training.train_in` calls it)."""
     width = [0]
 
-    def progress(epoch: int, done: int, total: int) -> None:
+    def progress(epoch: int, epochs: int, done: int, total: int) -> None:
         if enabled:
             n = round(30 * done / total)
             line = f"\repoch {epoch}/{epochs} [{'#' * n}{'.' * (30 - n)}] {done}/{total}"

@@ -12,8 +12,8 @@ sweep continues with `fc-jax sweep --resume OUT` (or the same command when no ch
 written): the interrupted batch is failed and asked again with the same values, from its latest
 lane checkpoint. The table, `results.csv`, `results.json` and `sweep.png` cover every trial of the
 study run by fc-jax (its number in the "trial" column), `models/trial-<number>.npz` each trial's
-best params. Optuna is optional: `pip install -e ".[optuna]"`; this module imports it only when
-a sweep asks for a sampler.
+best params. Optuna is optional: `pip install -e ".[optuna]"`. This module reads the flags into the
+study's plan; `fc_jax.workdir.sweeping` runs it (and imports Optuna only then).
 """
 
 import re
@@ -23,10 +23,9 @@ from fc_jax import settings
 from fc_jax.cli import flags
 from fc_jax.runs import space
 
-__all__ = ["add_flags", "require_optuna", "check_flags", "plan", "dropout_of", "run"]
+__all__ = ["add_flags", "check_flags", "plan"]
 
 _FLAGS = ("trials", "lanes", "study", "study_name", "pruner")
-_INSTALL = 'pip install -e ".[optuna]"'
 
 
 def add_flags(p) -> None:
@@ -63,17 +62,6 @@ def add_flags(p) -> None:
         default="median",
         help="with --sampler: Optuna pruner that stops lanes after an epoch (default: median)",
     )
-
-
-def require_optuna(sampler: str) -> None:
-    """ValueError (one line) when Optuna, or cmaes for --sampler cmaes, cannot be imported."""
-    try:
-        import optuna  # noqa: F401
-
-        if sampler == "cmaes":
-            import cmaes  # noqa: F401
-    except ImportError:
-        raise ValueError(f"--sampler needs Optuna: {_INSTALL}") from None
 
 
 def check_flags(args) -> None:
@@ -171,67 +159,4 @@ def plan(args, s: dict, out: Path, get) -> dict:
         seed=args.random_seed,
         space=spec,
         fixed=fixed,
-    )
-
-
-def _space(p: dict) -> dict:
-    return space.random_space({"random": {"n": 1, "params": p["space"]}})[2]
-
-
-def dropout_of(p: dict) -> bool:
-    """Whether the net needs dropout layers: some trial may keep less than 1."""
-    d = _space(p).get("keep_prob")
-    low = min(d.values) if isinstance(d, space.Choice) else d.lo if d else 1.0
-    return low < 1 or p["fixed"].get("keep_prob", 1.0) < 1
-
-
-def run(args, s, config, data, opts, out, meta, lead, say, note, report) -> int:
-    """Run the study (`report(result, line)` prints the table and writes the files)."""
-    import optuna
-
-    from fc_jax.cli.sweep import save_models
-    from fc_jax.runs import optuna_bridge as bridge
-
-    p = opts["optuna"]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = bridge.open_study(p["study"], p["study_name"], pruner=bridge.make_pruner(p["pruner"]))
-    note(
-        f"Optuna study {p['study_name']!r} in {p['study']} ({p['sampler']}, {p['trials']} "
-        f"trials, {p['lanes']} lanes at a time); watch it with: optuna-dashboard {p['study']}"
-    )
-    save = None
-    if lead:
-        save = lambda numbers, res: save_models(res, data, out, s)
-    result = bridge.optimize(
-        config,
-        data,
-        study,
-        _space(p),
-        p["trials"],
-        lanes=p["lanes"],
-        fixed=p["fixed"],
-        update_rule=s["update_rule"],
-        sampler=p["sampler"],
-        sampler_seed=p["seed"],
-        seed=s["seed"],
-        num_epochs=s["epochs"],
-        batch_size=s["batch_size"],
-        replace=s["sampling"] == "replace",
-        independent_batches=opts["independent_batches"],
-        max_lanes=opts["max_lanes"],
-        out_dir=out if lead else None,
-        meta={k: v for k, v in meta.items() if k != "config"},
-        on_batch_end=save,
-        log=say,
-    )
-    if not len(result.trials):
-        raise ValueError(f"study {p['study_name']!r} holds no trials trained by fc-jax")
-    return report(
-        result,
-        {
-            "sampler": p["sampler"],
-            "study": p["study"],
-            "study_name": p["study_name"],
-            "dashboard": f"optuna-dashboard {p['study']}",
-        },
     )
