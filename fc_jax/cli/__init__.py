@@ -15,9 +15,11 @@ Contract: `main(argv=None) -> int` parses `argv`, runs one subcommand and return
 
 Subcommands, one module each: `train` (`fc_jax.cli.train`), `sweep` (`fc_jax.cli.sweep`), `eval`
 (`fc_jax.cli.evaluate`), `gradcheck` (`fc_jax.cli.gradcheck`); the flags they share are defined
-once in `fc_jax.cli.flags`, a sweep's winner as an `fc-jax train` command in `fc_jax.cli.best`.
-Recipes, resume merging and data fingerprints are library code (`fc_jax.settings`). jax is imported when `main` runs (the parser reads the recipes), not at
-`import fc_jax.cli`.
+once in `fc_jax.cli.flags`. Each parses its flags, calls the library and prints: training into a
+run folder, sweeps, a sweep's winner and the test-set evaluation are `fc_jax.workdir`; recipes,
+resume merging and data fingerprints `fc_jax.settings`. The library raises; `main` alone turns
+the exceptions into the exit codes above. jax is imported when `main` runs (the parser reads the
+recipes), not at `import fc_jax.cli`.
 """
 
 import contextlib
