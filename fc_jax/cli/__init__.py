@@ -133,7 +133,7 @@ def main(argv=None) -> int:
             return args.func(args)
     except Interrupted as exc:  # a run or sweep: how to resume it, or to start it again
         if exc.lead:
-            print(interrupted(args.command, exc.out_dir, argv), file=sys.stderr)
+            print(interrupted(exc.command, exc.out_dir, exc.argv or argv), file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

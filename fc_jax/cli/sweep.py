@@ -40,6 +40,7 @@ from fc_jax.runs import space
 from fc_jax.runs.placement import is_lead
 from fc_jax.workdir import sweeping
 from fc_jax.workdir.folders import Diverged, check_out_dir, resume_dir
+from fc_jax.workdir.optuna_study import require_optuna
 
 __all__ = ["add_parser", "run", "SWEPT"]
 
@@ -217,7 +218,7 @@ def _space(args, s: dict) -> tuple[list[dict], int]:
 
 def run(args) -> int:
     if args.sampler is not None:
-        sweeping.require_optuna(args.sampler)
+        require_optuna(args.sampler)
     study_cli.check_flags(args)
     kwargs = {}
     if args.resume is None:

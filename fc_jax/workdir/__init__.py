@@ -13,9 +13,10 @@ command line's flags module imports the settings and needs none of this).
               (`evaluate_model`)
   training    one net into a run folder (`prepare_train`, `train_in`)
   sweeping    many configurations into a sweep folder (`trial_space`, `prepare_sweep`, `sweep_in`)
+  optuna_study  the same with an Optuna sampler over lanes (`run_study`; imports Optuna then)
   winner      a sweep's winner: `best_config.json` and `retrain_best`
 
 Import the modules (`from fc_jax.workdir import training`).
 """
 
-__all__ = ["evaluation", "folders", "sweeping", "training", "winner"]
+__all__ = ["evaluation", "folders", "optuna_study", "sweeping", "training", "winner"]

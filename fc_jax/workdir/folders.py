@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fc_jax.hparams import HPARAMS
 from fc_jax.settings import recipe_defaults, settings
+from fc_jax.storage.files import LOCK_NAME
 
 __all__ = [
     "CHECKPOINT_EVERY",
@@ -122,8 +123,6 @@ def _check_not_data(out: Path, flag: str, data_dir) -> None:
 
 
 def _check_foreign(out: Path, flag: str) -> None:
-    from fc_jax.storage.files import LOCK_NAME
-
     try:
         if not out.is_dir():
             return

@@ -28,6 +28,7 @@ from fc_jax.runs import placement, space
 from fc_jax.runs import sweep as sweeps
 from fc_jax.storage import checkpoint, files
 from fc_jax.workdir.folders import CHECKPOINT_EVERY, Interrupted, check_out_dir, resume_dir
+from fc_jax.workdir.optuna_study import dropout_of, require_optuna, run_study
 from fc_jax.workdir.training import structure_args
 from fc_jax.workdir.winner import finish_sweep, save_models
 
@@ -35,8 +36,6 @@ __all__ = [
     "OPTIONS",
     "SweepPlan",
     "trial_space",
-    "require_optuna",
-    "dropout_of",
     "prepare_sweep",
     "sweep_in",
 ]
@@ -53,7 +52,6 @@ OPTIONS: dict[str, Any] = dict(
     quantile=0.25,  # pbt: the worst quantile copies one of the best quantile
     seeds=1,  # seeds per configuration
 )
-_INSTALL = 'pip install -e ".[optuna]"'
 
 
 class SweepPlan(NamedTuple):
@@ -132,28 +130,6 @@ def trial_space(
     last = [{"seed": t.get("seed", s["seed"]) + seeds - 1} for t in trials]
     space.check_trials(last)  # every lane's seed a valid uint32 before anything is created
     return trials, seeds
-
-
-def require_optuna(sampler: str) -> None:
-    """ValueError (one line) when Optuna, or cmaes for the "cmaes" sampler, cannot be imported."""
-    try:
-        import optuna  # noqa: F401  (an optional dependency)
-
-        if sampler == "cmaes":
-            import cmaes  # noqa: F401
-    except ImportError:
-        raise ValueError(f"--sampler needs Optuna: {_INSTALL}") from None
-
-
-def _study_space(p: dict) -> dict:
-    return space.random_space({"random": {"n": 1, "params": p["space"]}})[2]
-
-
-def dropout_of(p: dict) -> bool:
-    """Whether the net of an Optuna plan `p` needs dropout layers: some trial may keep less than 1."""
-    d = _study_space(p).get("keep_prob")
-    low = min(d.values) if isinstance(d, space.Choice) else d.lo if d else 1.0
-    return low < 1 or p["fixed"].get("keep_prob", 1.0) < 1
 
 
 def prepare_sweep(
@@ -300,7 +276,7 @@ def sweep_in(
         )
         context = dict(lead=lead, log=log, note=note, every=checkpoint_every)
         if trials is None:
-            result, extra = _study(s, config, data, opts, out, meta, context)
+            result, extra = run_study(s, config, data, opts, out, meta, context)
         else:
             result, extra = _sweep(s, config, data, trials, opts, out, plan.lanes, meta, context)
         done = dict(lead=lead, log=log, note=note, top=top, retrain_epochs=retrain_best)
@@ -346,52 +322,3 @@ def _sweep(s, config, data, trials, opts, out, lanes, meta, context):
     if lead:
         save_models(result, data, out, s)
     return result, None
-
-
-def _study(s, config, data, opts, out, meta, context):
-    """The Optuna study of `opts["optuna"]` over lanes; (result, the study's summary entries)."""
-    import optuna  # an optional dependency: imported when a sweep asks for a sampler
-
-    from fc_jax.runs import optuna_bridge as bridge
-
-    p, lead = opts["optuna"], context["lead"]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = bridge.open_study(p["study"], p["study_name"], pruner=bridge.make_pruner(p["pruner"]))
-    context["note"](
-        f"Optuna study {p['study_name']!r} in {p['study']} ({p['sampler']}, {p['trials']} "
-        f"trials, {p['lanes']} lanes at a time); watch it with: optuna-dashboard {p['study']}"
-    )
-    save = None
-    if lead:
-        save = lambda numbers, res: save_models(res, data, out, s)
-    result = bridge.optimize(
-        config,
-        data,
-        study,
-        _study_space(p),
-        p["trials"],
-        lanes=p["lanes"],
-        fixed=p["fixed"],
-        update_rule=s["update_rule"],
-        sampler=p["sampler"],
-        sampler_seed=p["seed"],
-        seed=s["seed"],
-        num_epochs=s["epochs"],
-        batch_size=s["batch_size"],
-        replace=s["sampling"] == "replace",
-        independent_batches=opts["independent_batches"],
-        max_lanes=opts["max_lanes"],
-        out_dir=out if lead else None,
-        meta={k: v for k, v in meta.items() if k != "config"},
-        on_batch_end=save,
-        log=context["log"],
-    )
-    if not len(result.trials):
-        raise ValueError(f"study {p['study_name']!r} holds no trials trained by fc-jax")
-    extra = {
-        "sampler": p["sampler"],
-        "study": p["study"],
-        "study_name": p["study_name"],
-        "dashboard": f"optuna-dashboard {p['study']}",
-    }
-    return result, extra

@@ -29,8 +29,12 @@ from fc_jax.data.datasets import DATASETS
 from fc_jax.hparams import DEFAULTS as HP_DEFAULTS
 from fc_jax.hparams import make_hparams
 from fc_jax.precision import precision_notice
+from fc_jax.reference.fc_net import FullyConnectedNet
+from fc_jax.reference.solver import Solver
+from fc_jax.report.curves import plot_history, write_history_csv
 from fc_jax.runs import fit, loop
 from fc_jax.storage import checkpoint, files
+from fc_jax.storage.model import save_model
 from fc_jax.workdir.evaluation import accuracy_on_test
 from fc_jax.workdir.folders import (
     CHECKPOINT_EVERY,
@@ -191,9 +195,6 @@ def train_in(
 
 def _finish(s, out, res, data) -> dict:
     """Write the run's outputs into `out` (each atomically); returns the final JSON line's dict."""
-    from fc_jax.report.curves import plot_history, write_history_csv  # matplotlib: when used
-    from fc_jax.storage.model import save_model
-
     h, best_val, test_acc = res["history"], res["best_val_acc"], res["test_acc"]
     checkpoint.export_params(out / "best_params.npz", res["best_params"], res["best_state"])
     save_model(
@@ -299,9 +300,6 @@ def _train_jax(config, s, data, plan: TrainPlan, context, every, log, progress) 
 
 def _train_numpy(config, s, data) -> dict:
     """The same net trained by the numpy reference Solver (the course's code path)."""
-    from fc_jax.reference.fc_net import FullyConnectedNet
-    from fc_jax.reference.solver import Solver
-
     np.random.seed(s["seed"])
     model = FullyConnectedNet(
         list(config.hidden_dims),

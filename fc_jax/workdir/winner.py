@@ -30,6 +30,8 @@ import jax
 from fc_jax import settings
 from fc_jax.data.datasets import DATASETS
 from fc_jax.hparams import HParams
+from fc_jax.report.halving import halving_line, replay_halving
+from fc_jax.report.sweeps import format_table, plot_sweep, trial_id, write_results
 from fc_jax.storage import files
 from fc_jax.storage.model import save_model
 from fc_jax.workdir.folders import Diverged, Interrupted, command_settings, train_command
@@ -137,8 +139,6 @@ def retrain_best(
 
 def save_models(result, data: dict, out: Path, s: dict) -> None:
     """Each trial's best params as `out/models/trial-<id>.npz` (skipped for a lane with none)."""
-    from fc_jax.report.sweeps import trial_id  # matplotlib: when used
-
     for k, trial in enumerate(result.trials):
         if result.best_epoch[k] == 0:
             continue
@@ -175,9 +175,6 @@ def finish_sweep(
     Raises:
       Diverged: every configuration diverged (the files are written; `line` is the summary).
     """
-    from fc_jax.report.halving import halving_line, replay_halving
-    from fc_jax.report.sweeps import format_table, plot_sweep, trial_id, write_results
-
     trials = result.trials
     log(format_table(result, top))
     check = None
