@@ -111,7 +111,7 @@ def main() -> None:
         return child(args.child)
     import jax
 
-    from fc_jax.cli.flags import CHECKPOINT_EVERY
+    from fc_jax.workdir.folders import CHECKPOINT_EVERY
 
     rows = []
     for name, argv in commands(args.epochs).items():

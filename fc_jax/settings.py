@@ -110,8 +110,12 @@ _AUGMENTED = dict(
 )
 RECIPES: dict[str, Recipe] = {
     "default": Recipe({}, "about 58% test in under a minute on a 2-core CPU"),
-    "cpu-10min": Recipe(dict(_AUGMENTED, epochs=60), "measuring"),
-    "cpu-1h": Recipe(dict(_AUGMENTED, epochs=320), "measuring"),
+    "cpu-10min": Recipe(
+        dict(_AUGMENTED, epochs=55), "62.8% test in 9.9 minutes on a 2-core CPU with AMX-BF16"
+    ),
+    "cpu-1h": Recipe(
+        dict(_AUGMENTED, epochs=320), "67.7% test in 57 minutes on a 2-core CPU with AMX-BF16"
+    ),
     "gpu": Recipe(
         dict(_AUGMENTED, hidden_dims=[4096, 4096], crop_pad=4, batch_size=1000, epochs=300),
         "unmeasured: no GPU was lent; it runs on a CPU too",
