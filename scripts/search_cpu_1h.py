@@ -14,22 +14,14 @@ width buys 2.9x fewer epochs). Every run reports the whole 10000-image test set.
 import argparse
 import json
 import shlex
-import subprocess
-import sys
 from pathlib import Path
+
+from search_cpu_10min import fc_jax  # this folder is on sys.path when run as a script
 
 # The recipe's settings ([2048, 1024], keep 0.5, cosine, label smoothing 0.1, crop 2, flip, bf16;
 # the 10-minute search's crop2+flip run), with the width and the epochs given here.
 BASE = shlex.split("--recipe cpu-1h --checkpoint-every 600 --quiet")
 WIDTHS = ([2048, 1024], [3072, 1536], [4096, 2048])
-
-
-def fc_jax(*args: str) -> dict:
-    """Run `fc-jax ARGS`; its last stdout line (JSON)."""
-    cmd = [sys.executable, "-m", "fc_jax", *args]
-    print("$", " ".join(cmd[2:]), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
