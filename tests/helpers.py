@@ -39,7 +39,7 @@ def real_cifar10_dir(needed: str = "data_batch_1") -> Path:
     """
     from fc_jax.data.download import cifar10_dir
 
-    folder = cifar10_dir(os.environ.get("FC_JAX_DATA_DIR") or SHARED_DATA)  # either folder form
+    folder = cifar10_dir(os.environ.get("FC_JAX_DATA_DIR") or SHARED_DATA).resolve()  # either form
     if not (folder / needed).is_file():
         if os.environ.get("FC_JAX_DATA_DIR") or os.environ.get("CI"):  # data promised: a failure
             pytest.fail(f"CIFAR-10 is not in {folder}, where FC_JAX_DATA_DIR / CI says it is")

@@ -24,7 +24,7 @@ from fc_jax.data.cifar10 import DataError
 from tests.helpers import SHARED_DATA, real_cifar10_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = download.cifar10_dir(os.environ.get("FC_JAX_DATA_DIR") or SHARED_DATA)  # either form
+REAL = download.cifar10_dir(os.environ.get("FC_JAX_DATA_DIR") or SHARED_DATA).resolve()
 FILES = cifar10.CIFAR10_FILES
 
 
