@@ -91,6 +91,16 @@ def _dot(a, b, acc_dtype, dims=None):
     return jax.lax.dot_general(a, b, dims, preferred_element_type=acc_dtype)
 
 
+def _transposed(a: Array) -> Array:
+    """`a.T` of a 2-D array as a row-major array of its own: flattening the transpose (a 1-D array has
+    one layout) makes the copy physical, and the barrier keeps XLA from folding the reshapes away.
+    XLA:CPU's bfloat16 dot contracting the batch axis of both operands (`x.T @ dout`) runs at about
+    40% of the speed of the same product on a physically transposed operand, and a barrier on
+    `a.T` alone does not help there: layout assignment keeps the transpose a free relabelling."""
+    n, m = a.shape
+    return jax.lax.optimization_barrier(a.T.reshape(-1)).reshape(m, n)
+
+
 def _master(x, b, compute_dtype):
     """Under a compute dtype, x joins the master dtype (b's) before the custom VJP, so the
     hand-written dx (accumulated in that dtype) has x's dtype; a no-op on a float32 net."""
@@ -149,12 +159,17 @@ def affine_backward(
     acc = None if compute_dtype is None else dout.dtype
     (d,) = _cast(compute_dtype, dout)
     x2 = x.reshape(x.shape[0], -1)
-    dx = _dot(d, w.T, acc).reshape(x.shape)
+    if compute_dtype is None:
+        dx = _dot(d, w.T, acc).reshape(x.shape)
+    else:  # (w @ d.T).T: XLA:CPU's bfloat16 `d @ w.T` runs at about a quarter of this one's speed
+        dx = _dot(w, d, acc, (((1,), (1,)), ((), ()))).T.reshape(x.shape)
     # dw = x2.T @ dout. XLA:CPU runs this dot (contracting the batch axis of both operands into a
     # tall (D, M) output) much slower than a plain (D, N) @ (N, M) product, so materialize x2.T
     # first; the barrier stops XLA from folding the transpose back into the dot (the figures are
     # in benchmarks/RESULTS.md).
-    dw = _dot(jax.lax.optimization_barrier(x2.T), d, acc)
+    # Under a compute dtype (bfloat16) that barrier is not enough: `_transposed` copies for real.
+    x2t = jax.lax.optimization_barrier(x2.T) if compute_dtype is None else _transposed(x2)
+    dw = _dot(x2t, d, acc)
     db = jnp.sum(dout, axis=0)
     return dx, dw, db
 
@@ -227,7 +242,8 @@ def affine_t_backward(
     acc = None if compute_dtype is None else dout.dtype
     (d,) = _cast(compute_dtype, dout)
     x2 = x.reshape(x.shape[0], -1)
-    return _dot(d, w_t, acc).reshape(x.shape), _dot(d.T, x2, acc), jnp.sum(dout, axis=0)
+    dt = d.T if compute_dtype is None else _transposed(d)  # see `affine_backward`
+    return _dot(d, w_t, acc).reshape(x.shape), _dot(dt, x2, acc), jnp.sum(dout, axis=0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
