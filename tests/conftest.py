@@ -2,7 +2,11 @@
 
 import os
 
-import jax
+# pytest-xdist runs the suite in one process per core (pyproject's addopts): on a GPU each would
+# otherwise reserve 75% of its memory at the first computation.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
 import numpy as np
 import pytest
 
@@ -39,8 +43,10 @@ def pytest_configure(config):
     import tempfile
 
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="fc_jax-test-cache-")
+    # pytest-xdist's workers inherit the controller's environment: they share its XLA cache
+    shared = os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("JAX_COMPILATION_CACHE_DIR")
     xla_cache = {
-        "jax_compilation_cache_dir": tempfile.mkdtemp(prefix="fc_jax-test-xla-"),
+        "jax_compilation_cache_dir": shared or tempfile.mkdtemp(prefix="fc_jax-test-xla-"),
         "jax_persistent_cache_min_compile_time_secs": 0,
         "jax_persistent_cache_min_entry_size_bytes": 0,
     }
