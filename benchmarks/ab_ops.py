@@ -11,6 +11,9 @@ minibatches) come from a (steps, ...) array, as in the engine; weights stay resi
            (run again under `taskset -c 0` to see one core's figures)
   chains   one chain of 10 100^3 GEMMs against two independent chains: whether XLA:CPU runs
            independent ops at the same time
+  bf16     the [2048, 1024] batch-200 net's products in bfloat16 (float32 accumulation) in each
+           orientation the affine layers could use, against float32: which ones XLA:CPU runs
+           on its fast bfloat16 path (`fc_jax.layers._transposed`)
   solver   what the course `Solver` adds to an epoch of the engine: its epoch runs as a 1-step
            call (the course's first-iteration check) and a 489-step call, then two accuracy
            checks of 1000 rows in batches of 100 (times per call, not per iteration)
@@ -61,6 +64,65 @@ def gemm_probes(steps, rng):
         "dW1 = x.T @ dout (public layout)": lambda c, i, X, G, W: _dot(X[i], G[i], 0, 0),
     }
     return {k: (_scan(f, (X, G, Wt), steps), (X, G, Wt), flops) for k, f in cases.items()}
+
+
+def bf16_probes(steps, rng):
+    from fc_jax.layers import _transposed
+
+    bf, f32, Bb, D1, H1, H2 = jnp.bfloat16, jnp.float32, 200, 3072, 2048, 1024
+
+    def arr(*shape):
+        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32)).astype(bf)
+
+    X, G1, G2 = arr(steps, Bb, D1), arr(steps, Bb, H1), arr(steps, Bb, H2)
+    W1, W1t, W2 = arr(D1, H1), arr(H1, D1), arr(H1, H2)
+
+    def dot(a, b, ca, cb, dtype=f32):
+        return lax.dot_general(a, b, (((ca,), (cb,)), ((), ())), preferred_element_type=dtype)
+
+    f1, f2 = 2 * Bb * D1 * H1, 2 * Bb * H1 * H2
+    cases = {
+        "forward W1t . x^T (engine)": (
+            lambda c, i, X, G1, G2, W1, W1t, W2: dot(W1t, X[i], 1, 1),
+            f1,
+        ),
+        "forward x @ W1": (lambda c, i, X, G1, G2, W1, W1t, W2: dot(X[i], W1, 1, 0), f1),
+        "dx = dout @ W1t (engine)": (
+            lambda c, i, X, G1, G2, W1, W1t, W2: dot(G1[i], W1t, 1, 0),
+            f1,
+        ),
+        "dW1 = x.T @ dout (batch axis contracted)": (
+            lambda c, i, X, G1, G2, W1, W1t, W2: dot(X[i], G1[i], 0, 0),
+            f1,
+        ),
+        "dW1 from _transposed(x) (engine)": (
+            lambda c, i, X, G1, G2, W1, W1t, W2: dot(_transposed(X[i]), G1[i], 1, 0),
+            f1,
+        ),
+        "dW1t = dout.T @ x (batch axis contracted)": (
+            lambda c, i, X, G1, G2, W1, W1t, W2: dot(G1[i], X[i], 0, 0),
+            f1,
+        ),
+        "dW1t from _transposed(dout) (engine)": (
+            lambda c, i, X, G1, G2, W1, W1t, W2: dot(_transposed(G1[i]), X[i], 1, 0),
+            f1,
+        ),
+        "hidden dx = dout @ W2.T": (lambda c, i, X, G1, G2, W1, W1t, W2: dot(G2[i], W2, 1, 1), f2),
+        "hidden dx = (W2 . dout^T)^T (engine)": (
+            lambda c, i, X, G1, G2, W1, W1t, W2: dot(W2, G2[i], 1, 1).T,
+            f2,
+        ),
+        "float32: dW1 = x.T @ dout": (
+            lambda c, i, X, G1, G2, W1, W1t, W2: dot(X[i].astype(f32), G1[i].astype(f32), 0, 0),
+            f1,
+        ),
+        "float32: forward x @ W1": (
+            lambda c, i, X, G1, G2, W1, W1t, W2: dot(X[i].astype(f32), W1.astype(f32), 1, 0),
+            f1,
+        ),
+    }
+    xs = (X, G1, G2, W1, W1t, W2)
+    return {k: (_scan(f, xs, steps), xs, flops) for k, (f, flops) in cases.items()}
 
 
 def gather_probes(steps, rng):
@@ -147,6 +209,7 @@ PROBES = {
     "gather": gather_probes,
     "small": small_probes,
     "chains": chain_probes,
+    "bf16": bf16_probes,
     "solver": solver_probes,
 }
 

@@ -210,10 +210,10 @@ PRECISION_WORKLOADS = {
 }
 
 
-def bench_precision(name, X, y, steps, repeats):
-    """Best epoch seconds, float32 vs the bfloat16 policy (adam, lr 1e-3), the same indices."""
+def bench_precision(name, X, y, steps, repeats, rule="adam"):
+    """Best epoch seconds, float32 vs the bfloat16 policy (`rule`, lr 1e-3), the same indices."""
     w = PRECISION_WORKLOADS[name]
-    opt, hp = optim.get_optimizer("adam"), make_hparams("adam", learning_rate=1e-3)
+    opt, hp = optim.get_optimizer(rule), make_hparams(rule, learning_rate=1e-3)
     idx = train.sample_indices(jax.random.key(1), X.shape[0], steps, w["batch"])
     runs, out = {}, dict(workload=name, hidden=list(w["hidden"]), batch=w["batch"], steps=steps)
     for tag, cd in (("float32", None), ("bfloat16", "bfloat16")):
@@ -265,10 +265,10 @@ def main_precision(args, X, y):
     results = []
     for name in args.workloads:
         steps = args.steps or args.n // PRECISION_WORKLOADS[name]["batch"]
-        r = bench_precision(name, X, y, steps, args.repeats)
+        r = bench_precision(name, X, y, steps, args.repeats, args.update_rule)
         results.append(r)
         print(
-            f"{name} (batch {r['batch']}, {steps} steps): float32 {r['float32_s']:.3f} s, "
+            f"{name} ({args.update_rule}, batch {r['batch']}, {steps} steps): float32 {r['float32_s']:.3f} s, "
             f"bfloat16 {r['bfloat16_s']:.3f} s, bf16/f32 {r['bf16_over_f32']:.2f}x; compile "
             f"{r['float32_compile_s']:.2f} / {r['bfloat16_compile_s']:.2f} s; mean loss "
             f"{r['float32_mean_loss']:.4f} / {r['bfloat16_mean_loss']:.4f}"
@@ -294,6 +294,12 @@ def main():
         help="bfloat16 policy vs float32 epochs instead (workloads: "
         + ", ".join(PRECISION_WORKLOADS)
         + ")",
+    )
+    ap.add_argument(
+        "--update-rule",
+        default="adam",
+        choices=list(optim.OPTIMIZERS),
+        help="with --precision: the update rule (default: adam)",
     )
     args = ap.parse_args()
     if args.precision and args.workloads == list(WORKLOADS):
