@@ -1,14 +1,16 @@
 """THE run loop: K >= 1 lanes trained epoch by epoch on the compiled engine.
 
 Contract: a *lane* is one configuration (an `HParams` row and a seed). `train_lanes(config, data,
-hparams, seeds, schedule=...)` trains K lanes of one architecture and returns `Lanes`, a host-side
-(numpy) snapshot with a leading K axis: the engine state, each lane's epochs done and epoch budget,
-history, best params by validation accuracy. A single training run (`fc_jax.runs.fit.fit`) is K = 1; a
-sweep (`fc_jax.runs.sweep.run_sweep`) is K lanes. The schedule lives here once:
+hparams, seeds, schedule=..., optimizer=...)` trains K lanes of one architecture with the update
+rule `optimizer` and returns `Lanes`, a host-side (numpy) snapshot with a leading K axis: the
+engine state, each lane's epochs done and epoch budget, history, best params by validation
+accuracy. A single training run (`fc_jax.runs.fit.fit`) is K = 1; a sweep
+(`fc_jax.runs.sweep.run_sweep`) is K lanes. Its hooks are one `Callbacks`. The schedule lives here
+once:
 
 * epoch e of every lane draws its minibatches from `fold_in(fold_in(key(seed), 1), e)`, with the
   schedule's seed (shared: one draw for all lanes) or each lane's own (`independent_batches`);
-* lane k starts from `train.init_train_state(key(seed_k), config, optimizer, weight_scale_k)`; with
+* lane k starts from `train.init_train_state(key(seed_k), config, opt, weight_scale_k)`; with
   the schedule's `lr_schedule` "step" its learning rate after e epochs is
   `epoch_learning_rate(lr_k, lr_decay_k, e)` (the course's decay, on the host), with another kind
   the engine computes each step's rate from the global step (`fc_jax.lr_schedules`);
@@ -17,20 +19,21 @@ sweep (`fc_jax.runs.sweep.run_sweep`) is K lanes. The schedule lives here once:
   with the minibatches' seed (shared by all lanes, or each lane's own);
 * with `schedule.pbt`, after every `ready` epochs a PBT step (`fc_jax.runs.pbt.exploit`);
 * after each epoch: accuracy on a training subsample (drawn from `default_rng([seed, e])`, as the
-  course measures it) and on the validation set, best params per lane, then `on_epoch_end(lanes)`
-  (a checkpoint): after every epoch, or by time (`Schedule.checkpoint_every`, see
-  `fc_jax.runs.schedule.checkpoint_due`) and always for the last epoch done when the loop ends or
-  is interrupted; `resume=lanes` continues bit for bit from any of them (the epochs after it are
-  trained again), since everything above depends only on (seed, epoch, step);
+  course measures it) and on the validation set, best params per lane, then
+  `callbacks.on_epoch_end(lanes)` (a checkpoint): after every epoch, or by time
+  (`Schedule.checkpoint_every`, see `fc_jax.runs.schedule.checkpoint_due`) and always for the
+  last epoch done when the loop ends or is interrupted; `resume=lanes` continues bit for bit from
+  any of them (the epochs after it are trained again), since everything above depends only on
+  (seed, epoch, step);
 * a lane whose loss turns non-finite is frozen by the engine and stops (`on_diverge="stop"`), or the
   run raises `DivergedError` before its `on_epoch_end` (`on_diverge="raise"`, what `fit` does);
 * `Schedule.halving`: successive halving. Every lane first trains `min_epochs`; when all lanes of a
   rung reach its budget, the best 1/eta by best validation accuracy (configurations by their mean
   over `Schedule.seeds` lanes, `promote`) go on to eta times the budget (capped at `num_epochs`)
   from their own state, the others stop where they are;
-* `stop(lanes)`, called at every epoch boundary (the first, and a resumed one, included), names
-  lanes that stop where they are (their budget becomes their epoch), as halving stops the lanes it
-  does not promote: an outside pruner's hook (`fc_jax.runs.optuna_bridge`);
+* `callbacks.stop(lanes)`, called at every epoch boundary (the first, and a resumed one,
+  included), names lanes that stop where they are (their budget becomes their epoch), as halving
+  stops the lanes it does not promote: an outside pruner's hook (`fc_jax.runs.optuna_bridge`);
 * the lanes that still train run in groups of `width` lanes (`jax.vmap` over the lane axis, sharded
   over `Mesh(devices, ("trials",))`, padded with copies of the last lane): one compilation per width.
   Between epochs the state lives on the host, so groups, halving and checkpoints are one mechanism.
@@ -74,6 +77,7 @@ from fc_jax.runs.schedule import (
 
 __all__ = [
     "Lanes",
+    "Callbacks",
     "DivergedError",
     "train_lanes",
     "init_lanes",
@@ -126,6 +130,15 @@ class Lanes(NamedTuple):
     @property
     def diverged(self) -> np.ndarray:
         return np.asarray(self.ts.diverged, bool)
+
+
+class Callbacks(NamedTuple):
+    """The run loop's hooks, all optional (`fit` calls them with its `Run` instead of `Lanes`)."""
+
+    on_epoch_end: Callable[[Any], None] | None = None  # a snapshot to write (a checkpoint)
+    progress: Callable[[int, int, int], None] | None = None  # (epoch, done, total) in an epoch
+    log: Callable[[str], None] | None = None  # one line per epoch
+    stop: Callable[[Any], Any] | None = None  # at every epoch boundary: which lanes stop there
 
 
 def check_data(config: models.NetConfig, data: dict, dtype) -> tuple[np.ndarray, ...]:
@@ -230,16 +243,13 @@ def train_lanes(
     hparams: HParams,
     seeds,
     *,
-    update_rule: str = "adam",
-    schedule: Schedule | None = None,
+    schedule: Schedule = Schedule(),
+    optimizer: str = "adam",
     width: int | None = None,
     devices: list | None = None,
     resume: Lanes | None = None,
-    on_epoch_end: Callable[[Lanes], None] | None = None,
+    callbacks: Callbacks | None = None,
     on_diverge: str = "stop",
-    log: Callable[[str], None] | None = None,
-    progress: Callable[[int, int, int], None] | None = None,
-    stop: Callable[[Lanes], Any] | None = None,
     cache: dict | None = None,
 ) -> Lanes:
     """Train K lanes of `config` on `data` (see the module docstring); returns the final `Lanes`.
@@ -249,24 +259,22 @@ def train_lanes(
       data: dict with X_train (N, ...), y_train (N,), X_val, y_val.
       hparams: `HParams` of (K,) arrays, lane k's values in row k (learning_rate is the initial rate).
       seeds: (K,) integer seeds of the lanes' initialization and dropout.
-      update_rule: "sgd", "sgd_momentum", "rmsprop" or "adam".
-      schedule: the shared `Schedule` (default: `Schedule()`).
+      schedule: the `Schedule` every lane shares.
+      optimizer: the update rule's name: "sgd", "sgd_momentum", "rmsprop" or "adam".
       width: lanes run at once (default: all; rounded up to a multiple of the devices).
       devices: devices to shard the lane axis over (default: `jax.devices()[:1]`).
       resume: `Lanes` to continue from (as loaded from a checkpoint).
-      on_epoch_end: called with the `Lanes` after every epoch (e.g. to write a checkpoint); with
-        `schedule.checkpoint_every` > 0 only when `checkpoint_due`, and always with the latest
-        epoch not yet handed over when the loop ends: done, diverged (the last good epoch) or
-        interrupted (Ctrl-C), so a checkpoint always holds the last epoch written, whole.
+      callbacks: the hooks (`Callbacks`), each called with the `Lanes`: `on_epoch_end` after every
+        epoch (e.g. to write a checkpoint); with `schedule.checkpoint_every` > 0 only when
+        `checkpoint_due`, and always with the latest epoch not yet handed over when the loop
+        ends: done, diverged (the last good epoch) or interrupted (Ctrl-C), so a checkpoint always
+        holds the last epoch written, whole. `stop` at every epoch boundary returns the indices
+        of lanes to stop where they are (e.g. a pruner's verdict).
       on_diverge: "stop" (a diverged lane stops, the others go on) or "raise" (`DivergedError`).
-      log: called with one line per epoch.
-      progress: called as `progress(epoch, done, total)` while an epoch runs.
-      stop: called with the `Lanes` at every epoch boundary; returns the indices of lanes to stop
-        where they are (e.g. a pruner's verdict).
       cache: a dict the caller keeps between calls; the compiled executables are reused from it
         when the architecture, update rule, devices, data shapes and width match.
     """
-    schedule = Schedule() if schedule is None else schedule
+    cb = callbacks or Callbacks()
     if on_diverge not in ("stop", "raise"):
         raise ValueError(f"on_diverge must be 'stop' or 'raise', got {on_diverge!r}")
     seeds = np.asarray(seeds, np.int64)
@@ -280,11 +288,11 @@ def train_lanes(
             hp,
             seeds,
             schedule=schedule,
-            optimizer=update_rule,
+            optimizer=optimizer,
             width=width,
             devices=devices,
             cache=cache,
-            progress=progress,
+            progress=cb.progress,
         )
         groups = lane_groups(K, schedule.seeds)
         first = rung_budgets(schedule.num_epochs, schedule.halving)[0]
@@ -295,11 +303,11 @@ def train_lanes(
             lanes = lanes._replace(budget=np.full(K, schedule.num_epochs, np.int64))
         if schedule.pbt is not None and lanes.hparams is None:
             lanes = lanes._replace(hparams=hp)
-        saver = _Saver(on_epoch_end, schedule.checkpoint_every)
+        saver = _Saver(cb.on_epoch_end, schedule.checkpoint_every)
         try:
             while True:
-                if stop is not None:
-                    lanes = stop_lanes(lanes, stop(lanes))
+                if cb.stop is not None:
+                    lanes = stop_lanes(lanes, cb.stop(lanes))
                 todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
                 if not len(todo):
                     promoted = promote(lanes, schedule, groups) if schedule.halving else None
@@ -319,8 +327,8 @@ def train_lanes(
                 if pbt.due(schedule.pbt, e + 1, schedule.num_epochs):
                     lanes = pbt.exploit(lanes, schedule.pbt, schedule.seed, e + 1)
                 saver.pending = lanes  # handed over when due, or when the loop ends
-                if log is not None:
-                    log(_epoch_line(lanes, todo, e, schedule.num_epochs, ctx.steps))
+                if cb.log is not None:
+                    cb.log(_epoch_line(lanes, todo, e, schedule.num_epochs, ctx.steps))
                 saver.epoch_end()
         finally:  # the end, an exception, Ctrl-C: the latest epoch not yet handed over
             saver.flush()
