@@ -30,7 +30,7 @@ cpu_devices_for_sweeps(["sweep"])  # as `fc-jax sweep`: before jax is imported
 import jax  # noqa: E402
 import optuna  # noqa: E402
 
-from fc_jax import fit, make_hparams, models  # noqa: E402
+from fc_jax import Schedule, fit, make_hparams, models  # noqa: E402
 from fc_jax.data.datasets import get_dataset  # noqa: E402
 from fc_jax.runs import optuna_bridge, space  # noqa: E402
 
@@ -51,7 +51,7 @@ def _lanes(cfg, data, a, folder):
         lanes=a.lanes,
         sampler="tpe",
         sampler_seed=a.seed,
-        num_epochs=a.epochs,
+        schedule=Schedule(num_epochs=a.epochs),
     )
     return time.perf_counter() - t0, res.compile_seconds, study.best_value
 
@@ -72,7 +72,7 @@ def _one_at_a_time(cfg, data, a, folder):
             learning_rate=trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
             reg=trial.suggest_float("reg", 1e-6, 1e-2, log=True),
         )
-        run = fit(cfg, data, hparams=hp, num_epochs=a.epochs)
+        run = fit(cfg, data, hparams=hp, schedule=Schedule(num_epochs=a.epochs))
         compile_s.append(run.history["compile_seconds"])
         return run.best_val_acc
 

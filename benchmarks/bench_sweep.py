@@ -30,7 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fc_jax import models, train  # noqa: E402
+from fc_jax import Schedule, models, train  # noqa: E402
 from fc_jax.optim import get_optimizer  # noqa: E402
 from fc_jax.runs import space, sweep  # noqa: E402
 
@@ -56,9 +56,8 @@ def _sweep(cfg, data, trials, width, batch):
         cfg,
         data,
         trials,
-        update_rule="adam",
-        num_epochs=1,
-        batch_size=batch,
+        schedule=Schedule(num_epochs=1, batch_size=batch),
+        optimizer="adam",
         max_lanes=width if one else None,
         devices=jax.devices()[:1] if one else None,
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from fc_jax import models
+from fc_jax import Schedule, models
 from fc_jax.runs import sweep
 
 
@@ -87,7 +87,8 @@ def main(argv=None) -> None:
     print(f"{'K':>4} {'run s':>8} {'compile s':>10} {'lane-epochs/s':>14} {'vs K=1':>7}")
     for K in widths:
         trials = [{"learning_rate": float(lr)} for lr in lrs[:K]]
-        res = sweep.run_sweep(cfg, data, trials, num_epochs=a.epochs, max_lanes=K, devices=devices)
+        schedule = Schedule(num_epochs=a.epochs)
+        res = sweep.run_sweep(cfg, data, trials, schedule=schedule, max_lanes=K, devices=devices)
         rate = K * a.epochs / res.run_seconds
         rows.append(
             dict(

@@ -18,6 +18,7 @@ cpu_devices_for_sweeps(["sweep"])  # one CPU device per core, as `fc-jax sweep`
 from fc_jax import settings  # noqa: E402
 from fc_jax.data.datasets import get_dataset  # noqa: E402
 from fc_jax.runs import space  # noqa: E402
+from fc_jax.runs.schedule import Halving, Schedule  # noqa: E402
 from fc_jax.runs.sweep import run_sweep  # noqa: E402
 
 
@@ -39,17 +40,12 @@ def main() -> None:
     trials = [{**t, "lr_decay": s["lr_decay"]} for t in space.random(a.trials, dists, a.seed)]
     data = get_dataset("cifar10")
     config = settings.config_of(s, dropout=True)
-    kw = dict(
-        update_rule=s["update_rule"],
-        num_epochs=a.epochs,
-        batch_size=s["batch_size"],
-        replace=False,
-        seed=s["seed"],
-    )
+    full = Schedule(num_epochs=a.epochs, batch_size=s["batch_size"], seed=s["seed"], replace=False)
     rows = {}
     for schedule in ("full", "halving"):
         t0 = time.perf_counter()
-        res = run_sweep(config, data, trials, schedule=schedule, eta=a.eta, **kw)
+        sched = full._replace(halving=Halving(eta=a.eta)) if schedule == "halving" else full
+        res = run_sweep(config, data, trials, schedule=sched, optimizer=s["update_rule"])
         rows[schedule] = dict(
             best_val_acc=float(res.best_val_acc.max()),
             best_trial=res.best,

@@ -17,6 +17,8 @@ from fc_jax.data.datasets import get_dataset
 from fc_jax.hparams import make_hparams
 from fc_jax.models import NetConfig
 from fc_jax.runs.fit import fit
+from fc_jax.runs.loop import Callbacks
+from fc_jax.runs.schedule import Schedule
 
 
 def main() -> int:
@@ -36,13 +38,12 @@ def main() -> int:
     run = fit(
         config,
         data,
-        update_rule="sgd",
         hparams=hp,
-        num_epochs=args.epochs,
-        batch_size=25,
-        seed=args.seed,
-        num_train_samples=None,
-        log=print,
+        schedule=Schedule(
+            num_epochs=args.epochs, batch_size=25, seed=args.seed, num_train_samples=None
+        ),
+        optimizer="sgd",
+        callbacks=Callbacks(log=print),
     )
     h = run.history
     print(

@@ -8,11 +8,10 @@ The net and the other settings are `fc_jax.settings.DEFAULTS["cifar10"]`; `fc-ja
 import argparse
 import json
 
+from fc_jax import Callbacks, NetConfig, Schedule, run_sweep
 from fc_jax.data.datasets import get_dataset
-from fc_jax.models import NetConfig
 from fc_jax.report.sweeps import format_table
 from fc_jax.runs.space import grid
-from fc_jax.runs.sweep import run_sweep
 from fc_jax.settings import DEFAULTS
 
 
@@ -36,12 +35,10 @@ def main() -> None:
         config,
         data,
         trials,
-        update_rule=d["update_rule"],
-        num_epochs=args.epochs,
-        batch_size=d["batch_size"],
-        seed=d["seed"],
+        schedule=Schedule(num_epochs=args.epochs, batch_size=d["batch_size"], seed=d["seed"]),
+        optimizer=d["update_rule"],
         max_lanes=args.max_lanes,
-        log=print,
+        callbacks=Callbacks(log=print),
     )
     print(format_table(result, top=10))
     best = result.trials[result.best]

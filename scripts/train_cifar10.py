@@ -11,10 +11,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-from fc_jax import settings
+from fc_jax import Callbacks, Schedule, fit, settings
 from fc_jax.data.datasets import get_dataset
 from fc_jax.hparams import make_hparams
-from fc_jax.runs.fit import fit
 from fc_jax.train import make_evaluate
 
 
@@ -34,13 +33,15 @@ def main() -> None:
     run = fit(
         config,
         data,
-        update_rule=d["update_rule"],
         hparams=hp,
-        num_epochs=args.epochs,
-        batch_size=d["batch_size"],
-        seed=args.seed,
-        replace=d["sampling"] == "replace",
-        log=print,
+        schedule=Schedule(
+            num_epochs=args.epochs,
+            batch_size=d["batch_size"],
+            seed=args.seed,
+            replace=d["sampling"] == "replace",
+        ),
+        optimizer=d["update_rule"],
+        callbacks=Callbacks(log=print),
     )
     seconds = time.perf_counter() - t0
     X, y = jnp.asarray(data["X_test"]), jnp.asarray(data["y_test"], jnp.int32)

@@ -66,6 +66,7 @@ def sweep_result() -> dict:
     from fc_jax import models
     from fc_jax.data.datasets import synthetic
     from fc_jax.runs import space
+    from fc_jax.runs.schedule import Schedule
     from fc_jax.runs.sweep import run_sweep
 
     X, y = synthetic(N_TRAIN + N_VAL, D, C, seed=0, dtype=np.float32)
@@ -80,13 +81,11 @@ def sweep_result() -> dict:
         config,
         data,
         trials,
-        update_rule="adam",
-        num_epochs=2,
-        batch_size=8,
-        seed=0,
-        independent_batches=True,
+        schedule=Schedule(
+            num_epochs=2, batch_size=8, seed=0, independent_batches=True, num_train_samples=32
+        ),
+        optimizer="adam",
         max_lanes=4,
-        num_train_samples=32,
     )
     tree = {
         "history": res.history,

@@ -196,5 +196,7 @@ def test_expect_errors(tmp_path):
 
 def test_format_version(tmp_path, monkeypatch):
     path = write_checkpoint(tmp_path, ARRAYS, META)
-    monkeypatch.setattr(archive, "FORMAT_VERSION", 3)
-    _error(path, match=r"^checkpoint .* has format version 2; this fc_jax reads version 3$")
+    monkeypatch.setattr(archive, "FORMAT_VERSION", 4)
+    _error(path, match=r"^checkpoint .* has format version 3; this fc_jax reads version 4$")
+    with pytest.raises(CheckpointError, match=r"has format version 3; .* reads version 1 or 2$"):
+        read_checkpoint(path, lambda meta: {}, versions=(1, 2))

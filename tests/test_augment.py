@@ -14,6 +14,7 @@ from fc_jax import models, optim, train
 from fc_jax.data import datasets
 from fc_jax.hparams import make_hparams
 from fc_jax.runs import fit, placement
+from fc_jax.runs.loop import Callbacks
 from fc_jax.runs.schedule import Schedule, epoch_keys
 from fc_jax.runs.sweep import run_sweep
 
@@ -143,14 +144,14 @@ def test_shared_minibatches_crop_once_for_all_lanes():
 def test_augmentation_is_shared_by_lanes_and_independent_per_lane():
     cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
     trials = [{"seed": 0}, {"seed": 1}]
-    kw = dict(num_epochs=2, batch_size=20, crop_pad=1, flip=True, image_shape=SHAPE)
-    both = run_sweep(cfg, _data(), trials, **kw)
-    alone = run_sweep(cfg, _data(), trials[1:], **kw)  # lane seed 1, shared stream of seed 0
+    s = Schedule(num_epochs=2, batch_size=20, crop_pad=1, flip=True, image_shape=SHAPE)
+    both = run_sweep(cfg, _data(), trials, schedule=s)
+    alone = run_sweep(cfg, _data(), trials[1:], schedule=s)  # lane seed 1, shared stream of seed 0
     np.testing.assert_allclose(
         both.final_state.params["W1"][1], alone.final_state.params["W1"][0], rtol=1e-5, atol=1e-7
     )
-    own = run_sweep(cfg, _data(), trials, independent_batches=True, **kw)
-    solo = fit.fit(cfg, _data(), hparams=make_hparams("adam"), seed=1, **kw)
+    own = run_sweep(cfg, _data(), trials, schedule=s._replace(independent_batches=True))
+    solo = fit.fit(cfg, _data(), hparams=make_hparams("adam"), schedule=s._replace(seed=1))
     np.testing.assert_allclose(
         own.final_state.params["W1"][1], solo.ts.params["W1"], rtol=1e-5, atol=1e-7
     )
@@ -159,8 +160,9 @@ def test_augmentation_is_shared_by_lanes_and_independent_per_lane():
 
 def test_resume_is_exact_with_augmentation_and_mixup():
     cfg = models.NetConfig((16,), input_dim=D, num_classes=C, dropout=True)
-    kw = dict(
-        hparams=make_hparams("adam", keep_prob=0.8, mixup_alpha=0.5, warmup_epochs=1.0),
+    hp = make_hparams("adam", keep_prob=0.8, mixup_alpha=0.5, warmup_epochs=1.0)
+    s = Schedule(
+        num_epochs=3,
         batch_size=20,
         seed=2,
         crop_pad=2,
@@ -170,8 +172,8 @@ def test_resume_is_exact_with_augmentation_and_mixup():
         chunks_per_epoch=2,
     )
     snapshots = []
-    full = fit.fit(cfg, _data(), num_epochs=3, on_epoch_end=snapshots.append, **kw)
-    resumed = fit.fit(cfg, _data(), num_epochs=3, resume=snapshots[0], **kw)
+    full = fit.fit(cfg, _data(), hparams=hp, schedule=s, callbacks=Callbacks(snapshots.append))
+    resumed = fit.fit(cfg, _data(), hparams=hp, schedule=s, resume=snapshots[0])
     for k in full.ts.params:
         np.testing.assert_array_equal(full.ts.params[k], resumed.ts.params[k])
     assert full.history["loss"] == resumed.history["loss"]
@@ -179,12 +181,13 @@ def test_resume_is_exact_with_augmentation_and_mixup():
 
 def test_refusals():
     cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
+    s = Schedule(num_epochs=1, batch_size=20)
     with pytest.raises(ValueError, match="crop_pad 1 needs images"):
-        fit.fit(cfg, _data(), num_epochs=1, batch_size=20, crop_pad=1)
+        fit.fit(cfg, _data(), schedule=s._replace(crop_pad=1))
     with pytest.raises(ValueError, match="flip needs images"):
-        fit.fit(cfg, _data(), num_epochs=1, batch_size=20, flip=True)
+        fit.fit(cfg, _data(), schedule=s._replace(flip=True))
     with pytest.raises(ValueError, match="larger than the image"):
-        fit.fit(cfg, _data(), num_epochs=1, batch_size=20, crop_pad=6, image_shape=SHAPE)
+        fit.fit(cfg, _data(), schedule=s._replace(crop_pad=6, image_shape=SHAPE))
     with pytest.raises(ValueError, match="mixup_alpha=-1"):
         make_hparams("adam", mixup_alpha=-1)
 
@@ -193,8 +196,9 @@ def test_lanes_with_different_alphas():
     """Lanes mixing with different alphas (alpha 0: that lane is not mixed) train together."""
     cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
     trials = [{"mixup_alpha": 0.0}, {"mixup_alpha": 0.4}]
-    res = run_sweep(cfg, _data(), trials, num_epochs=2, batch_size=20)
-    plain = fit.fit(cfg, _data(), hparams=make_hparams("adam"), num_epochs=2, batch_size=20)
+    s = Schedule(num_epochs=2, batch_size=20)
+    res = run_sweep(cfg, _data(), trials, schedule=s)
+    plain = fit.fit(cfg, _data(), hparams=make_hparams("adam"), schedule=s)
     np.testing.assert_allclose(
         res.final_state.params["W1"][0], plain.ts.params["W1"], rtol=1e-5, atol=1e-7
     )

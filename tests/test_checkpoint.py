@@ -16,6 +16,7 @@ from fc_jax.data.datasets import synthetic
 from fc_jax.hparams import make_hparams
 from fc_jax.optim import AdamState, get_optimizer
 from fc_jax.runs import fit
+from fc_jax.runs.schedule import Schedule
 from fc_jax.storage import archive, checkpoint
 from fc_jax.storage.archive import CheckpointError
 from fc_jax.storage.checkpoint import export_params, load_run, save_run
@@ -35,15 +36,25 @@ def _train(config, epochs, resume=None):
     """A short real run: adam state, batchnorm statistics, a dropout key."""
     hp = make_hparams("adam", jnp.dtype(config.dtype), learning_rate=1e-2, keep_prob=0.8)
     data = _data(config.dtype)
-    kw = dict(update_rule="adam", hparams=hp, batch_size=16, seed=3, num_train_samples=None)
-    return fit.fit(config, data, num_epochs=epochs, resume=resume, **kw), hp
+    schedule = SCHEDULE._replace(num_epochs=epochs)
+    return fit.fit(config, data, hparams=hp, schedule=schedule, resume=resume), hp
 
 
 _fit = functools.cache(_train)  # runs are immutable, so tests can share them
 
 
+SCHEDULE = Schedule(batch_size=16, seed=3, num_train_samples=None)
+
+
 def _meta(config, hp, rule="adam"):
-    return {"config": config, "update_rule": rule, "hparams": hp, "seed": 3, "batch_size": 16}
+    return {
+        "config": config,
+        "update_rule": rule,
+        "hparams": hp,
+        "schedule": SCHEDULE,
+        "seed": 3,
+        "batch_size": 16,
+    }
 
 
 def _leaves_with_paths(tree):
@@ -90,7 +101,7 @@ def test_round_trip_is_bit_exact(tmp_path, dtype):
     assert (loaded.epoch, loaded.best_val_acc) == (run.epoch, run.best_val_acc)
     assert loaded.history == json.loads(json.dumps(run.history))
     assert meta["config"] == config and meta["update_rule"] == "adam"
-    assert (meta["seed"], meta["batch_size"]) == (3, 16)
+    assert (meta["seed"], meta["batch_size"]) == (3, 16) and meta["schedule"] == SCHEDULE
     assert meta["hparams"]["learning_rate"] == float(hp.learning_rate)
 
 
@@ -137,8 +148,9 @@ def test_file_is_a_plain_npz_without_pickles(tmp_path):
         arrays["params/W1"][0], np.asarray(run.ts.params["W1"])
     )  # lane axis
     meta = json.loads(arrays["meta"].tobytes().decode())
-    assert meta["format_version"] == archive.FORMAT_VERSION
+    assert meta["format_version"] == archive.FORMAT_VERSION == 3
     assert meta["config"]["hidden_dims"] == [6, 5] and len(meta["sha256"]) == 64
+    assert meta["schedule"] == {**SCHEDULE._asdict(), "num_train_samples": None}
 
 
 def test_atomic_write_leaves_only_the_checkpoint(tmp_path):
@@ -166,6 +178,11 @@ def test_a_failed_save_changes_nothing(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(CheckpointError, match="JSON"):
         save_run(tmp_path, run, {**_meta(config, hp), "extra": object()})
+    no_schedule = {k: v for k, v in _meta(config, hp).items() if k != "schedule"}
+    with pytest.raises(CheckpointError, match="meta must contain 'schedule'"):
+        save_run(tmp_path, run, no_schedule)
+    with pytest.raises(CheckpointError, match="must be a Schedule"):
+        save_run(tmp_path, run, {**_meta(config, hp), "schedule": SCHEDULE._asdict()})
     with pytest.raises(CheckpointError, match="diverged"):
         diverged = run._replace(ts=run.ts._replace(diverged=jnp.ones((), bool)))
         save_run(tmp_path, diverged, _meta(config, hp))
@@ -243,6 +260,22 @@ def test_wrong_format_version(saved):
     folder, _ = saved
     _rewrite(folder / "checkpoint.npz", change_meta=lambda m: m.update(format_version=99))
     _expect_error(folder, "format version 99")
+
+
+def test_a_version_2_checkpoint_is_refused_naming_both_versions(saved, monkeypatch):
+    """Version 2 stored a run's `fit` arguments (a sweep's options) where 3 stores the schedule."""
+    folder, _ = saved
+    path = folder / "checkpoint.npz"
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+        meta = json.loads(z["meta"].tobytes().decode())
+    old = {k: v for k, v in meta.items() if k not in ("format_version", "sha256", "schedule")}
+    monkeypatch.setattr(archive, "FORMAT_VERSION", 2)
+    archive.write_checkpoint(path, arrays, {**old, "fit": {"batch_size": 16}})
+    monkeypatch.undo()
+    _expect_error(
+        folder, r"^checkpoint .*checkpoint.npz has format version 2; this fc_jax reads version 3$"
+    )
 
 
 def test_different_architecture_names_the_fields(saved):

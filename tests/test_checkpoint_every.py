@@ -30,19 +30,15 @@ def _data():
     return {"X_train": X[:64], "y_train": y[:64], "X_val": X[64:], "y_val": y[64:]}
 
 
-def _fit(epochs, every, seen, update_rule="adam", lr=1e-2, lr_decay=1.0, **kw):
+def _fit(epochs, every, seen, progress=None):
     """A 4-8-3 net; `seen` gets the epoch of every `on_epoch_end` call."""
-    hp = make_hparams(update_rule, jnp.float32, learning_rate=lr, lr_decay=lr_decay)
+    hp = make_hparams("adam", jnp.float32, learning_rate=1e-2, lr_decay=1.0)
     return fit.fit(
         CONFIG,
         _data(),
-        update_rule=update_rule,
         hparams=hp,
-        num_epochs=epochs,
-        batch_size=16,
-        checkpoint_every=every,
-        on_epoch_end=lambda r: seen.append(r.epoch),
-        **kw,
+        schedule=Schedule(num_epochs=epochs, batch_size=16, checkpoint_every=every),
+        callbacks=loop.Callbacks(on_epoch_end=lambda r: seen.append(r.epoch), progress=progress),
     )
 
 

@@ -13,7 +13,7 @@ from fc_jax.data import datasets
 from fc_jax.hparams import make_hparams
 from fc_jax.lr_schedules import LRSchedule, learning_rate_at
 from fc_jax.runs import fit
-from fc_jax.runs.schedule import epoch_learning_rate
+from fc_jax.runs.schedule import Schedule, epoch_learning_rate
 
 D, C = 12, 4
 
@@ -115,9 +115,9 @@ def test_lanes_mix_schedule_values_and_each_equals_fit():
         {"warmup_epochs": 0.0, "final_lr_fraction": 0.0},
         {"warmup_epochs": 1.0, "final_lr_fraction": 0.3},
     ]
-    kw = dict(num_epochs=2, batch_size=20, lr_schedule="linear")
-    res = run_sweep(cfg, _data(), trials, **kw)
-    one = fit.fit(cfg, _data(), hparams=make_hparams("adam", **trials[1]), **kw)
+    s = Schedule(num_epochs=2, batch_size=20, lr_schedule="linear")
+    res = run_sweep(cfg, _data(), trials, schedule=s)
+    one = fit.fit(cfg, _data(), hparams=make_hparams("adam", **trials[1]), schedule=s)
     np.testing.assert_allclose(res.final_state.params["W1"][1], one.ts.params["W1"], rtol=1e-5)
     np.testing.assert_allclose(res.history["lr"][1], one.history["lr"])
     assert res.history["lr"][1][0] < res.history["lr"][0][0]  # the warmup lane starts lower
@@ -131,7 +131,7 @@ def test_step_is_the_course_decay():
     opt = optim.get_optimizer("adam")
     hp = make_hparams("adam", lr_decay=0.7, weight_scale=0.1)
     d = _data()
-    run = fit.fit(cfg, d, hparams=hp, num_epochs=3, batch_size=20, seed=3)
+    run = fit.fit(cfg, d, hparams=hp, schedule=Schedule(num_epochs=3, batch_size=20, seed=3))
     X, y = jnp.asarray(d["X_train"]), jnp.asarray(d["y_train"])
     ts = train.init_train_state(jax.random.key(3), cfg, opt, hp.weight_scale)
     epoch = train.make_epoch(cfg, opt)
@@ -161,7 +161,5 @@ def test_refusals(kind, warmup, match):
             cfg,
             _data(),
             hparams=make_hparams("adam", warmup_epochs=warmup),
-            num_epochs=3,
-            batch_size=20,
-            lr_schedule=kind,
+            schedule=Schedule(num_epochs=3, batch_size=20, lr_schedule=kind),
         )

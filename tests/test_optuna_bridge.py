@@ -39,10 +39,11 @@ def _study(optuna, tmp_path, name="s", pruner=None):
     return optuna_bridge.open_study(url, name, pruner=pruner or optuna.pruners.NopPruner())
 
 
-def _optimize(study, data, n, k, **kw):
+def _optimize(study, data, n, k, num_epochs=3, **kw):
     from fc_jax.runs import optuna_bridge
+    from fc_jax.runs.schedule import Schedule
 
-    kw = {"sampler": "random", "num_epochs": 3, **kw}
+    kw = {"sampler": "random", "schedule": Schedule(num_epochs=num_epochs), **kw}
     return optuna_bridge.optimize(CFG, data, study, SPACE, n, lanes=k, **kw)
 
 

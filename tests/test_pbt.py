@@ -12,7 +12,8 @@ from fc_jax import cli, models
 from fc_jax.data.datasets import synthetic
 from fc_jax.hparams import HPARAMS
 from fc_jax.runs import pbt, sweep
-from fc_jax.runs.schedule import Pbt
+from fc_jax.runs.loop import Callbacks
+from fc_jax.runs.schedule import Pbt, Schedule
 from fc_jax.storage.checkpoint import load_lanes, save_lanes
 
 D, C = 6, 3
@@ -23,7 +24,8 @@ TRIALS = [
         zip(np.geomspace(1e-3, 1e-1, 8), np.geomspace(1e-4, 1e-1, 8), strict=True)
     )
 ]
-KW = dict(num_epochs=4, batch_size=10, seed=3, max_lanes=8, update_rule="sgd_momentum")
+SCHEDULE = Schedule(num_epochs=4, batch_size=10, seed=3)
+KW = dict(max_lanes=8, optimizer="sgd_momentum")
 
 
 def _data(n=60, n_val=30):
@@ -39,7 +41,8 @@ def _row(tree, k):
 def snapshot():
     """The lanes of a plain sweep after 2 epochs, with their hyperparameters."""
     snaps = []
-    res = sweep.run_sweep(CFG, _data(), TRIALS, on_epoch_end=snaps.append, **KW)
+    callbacks = Callbacks(on_epoch_end=snaps.append)
+    res = sweep.run_sweep(CFG, _data(), TRIALS, schedule=SCHEDULE, callbacks=callbacks, **KW)
     return snaps[1]._replace(hparams=res.hparams)
 
 
@@ -119,9 +122,8 @@ def test_no_compilation_across_exploit_steps():
             CFG,
             _data(),
             TRIALS,
-            schedule="pbt",
-            pbt=p,
-            on_epoch_end=lambda ls: marks.append(len(compiles)),
+            schedule=SCHEDULE._replace(pbt=p),
+            callbacks=Callbacks(on_epoch_end=lambda ls: marks.append(len(compiles))),
             **KW,
         )
     finally:
@@ -132,21 +134,22 @@ def test_no_compilation_across_exploit_steps():
 
 @pytest.mark.slow
 def test_resume_after_a_pbt_step_is_bit_identical(tmp_path):
-    p = Pbt(2, 0.25, ("learning_rate", "reg"))
-    kw = {**KW, "num_epochs": 5, "max_lanes": 4}
+    s = SCHEDULE._replace(num_epochs=5, pbt=Pbt(2, 0.25, ("learning_rate", "reg")))
+    kw = {**KW, "schedule": s, "max_lanes": 4}
     saved = []
 
     def save(lanes):
         folder = tmp_path / f"e{len(saved) + 1}"
-        save_lanes(folder, lanes, {"config": CFG, "update_rule": kw["update_rule"]})
+        save_lanes(folder, lanes, {"config": CFG, "update_rule": kw["optimizer"], "schedule": s})
         saved.append(folder)
 
-    straight = sweep.run_sweep(CFG, _data(), TRIALS, schedule="pbt", pbt=p, on_epoch_end=save, **kw)
+    straight = sweep.run_sweep(CFG, _data(), TRIALS, callbacks=Callbacks(save), **kw)
     assert {ev["epoch"] for ev in straight.lineage} == {2, 4}
     for folder in (saved[1], saved[2]):  # killed right after a PBT step, and an epoch later
-        lanes, _ = load_lanes(folder)
+        lanes, meta = load_lanes(folder)
         assert lanes.hparams is not None and lanes.lineage == straight.lineage[:2]
-        resumed = sweep.run_sweep(CFG, _data(), TRIALS, schedule="pbt", pbt=p, resume=lanes, **kw)
+        assert meta["schedule"] == s
+        resumed = sweep.run_sweep(CFG, _data(), TRIALS, resume=lanes, **kw)
         assert resumed.lineage == straight.lineage
         drop = lambda hs: [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in hs]
         assert drop(resumed.histories) == drop(straight.histories)
@@ -199,4 +202,4 @@ def test_cli_pbt_writes_lineage_and_refuses_bad_settings(tmp_path, capsys):
 
 def test_too_few_lanes_for_the_quantile_is_refused_before_compiling():
     with pytest.raises(ValueError, match="needs at least 4 lanes; got 3"):
-        sweep.run_sweep(CFG, _data(), TRIALS[:3], schedule="pbt", **KW)
+        sweep.run_sweep(CFG, _data(), TRIALS[:3], schedule=SCHEDULE._replace(pbt=Pbt()), **KW)

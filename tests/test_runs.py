@@ -68,11 +68,21 @@ def test_train_lanes_k_lanes_equal_k_fits():
     lanes = loop.train_lanes(cfg, _data(), _stack(hps), [3, 4], schedule=s, width=1)
     assert lanes.epoch.tolist() == [2, 2] and not lanes.diverged.any()
     for k, (hp, seed) in enumerate(zip(hps, [3, 4])):
-        run = fit.fit(
-            cfg, _data(), hparams=hp, num_epochs=2, batch_size=20, seed=seed, num_train_samples=None
-        )
+        run = fit.fit(cfg, _data(), hparams=hp, schedule=s._replace(seed=seed))
         np.testing.assert_array_equal(lanes.ts.params["W1"][k], run.ts.params["W1"])
         assert lanes.history[k]["val_acc"] == run.history["val_acc"]
+
+
+def test_callbacks_of_fit_see_runs_and_stop_ends_the_run():
+    cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
+    seen, calls, lines = [], [], []
+    stop = lambda run: run.epoch >= 2
+    callbacks = loop.Callbacks(seen.append, lambda *a: calls.append(a), lines.append, stop)
+    s = Schedule(num_epochs=5, batch_size=20, chunks_per_epoch=2)
+    run = fit.fit(cfg, _data(), schedule=s, callbacks=callbacks)
+    assert run.epoch == 2 and [r.epoch for r in seen] == [1, 2]
+    assert isinstance(seen[0], fit.Run) and len(lines) == 2 and lines[0].startswith("(Epoch 1 / 5)")
+    assert calls == [(1, 1, 2), (1, 2, 2), (2, 1, 2), (2, 2, 2)]
 
 
 def test_train_lanes_refuses_bad_input_before_compiling():

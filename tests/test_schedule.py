@@ -1,16 +1,21 @@
 """Tests for fc_jax.runs.schedule: pure functions of (schedule, seed, epoch)."""
 
+import json
+
 import numpy as np
 import pytest
 
 from fc_jax.runs.schedule import (
     Halving,
+    Pbt,
     Schedule,
     check_schedule,
     chunks_of,
     epoch_indices,
     epoch_learning_rate,
     rung_budgets,
+    schedule_from_record,
+    schedule_record,
     train_subsample,
 )
 
@@ -85,3 +90,23 @@ def test_train_subsample():
     np.testing.assert_array_equal(rows, train_subsample(s, 3, 100))
     assert train_subsample(s, 3, 20) == slice(None)  # not smaller than the data: all rows
     assert train_subsample(s._replace(num_train_samples=None), 0, 100) == slice(None)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        Schedule(),
+        Schedule(num_epochs=9, halving=Halving(2, 3), seeds=2, image_shape=(3, 8, 8), flip=True),
+        Schedule(pbt=Pbt(1, 0.5, ("learning_rate", "reg")), num_train_samples=None),
+    ],
+)
+def test_a_schedule_record_is_json_and_rebuilds_the_same_schedule(schedule):
+    record = json.loads(json.dumps(schedule_record(schedule)))
+    assert schedule_from_record(record) == schedule
+    assert set(record) == set(Schedule._fields)
+    assert record["halving"] is None or record["halving"] == schedule.halving._asdict()
+
+
+def test_a_schedule_record_with_an_unknown_entry_is_refused():
+    with pytest.raises(ValueError, match=r"unknown entries \['eta'\]"):
+        schedule_from_record({**schedule_record(Schedule()), "eta": 3})

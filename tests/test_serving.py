@@ -11,6 +11,8 @@ from fc_jax import models, train
 from fc_jax.hparams import make_hparams
 from fc_jax.optim import get_optimizer
 from fc_jax.runs import fit
+from fc_jax.runs.schedule import Schedule
+from fc_jax.storage import archive
 from fc_jax.storage.archive import CheckpointError
 from fc_jax.storage.checkpoint import load_run, save_run
 from fc_jax.storage.model import Model, load_model, predict_raw, save_model
@@ -98,9 +100,22 @@ def test_a_run_checkpoint_is_not_a_model(tmp_path):
     config = models.NetConfig((3,), input_dim=4, num_classes=2)
     ts = train.init_train_state(jax.random.key(1), config, get_optimizer("sgd"), 0.1)
     meta = {"config": config, "update_rule": "sgd", "hparams": make_hparams("sgd")}
+    meta["schedule"] = Schedule()
     save_run(tmp_path, fit.Run(ts, 1, {}, ts.params, ts.model_state, 0.5), meta)
     with pytest.raises(CheckpointError, match="holds a 'lanes', not a model"):
         load_model(tmp_path / "checkpoint.npz")
+
+
+def test_a_model_file_of_format_version_2_loads(tmp_path, monkeypatch):
+    """Format version 3 changed run checkpoints only: model files of version 2 stay readable."""
+    config, params, state, mean = _model()
+    monkeypatch.setattr(archive, "FORMAT_VERSION", 2)
+    save_model(tmp_path, config, params, state, mean)
+    monkeypatch.undo()
+    with np.load(tmp_path / "model.npz") as z:
+        assert json.loads(z["meta"].tobytes())["format_version"] == 2
+    model = load_model(tmp_path)
+    assert model.config == config and np.array_equal(model.params["W1"], params["W1"])
 
 
 def test_config_is_stored_field_by_field(tmp_path):

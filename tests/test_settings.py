@@ -8,6 +8,7 @@ from fc_jax.data import datasets
 from fc_jax.hparams import HPARAMS, RULE_DEFAULTS, make_hparams
 from fc_jax.optim import OPTIMIZERS
 from fc_jax.runs import fit
+from fc_jax.runs.schedule import Schedule
 
 
 def test_defaults_fill_what_is_not_given_and_are_checked():
@@ -85,9 +86,11 @@ def test_bfloat16_run_resumes_bit_identically():
     X, y = datasets.synthetic(260, 12, 4, seed=0)
     data = dict(X_train=X[:200], y_train=y[:200], X_val=X[200:], y_val=y[200:])
     cfg = models.NetConfig((16,), input_dim=12, num_classes=4, compute_dtype="bfloat16")
-    kw = dict(hparams=make_hparams("adam", weight_scale=0.1, lr_decay=0.9), batch_size=20, seed=1)
-    full = fit.fit(cfg, data, num_epochs=3, **kw)
-    resumed = fit.fit(cfg, data, num_epochs=3, resume=fit.fit(cfg, data, num_epochs=1, **kw), **kw)
+    hp = make_hparams("adam", weight_scale=0.1, lr_decay=0.9)
+    s = Schedule(num_epochs=3, batch_size=20, seed=1)
+    half = fit.fit(cfg, data, hparams=hp, schedule=s._replace(num_epochs=1))
+    full = fit.fit(cfg, data, hparams=hp, schedule=s)
+    resumed = fit.fit(cfg, data, hparams=hp, schedule=s, resume=half)
     for k in full.ts.params:
         assert full.ts.params[k].dtype == np.float32  # master weights stay float32
         np.testing.assert_array_equal(full.ts.params[k], resumed.ts.params[k])

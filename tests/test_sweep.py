@@ -23,6 +23,7 @@ from fc_jax.hparams import HParams, make_hparams
 from fc_jax.optim import get_optimizer
 from fc_jax.report import sweeps
 from fc_jax.runs import fit, placement, schedule, space, sweep
+from fc_jax.runs.loop import Callbacks
 from fc_jax.workdir.sweeping import trial_space
 
 D, C = 6, 3
@@ -127,14 +128,13 @@ def test_run_sweep_lane_equals_fit(x64, independent):
     ]
     if independent:
         trials = [{**t, "seed": s} for t, s in zip(trials, (5, 9), strict=True)]
-    kw = dict(update_rule="adam", num_epochs=2, batch_size=10, seed=4, num_train_samples=30)
-    res = sweep.run_sweep(cfg, data, trials, independent_batches=independent, **kw)
-    kw.pop("update_rule")
+    s = schedule.Schedule(num_epochs=2, batch_size=10, seed=4, num_train_samples=30)
+    res = sweep.run_sweep(cfg, data, trials, schedule=s._replace(independent_batches=independent))
     for k, t in enumerate(trials):
         hp = make_hparams(
             "adam", jnp.float64, **{"keep_prob": 0.7, **{n: v for n, v in t.items() if n != "seed"}}
         )
-        run = fit.fit(cfg, data, update_rule="adam", hparams=hp, **{**kw, "seed": t.get("seed", 4)})
+        run = fit.fit(cfg, data, hparams=hp, schedule=s._replace(seed=t.get("seed", 4)))
         for name in run.ts.params:
             np.testing.assert_allclose(
                 res.final_state.params[name][k], run.ts.params[name], rtol=1e-10, atol=1e-12
@@ -151,7 +151,10 @@ def test_run_sweep_lane_equals_fit(x64, independent):
             )
 
 
-SGD = dict(update_rule="sgd", num_epochs=2, batch_size=10, seed=1, num_train_samples=None)
+SGD = dict(
+    optimizer="sgd",
+    schedule=schedule.Schedule(num_epochs=2, batch_size=10, seed=1, num_train_samples=None),
+)
 GOOD = [{"learning_rate": 1e-2, "seed": 2}, {"learning_rate": 5e-2, "weight_scale": 0.2}]
 
 
@@ -218,6 +221,7 @@ _SHARDED = textwrap.dedent(
     from fc_jax.runs import placement
     from fc_jax.runs import space
     from fc_jax.runs import sweep
+    from fc_jax.runs.schedule import Schedule
     from fc_jax.data.datasets import synthetic
     from fc_jax.optim import get_optimizer
     assert len(jax.devices()) == 8, jax.devices()
@@ -227,8 +231,8 @@ _SHARDED = textwrap.dedent(
         cfg = models.NetConfig((5,), input_dim=6, num_classes=3, dropout=True, dtype="float64")
         trials = space.grid({"learning_rate": [1e-2, 3e-2, 1e-1, 2e-2, 5e-3], "seed": [0, 1],
                              "keep_prob": [0.8]})[:K]
-        res = sweep.run_sweep(cfg, data, trials, update_rule="adam", num_epochs=2, batch_size=10,
-                              max_lanes=MAX_LANES, independent_batches=True)
+        s = Schedule(num_epochs=2, batch_size=10, independent_batches=True)
+        res = sweep.run_sweep(cfg, data, trials, schedule=s, max_lanes=MAX_LANES)
         assert len(res.devices) == 8
         fns = placement.make_lane_fns(cfg, get_optimizer("adam"),
                                       Mesh(np.array(jax.devices()), ("trials",)), True)
@@ -266,9 +270,8 @@ def test_sharded_over_8_cpu_devices_equals_unsharded(x64, tmp_path, K, max_lanes
     trials = space.grid(
         {"learning_rate": [1e-2, 3e-2, 1e-1, 2e-2, 5e-3], "seed": [0, 1], "keep_prob": [0.8]}
     )[:K]
-    res = sweep.run_sweep(
-        cfg, data, trials, update_rule="adam", num_epochs=2, batch_size=10, independent_batches=True
-    )
+    s = schedule.Schedule(num_epochs=2, batch_size=10, independent_batches=True)
+    res = sweep.run_sweep(cfg, data, trials, schedule=s)
     assert len(res.devices) == 1
     ours = [res.final_state.params[k] for k in sorted(res.final_state.params)]
     ours += [res.history["loss"], res.history["val_acc"], res.best_val_acc]
@@ -600,10 +603,13 @@ def test_one_lane_sweep_is_fit_bit_for_bit(x64):
         (5, 4), input_dim=D, num_classes=C, normalization="batchnorm", dropout=True, dtype="float64"
     )
     trial = {"learning_rate": 2e-2, "lr_decay": 0.8, "keep_prob": 0.7, "weight_scale": 0.2}
-    kw = dict(num_epochs=3, batch_size=10, seed=5, num_train_samples=30)
-    res = sweep.run_sweep(cfg, _data(n=60), [trial], update_rule="rmsprop", **kw)
+    kw = dict(
+        schedule=schedule.Schedule(num_epochs=3, batch_size=10, seed=5, num_train_samples=30),
+        optimizer="rmsprop",
+    )
+    res = sweep.run_sweep(cfg, _data(n=60), [trial], **kw)
     hp = make_hparams("rmsprop", jnp.float64, **trial)
-    run = fit.fit(cfg, _data(n=60), update_rule="rmsprop", hparams=hp, **kw)
+    run = fit.fit(cfg, _data(n=60), hparams=hp, **kw)
     for name in run.ts.params:
         assert (
             res.final_state.params[name][0].tobytes() == np.asarray(run.ts.params[name]).tobytes()
@@ -619,11 +625,11 @@ def test_keep_prob_one_in_a_sweep_means_no_dropout(x64):
     """Mixed keep probabilities in one sweep: the lane at 1.0 is the net without dropout."""
     cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dropout=True, dtype="float64")
     trials = [{"learning_rate": 2e-2, "keep_prob": 1.0}, {"learning_rate": 2e-2, "keep_prob": 0.5}]
-    kw = dict(num_epochs=2, batch_size=10, seed=2)
-    res = sweep.run_sweep(cfg, _data(), trials, **kw)
+    s = schedule.Schedule(num_epochs=2, batch_size=10, seed=2)
+    res = sweep.run_sweep(cfg, _data(), trials, schedule=s)
     plain = models.NetConfig((5,), input_dim=D, num_classes=C, dtype="float64")
     run = fit.fit(
-        plain, _data(), hparams=make_hparams("adam", jnp.float64, learning_rate=2e-2), **kw
+        plain, _data(), hparams=make_hparams("adam", jnp.float64, learning_rate=2e-2), schedule=s
     )
     for name in run.ts.params:
         np.testing.assert_allclose(res.final_state.params[name][0], run.ts.params[name], rtol=1e-10)
@@ -636,9 +642,10 @@ HALVING_TRIALS = [{"learning_rate": float(lr)} for lr in np.geomspace(1e-3, 3e-1
 @pytest.mark.slow
 def test_successive_halving_keeps_the_best_and_continues_them(x64):
     cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dtype="float64")
-    kw = dict(num_epochs=9, batch_size=10, seed=1, max_lanes=9)
-    full = sweep.run_sweep(cfg, _data(), HALVING_TRIALS, **kw)
-    half = sweep.run_sweep(cfg, _data(), HALVING_TRIALS, schedule="halving", eta=3, **kw)
+    s = schedule.Schedule(num_epochs=9, batch_size=10, seed=1)
+    full = sweep.run_sweep(cfg, _data(), HALVING_TRIALS, schedule=s, max_lanes=9)
+    s = s._replace(halving=schedule.Halving(eta=3))
+    half = sweep.run_sweep(cfg, _data(), HALVING_TRIALS, schedule=s, max_lanes=9)
     assert half.rungs == (1, 3, 9) and half.schedule == "halving"
     assert sorted(half.epochs.tolist()) == [1] * 6 + [3] * 2 + [9]
     assert half.lane_epochs == 9 + 2 * 3 + 6 == 21 and full.lane_epochs == 81
@@ -661,14 +668,15 @@ def test_successive_halving_keeps_the_best_and_continues_them(x64):
     )
 
 
-@pytest.mark.parametrize("schedule", ["full", "halving"])
+@pytest.mark.parametrize("halving", [None, schedule.Halving(eta=2)])
 @pytest.mark.slow
-def test_sweep_resumes_exactly_from_any_epoch(x64, schedule):
+def test_sweep_resumes_exactly_from_any_epoch(x64, halving):
     cfg = models.NetConfig((5,), input_dim=D, num_classes=C, dropout=True, dtype="float64")
     trials = [{**t, "keep_prob": 0.8} for t in HALVING_TRIALS[::2]]
-    kw = dict(num_epochs=4, batch_size=10, seed=1, schedule=schedule, eta=2, max_lanes=2)
+    s = schedule.Schedule(num_epochs=4, batch_size=10, seed=1, halving=halving)
+    kw = dict(schedule=s, max_lanes=2)
     snaps = []
-    straight = sweep.run_sweep(cfg, _data(), trials, on_epoch_end=snaps.append, **kw)
+    straight = sweep.run_sweep(cfg, _data(), trials, callbacks=Callbacks(snaps.append), **kw)
     assert len(snaps) >= 4
     for snap in snaps[:-1]:
         resumed = sweep.run_sweep(cfg, _data(), trials, resume=snap, **kw)

@@ -34,12 +34,12 @@ CONFIGS = [{"learning_rate": 3e-2, "weight_scale": 0.3}, {"learning_rate": 1e-3,
 
 def test_seeds_are_consecutive_lanes_and_mean_std_are_by_hand(x64, tmp_path):
     cfg = models.NetConfig((5,), **CFG)
-    kw = dict(num_epochs=2, batch_size=10, seed=4, independent_batches=True)
-    res = sweep.run_sweep(cfg, _data(), CONFIGS, seeds=3, **kw)
+    s = schedule.Schedule(num_epochs=2, batch_size=10, seed=4, independent_batches=True)
+    res = sweep.run_sweep(cfg, _data(), CONFIGS, schedule=s._replace(seeds=3))
     assert [t["seed"] for t in res.trials] == [4, 5, 6, 7, 8, 9]
     assert res.groups.tolist() == [0, 0, 0, 1, 1, 1] and res.seeds == 3
     # lane 4 is configuration 1 with seed 8, trained alone
-    alone = sweep.run_sweep(cfg, _data(), [{**CONFIGS[1], "seed": 8}], **kw)
+    alone = sweep.run_sweep(cfg, _data(), [{**CONFIGS[1], "seed": 8}], schedule=s)
     assert alone.best_val_acc[0] == res.best_val_acc[4]
     accs = res.best_val_acc.tolist()
     means = [sum(accs[0:3]) / 3, sum(accs[3:6]) / 3]
@@ -119,18 +119,8 @@ def test_halving_promotes_whole_configurations_by_their_mean():
 def test_halving_sweep_with_seeds_keeps_whole_groups(x64):
     cfg = models.NetConfig((5,), **CFG)
     trials = [{"learning_rate": float(lr)} for lr in np.geomspace(1e-3, 3e-1, 6)]
-    res = sweep.run_sweep(
-        cfg,
-        _data(),
-        trials,
-        num_epochs=3,
-        batch_size=10,
-        seed=1,
-        schedule="halving",
-        eta=3,
-        seeds=2,
-        max_lanes=12,
-    )
+    s = schedule.Schedule(num_epochs=3, batch_size=10, seed=1, halving=schedule.Halving(3), seeds=2)
+    res = sweep.run_sweep(cfg, _data(), trials, schedule=s, max_lanes=12)
     epochs = res.epochs.reshape(6, 2)
     assert (epochs[:, 0] == epochs[:, 1]).all()  # the seeds of a configuration stop together
     assert sorted(epochs[:, 0].tolist()) == [1, 1, 1, 1, 3, 3]
@@ -260,9 +250,10 @@ def test_halving_replay_matches_a_real_halving_sweep(x64, seeds):
 
     cfg = models.NetConfig((5,), **CFG)
     trials = [{"learning_rate": float(lr)} for lr in np.geomspace(1e-3, 3e-1, 6)]
-    kw = dict(num_epochs=3, batch_size=10, seed=1, seeds=seeds, max_lanes=12)
-    full = sweep.run_sweep(cfg, _data(), trials, **kw)
-    half = sweep.run_sweep(cfg, _data(), trials, schedule="halving", eta=3, **kw)
+    s = schedule.Schedule(num_epochs=3, batch_size=10, seed=1, seeds=seeds)
+    full = sweep.run_sweep(cfg, _data(), trials, schedule=s, max_lanes=12)
+    s = s._replace(halving=schedule.Halving(eta=3))
+    half = sweep.run_sweep(cfg, _data(), trials, schedule=s, max_lanes=12)
     replay = replay_halving(full, eta=3, min_epochs=1)
     went_on = sorted(set(half.groups[half.epochs == 3].tolist()))
     assert replay["rungs"] == [1, 3] and replay["kept"] == [went_on]

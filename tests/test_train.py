@@ -14,8 +14,10 @@ from fc_jax import models, optim, train
 from fc_jax.data import datasets
 from fc_jax.hparams import make_hparams
 from fc_jax.runs import fit, loop
+from fc_jax.runs.schedule import Schedule
 
 D, C = 12, 4
+ONE_EPOCH = Schedule(num_epochs=1)
 
 
 def _data(n=200, seed=0):
@@ -138,15 +140,11 @@ def test_accuracy_matches_numpy_with_padding():
 @pytest.mark.slow
 def test_fit_same_seed_same_result_and_chunks_do_not_matter():
     cfg = models.NetConfig((16,), input_dim=D, num_classes=C, dropout=True)
-    kw = dict(
-        update_rule="adam",
-        hparams=make_hparams("adam", keep_prob=0.8, weight_scale=0.1),
-        num_epochs=2,
-        batch_size=20,
-    )
-    a = fit.fit(cfg, _data(), seed=3, **kw)
-    b = fit.fit(cfg, _data(), seed=3, chunks_per_epoch=5, **kw)
-    c = fit.fit(cfg, _data(), seed=4, **kw)
+    hp = make_hparams("adam", keep_prob=0.8, weight_scale=0.1)
+    s = Schedule(num_epochs=2, batch_size=20, seed=3)
+    a = fit.fit(cfg, _data(), hparams=hp, schedule=s)
+    b = fit.fit(cfg, _data(), hparams=hp, schedule=s._replace(chunks_per_epoch=5))
+    c = fit.fit(cfg, _data(), hparams=hp, schedule=s._replace(seed=4))
     for k in a.ts.params:
         np.testing.assert_array_equal(a.ts.params[k], b.ts.params[k])
     assert a.history["loss"] == b.history["loss"]
@@ -167,11 +165,9 @@ def test_fit_overfits_50_examples():
     run = fit.fit(
         cfg,
         d,
-        update_rule="adam",
         hparams=make_hparams("adam", learning_rate=1e-2, weight_scale=0.1),
-        num_epochs=40,
-        batch_size=25,
-        num_train_samples=None,
+        schedule=Schedule(num_epochs=40, batch_size=25, num_train_samples=None),
+        optimizer="adam",
     )
     assert run.history["train_acc"][-1] == 1.0
 
@@ -182,14 +178,13 @@ def test_fit_resume_is_exact():
         (16,), input_dim=D, num_classes=C, normalization="batchnorm", dropout=True
     )
     kw = dict(
-        update_rule="rmsprop",
+        optimizer="rmsprop",
         hparams=make_hparams("rmsprop", keep_prob=0.7, lr_decay=0.9, weight_scale=0.1),
-        batch_size=20,
-        seed=1,
     )
-    full = fit.fit(cfg, _data(), num_epochs=3, **kw)
-    half = fit.fit(cfg, _data(), num_epochs=1, **kw)
-    resumed = fit.fit(cfg, _data(), num_epochs=3, resume=half, **kw)
+    s = Schedule(num_epochs=3, batch_size=20, seed=1)
+    full = fit.fit(cfg, _data(), schedule=s, **kw)
+    half = fit.fit(cfg, _data(), schedule=s._replace(num_epochs=1), **kw)
+    resumed = fit.fit(cfg, _data(), schedule=s, resume=half, **kw)
     for k in full.ts.params:
         np.testing.assert_array_equal(full.ts.params[k], resumed.ts.params[k])
     assert (
@@ -206,11 +201,10 @@ def test_divergence_names_epoch_and_step_and_keeps_last_good_epoch():
         fit.fit(
             cfg,
             _data(),
-            update_rule="sgd",
             hparams=make_hparams("sgd", learning_rate=1e30, weight_scale=0.1),
-            num_epochs=5,
-            batch_size=20,
-            on_epoch_end=seen.append,
+            schedule=Schedule(num_epochs=5, batch_size=20),
+            optimizer="sgd",
+            callbacks=loop.Callbacks(on_epoch_end=seen.append),
         )
     assert err.value.epoch == len(seen) + 1
     assert all(np.isfinite(np.asarray(r.ts.params["W1"])).all() for r in seen)
@@ -312,7 +306,7 @@ def test_epoch_updates_every_weight_in_place(rule, norm):
 @pytest.mark.slow
 def test_fit_float64():
     cfg = models.NetConfig((8,), input_dim=D, num_classes=C, dtype="float64")
-    run = fit.fit(cfg, _data(), num_epochs=1, batch_size=20)
+    run = fit.fit(cfg, _data(), schedule=Schedule(num_epochs=1, batch_size=20))
     assert run.ts.params["W1"].dtype == np.float64
     assert not jax.config.jax_enable_x64
 
@@ -338,7 +332,7 @@ def test_fit_rejects_bad_data(change, match):
     d = _data()
     change(d)
     with pytest.raises(ValueError, match=match):
-        fit.fit(models.NetConfig((8,), input_dim=D, num_classes=C), d, num_epochs=1)
+        fit.fit(models.NetConfig((8,), input_dim=D, num_classes=C), d, schedule=ONE_EPOCH)
 
 
 def test_fit_rejects_bad_hparams_and_rule():
@@ -348,12 +342,15 @@ def test_fit_rejects_bad_hparams_and_rule():
             cfg,
             _data(),
             hparams=make_hparams("sgd")._replace(learning_rate=jnp.asarray(-1.0)),
-            num_epochs=1,
+            schedule=ONE_EPOCH,
         )
     with pytest.raises(ValueError, match="nadam"):
-        fit.fit(cfg, _data(), update_rule="nadam", num_epochs=1)
+        fit.fit(cfg, _data(), optimizer="nadam", schedule=ONE_EPOCH)
     with pytest.raises(ValueError, match="features"):
-        fit.fit(models.NetConfig((8,), input_dim=D + 1, num_classes=C), _data(), num_epochs=1)
+        wide = models.NetConfig((8,), input_dim=D + 1, num_classes=C)
+        fit.fit(wide, _data(), schedule=ONE_EPOCH)
+    with pytest.raises(ValueError, match="fit trains one lane"):
+        fit.fit(cfg, _data(), schedule=Schedule(seeds=2))
 
 
 def test_bfloat16_epoch_keeps_float32_master_state():

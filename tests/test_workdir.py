@@ -7,6 +7,7 @@ import pytest
 
 from fc_jax import settings
 from fc_jax.data.datasets import get_dataset
+from fc_jax.runs.schedule import Schedule
 from fc_jax.runs.sweep import run_sweep
 from fc_jax.storage.model import load_model
 from fc_jax.workdir.evaluation import accuracy_on_test, evaluate_model
@@ -141,10 +142,7 @@ def test_retrain_best_trains_the_printed_command_and_refuses_a_second_time(tmp_p
         settings.config_of(s),
         data,
         trials,
-        num_epochs=2,
-        batch_size=s["batch_size"],
-        seed=s["seed"],
-        num_train_samples=1000,
+        schedule=Schedule(num_epochs=2, batch_size=s["batch_size"], seed=s["seed"]),
     )
     run = retrain_best(result, s, tmp_path, epochs=1)
     assert run["epochs"] == 1 and run["out_dir"] == str(tmp_path / "retrain")

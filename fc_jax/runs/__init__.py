@@ -1,8 +1,10 @@
 """The ring's engine: one run loop for K >= 1 lanes, and what it is fed.
 
-  loop       THE run loop: `train_lanes` trains K lanes epoch by epoch (`Lanes`, `DivergedError`)
+  loop       THE run loop: `train_lanes` trains K lanes epoch by epoch (`Lanes`, `DivergedError`;
+             its hooks are one `Callbacks`)
   schedule   what every lane shares (`Schedule`, `Halving`, `Pbt`): minibatches, subsamples, learning
-             rates, seeds per configuration
+             rates, seeds per configuration; `fit` and `run_sweep` take it with an update rule's
+             name (`optimizer=`), and checkpoints store it as one record
   pbt        population-based training's exploit/explore step, a gather over the lane axis
   placement  lanes on devices: the compiled epoch and evaluation over a lane axis
   fit        one training run: the loop with K = 1 (`fit`, `Run`)

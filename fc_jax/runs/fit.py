@@ -5,11 +5,11 @@ X_val, y_val`) and returns a `Run`, the single lane of the loop's `Lanes` with j
 state, epochs done, history, best params by validation accuracy. A `Run` passed as `resume=`
 continues exactly (minibatch indices and dropout keys depend only on (seed, epoch, step)). A
 non-finite loss raises `DivergedError` naming the epoch and step, after the last good epoch's
-`on_epoch_end`. Everything about the schedule lives in `fc_jax.runs.loop`; a one-lane sweep is this
+`on_epoch_end`. How it trains is a `Schedule` and an update rule's name, its hooks one
+`Callbacks`; everything about the schedule lives in `fc_jax.runs.loop`; a one-lane sweep is this
 same loop, so it equals `fit` by construction.
 """
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -80,85 +80,60 @@ def fit(
     config: models.NetConfig,
     data: dict,
     *,
-    update_rule: str = "adam",
     hparams: HParams | None = None,
-    num_epochs: int = 10,
-    batch_size: int = 100,
-    seed: int = 0,
-    replace: bool = True,
-    chunks_per_epoch: int = 1,
-    num_train_samples: int | None = 1000,
-    checkpoint_every: float = 0.0,
-    lr_schedule: str = "step",
-    crop_pad: int = 0,
-    flip: bool = False,
-    image_shape: tuple[int, ...] | None = None,
+    schedule: Schedule = Schedule(),
+    optimizer: str = "adam",
     resume: Run | loop.Lanes | None = None,
-    on_epoch_end: Callable[[Run], None] | None = None,
-    progress: Callable[[int, int, int], None] | None = None,
-    log: Callable[[str], None] | None = None,
+    callbacks: loop.Callbacks | None = None,
 ) -> Run:
     """Train `config` on `data`; returns the final `Run` (best params by validation accuracy inside).
 
     Args:
       config: the architecture.
       data: dict with X_train (N, ...), y_train (N,), X_val, y_val (numpy or jax arrays).
-      update_rule: "sgd", "sgd_momentum", "rmsprop" or "adam".
       hparams: `HParams` (default: the rule's course defaults); `learning_rate` is the initial rate.
-      num_epochs: total epochs (a resumed run continues up to this number).
-      batch_size: minibatch size; an epoch is max(N // batch_size, 1) steps.
-      seed: seeds initialization, minibatch sampling and dropout.
-      replace: minibatches with replacement (the course's Solver) or per-epoch permutations.
-      chunks_per_epoch: compiled calls per epoch (more gives a finer progress bar; same result).
-      num_train_samples: size of the random training subsample for train accuracy (None: all).
-      checkpoint_every: 0 calls `on_epoch_end` after every epoch; seconds > 0 call it by time
-        (`fc_jax.runs.schedule.checkpoint_due`) and always for the last epoch done when `fit`
-        ends, diverges or is interrupted.
-      lr_schedule: "step" (the course's per-epoch decay), "cosine", "linear" or "triangle"
-        (`fc_jax.lr_schedules`; their numbers are `hparams` values).
-      crop_pad, flip: random crops of the images zero-padded by `crop_pad` pixels, random
-        horizontal flips (`fc_jax.augment`); mixup is on when `hparams.mixup_alpha` > 0.
-      image_shape: (C, H, W) of one row of X for crops and flips (default: X's, when 4-D).
+      schedule: the `Schedule`: epochs (a resumed run continues up to `num_epochs`), minibatches
+        (an epoch is max(N // batch_size, 1) steps), `seed` (initialization, minibatch sampling,
+        dropout), the train-accuracy subsample, checkpoint timing, learning-rate schedule kind and
+        augmentation. One lane: no halving, no PBT, one seed.
+      optimizer: the update rule's name: "sgd", "sgd_momentum", "rmsprop" or "adam".
       resume: a `Run` (or one-lane `Lanes`) to continue from (as loaded from a checkpoint).
-      on_epoch_end: called with the `Run` after an epoch (e.g. to write a checkpoint).
-      progress: called as `progress(epoch, chunk_done, chunks)` while an epoch runs.
-      log: called with one line per epoch.
+      callbacks: `fc_jax.runs.loop.Callbacks`: `on_epoch_end(run)` after an epoch (e.g. to write
+        a checkpoint; with `schedule.checkpoint_every` > 0 when `checkpoint_due`, and always for
+        the last epoch done when `fit` ends, diverges or is interrupted); `progress(epoch,
+        chunk_done, chunks)` while an epoch runs; `log(line)` once per epoch; `stop(run)` at
+        every epoch boundary, true to end the run there.
 
     Returns:
       The final `Run`.
     """
+    if schedule.halving is not None or schedule.pbt is not None or schedule.seeds != 1:
+        raise ValueError("fit trains one lane: halving, pbt and seeds are run_sweep's")
+    cb = callbacks or loop.Callbacks()
     with x64_scope(config):
         dtype = jnp.dtype(config.dtype)
-        hp = hparams if hparams is not None else make_hparams(update_rule, dtype=dtype)
+        hp = hparams if hparams is not None else make_hparams(optimizer, dtype=dtype)
         validate_hparams(hp._asdict())
         hp = jax.tree.map(lambda v: np.asarray(v)[None], hp)
-        schedule = Schedule(
-            num_epochs,
-            batch_size,
-            seed,
-            replace,
-            False,
-            chunks_per_epoch,
-            num_train_samples,
-            checkpoint_every=checkpoint_every,
-            lr_schedule=lr_schedule,
-            crop_pad=crop_pad,
-            flip=flip,
-            image_shape=None if image_shape is None else tuple(image_shape),
-        )
         if isinstance(resume, Run):
             resume = lanes_of(resume)
         lanes = loop.train_lanes(
             config,
             data,
             hp,
-            [seed],
-            update_rule=update_rule,
+            [schedule.seed],
             schedule=schedule,
+            optimizer=optimizer,
             resume=resume,
-            on_epoch_end=None if on_epoch_end is None else (lambda ls: on_epoch_end(run_of(ls))),
+            callbacks=cb._replace(
+                on_epoch_end=_of_run(cb.on_epoch_end),
+                stop=None if cb.stop is None else (lambda ls: [0] if cb.stop(run_of(ls)) else []),
+            ),
             on_diverge="raise",
-            log=log,
-            progress=progress,
         )
         return run_of(lanes)
+
+
+def _of_run(f):
+    """`f(run)` as a hook of the loop's `Lanes`."""
+    return None if f is None else (lambda ls: f(run_of(ls)))

@@ -1,14 +1,16 @@
 """THE run loop: K >= 1 lanes trained epoch by epoch on the compiled engine.
 
 Contract: a *lane* is one configuration (an `HParams` row and a seed). `train_lanes(config, data,
-hparams, seeds, schedule=...)` trains K lanes of one architecture and returns `Lanes`, a host-side
-(numpy) snapshot with a leading K axis: the engine state, each lane's epochs done and epoch budget,
-history, best params by validation accuracy. A single training run (`fc_jax.runs.fit.fit`) is K = 1; a
-sweep (`fc_jax.runs.sweep.run_sweep`) is K lanes. The schedule lives here once:
+hparams, seeds, schedule=..., optimizer=...)` trains K lanes of one architecture with the update
+rule `optimizer` and returns `Lanes`, a host-side (numpy) snapshot with a leading K axis: the
+engine state, each lane's epochs done and epoch budget, history, best params by validation
+accuracy. A single training run (`fc_jax.runs.fit.fit`) is K = 1; a sweep
+(`fc_jax.runs.sweep.run_sweep`) is K lanes. Its hooks are one `Callbacks`. The schedule lives here
+once:
 
 * epoch e of every lane draws its minibatches from `fold_in(fold_in(key(seed), 1), e)`, with the
   schedule's seed (shared: one draw for all lanes) or each lane's own (`independent_batches`);
-* lane k starts from `train.init_train_state(key(seed_k), config, optimizer, weight_scale_k)`; with
+* lane k starts from `train.init_train_state(key(seed_k), config, opt, weight_scale_k)`; with
   the schedule's `lr_schedule` "step" its learning rate after e epochs is
   `epoch_learning_rate(lr_k, lr_decay_k, e)` (the course's decay, on the host), with another kind
   the engine computes each step's rate from the global step (`fc_jax.lr_schedules`);
@@ -17,20 +19,21 @@ sweep (`fc_jax.runs.sweep.run_sweep`) is K lanes. The schedule lives here once:
   with the minibatches' seed (shared by all lanes, or each lane's own);
 * with `schedule.pbt`, after every `ready` epochs a PBT step (`fc_jax.runs.pbt.exploit`);
 * after each epoch: accuracy on a training subsample (drawn from `default_rng([seed, e])`, as the
-  course measures it) and on the validation set, best params per lane, then `on_epoch_end(lanes)`
-  (a checkpoint): after every epoch, or by time (`Schedule.checkpoint_every`, see
-  `fc_jax.runs.schedule.checkpoint_due`) and always for the last epoch done when the loop ends or
-  is interrupted; `resume=lanes` continues bit for bit from any of them (the epochs after it are
-  trained again), since everything above depends only on (seed, epoch, step);
+  course measures it) and on the validation set, best params per lane, then
+  `callbacks.on_epoch_end(lanes)` (a checkpoint): after every epoch, or by time
+  (`Schedule.checkpoint_every`, see `fc_jax.runs.schedule.checkpoint_due`) and always for the
+  last epoch done when the loop ends or is interrupted; `resume=lanes` continues bit for bit from
+  any of them (the epochs after it are trained again), since everything above depends only on
+  (seed, epoch, step);
 * a lane whose loss turns non-finite is frozen by the engine and stops (`on_diverge="stop"`), or the
   run raises `DivergedError` before its `on_epoch_end` (`on_diverge="raise"`, what `fit` does);
 * `Schedule.halving`: successive halving. Every lane first trains `min_epochs`; when all lanes of a
   rung reach its budget, the best 1/eta by best validation accuracy (configurations by their mean
   over `Schedule.seeds` lanes, `promote`) go on to eta times the budget (capped at `num_epochs`)
   from their own state, the others stop where they are;
-* `stop(lanes)`, called at every epoch boundary (the first, and a resumed one, included), names
-  lanes that stop where they are (their budget becomes their epoch), as halving stops the lanes it
-  does not promote: an outside pruner's hook (`fc_jax.runs.optuna_bridge`);
+* `callbacks.stop(lanes)`, called at every epoch boundary (the first, and a resumed one,
+  included), names lanes that stop where they are (their budget becomes their epoch), as halving
+  stops the lanes it does not promote: an outside pruner's hook (`fc_jax.runs.optuna_bridge`);
 * the lanes that still train run in groups of `width` lanes (`jax.vmap` over the lane axis, sharded
   over `Mesh(devices, ("trials",))`, padded with copies of the last lane): one compilation per width.
   Between epochs the state lives on the host, so groups, halving and checkpoints are one mechanism.
@@ -74,6 +77,7 @@ from fc_jax.runs.schedule import (
 
 __all__ = [
     "Lanes",
+    "Callbacks",
     "DivergedError",
     "train_lanes",
     "init_lanes",
@@ -126,6 +130,15 @@ class Lanes(NamedTuple):
     @property
     def diverged(self) -> np.ndarray:
         return np.asarray(self.ts.diverged, bool)
+
+
+class Callbacks(NamedTuple):
+    """The run loop's hooks, all optional (`fit` calls them with its `Run` instead of `Lanes`)."""
+
+    on_epoch_end: Callable[[Any], None] | None = None  # a snapshot to write (a checkpoint)
+    progress: Callable[[int, int, int], None] | None = None  # (epoch, done, total) in an epoch
+    log: Callable[[str], None] | None = None  # one line per epoch
+    stop: Callable[[Any], Any] | None = None  # at every epoch boundary: which lanes stop there
 
 
 def check_data(config: models.NetConfig, data: dict, dtype) -> tuple[np.ndarray, ...]:
@@ -230,16 +243,13 @@ def train_lanes(
     hparams: HParams,
     seeds,
     *,
-    update_rule: str = "adam",
-    schedule: Schedule | None = None,
+    schedule: Schedule = Schedule(),
+    optimizer: str = "adam",
     width: int | None = None,
     devices: list | None = None,
     resume: Lanes | None = None,
-    on_epoch_end: Callable[[Lanes], None] | None = None,
+    callbacks: Callbacks | None = None,
     on_diverge: str = "stop",
-    log: Callable[[str], None] | None = None,
-    progress: Callable[[int, int, int], None] | None = None,
-    stop: Callable[[Lanes], Any] | None = None,
     cache: dict | None = None,
 ) -> Lanes:
     """Train K lanes of `config` on `data` (see the module docstring); returns the final `Lanes`.
@@ -249,25 +259,22 @@ def train_lanes(
       data: dict with X_train (N, ...), y_train (N,), X_val, y_val.
       hparams: `HParams` of (K,) arrays, lane k's values in row k (learning_rate is the initial rate).
       seeds: (K,) integer seeds of the lanes' initialization and dropout.
-      update_rule: "sgd", "sgd_momentum", "rmsprop" or "adam".
-      schedule: the shared `Schedule` (default: `Schedule()`).
+      schedule: the `Schedule` every lane shares.
+      optimizer: the update rule's name: "sgd", "sgd_momentum", "rmsprop" or "adam".
       width: lanes run at once (default: all; rounded up to a multiple of the devices).
       devices: devices to shard the lane axis over (default: `jax.devices()[:1]`).
       resume: `Lanes` to continue from (as loaded from a checkpoint).
-      on_epoch_end: called with the `Lanes` after every epoch (e.g. to write a checkpoint); with
-        `schedule.checkpoint_every` > 0 only when `checkpoint_due`, and always with the latest
-        epoch not yet handed over when the loop ends: done, diverged (the last good epoch) or
-        interrupted (Ctrl-C), so a checkpoint always holds the last epoch written, whole.
+      callbacks: the hooks (`Callbacks`), each called with the `Lanes`: `on_epoch_end` after every
+        epoch (e.g. to write a checkpoint); with `schedule.checkpoint_every` > 0 only when
+        `checkpoint_due`, and always with the latest epoch not yet handed over when the loop
+        ends: done, diverged (the last good epoch) or interrupted (Ctrl-C), so a checkpoint always
+        holds the last epoch written, whole. `stop` at every epoch boundary returns the indices
+        of lanes to stop where they are (e.g. a pruner's verdict).
       on_diverge: "stop" (a diverged lane stops, the others go on) or "raise" (`DivergedError`).
-      log: called with one line per epoch.
-      progress: called as `progress(epoch, done, total)` while an epoch runs.
-      stop: called with the `Lanes` at every epoch boundary; returns the indices of lanes to stop
-        where they are (e.g. a pruner's verdict).
       cache: a dict the caller keeps between calls; the compiled executables are reused from it
         when the architecture, update rule, devices, data shapes and width match.
     """
-    optimizer = get_optimizer(update_rule)
-    schedule = Schedule() if schedule is None else schedule
+    cb = callbacks or Callbacks()
     if on_diverge not in ("stop", "raise"):
         raise ValueError(f"on_diverge must be 'stop' or 'raise', got {on_diverge!r}")
     seeds = np.asarray(seeds, np.int64)
@@ -275,69 +282,32 @@ def train_lanes(
     K = len(seeds)
     devices = list(devices or jax.devices()[:1])
     with models.x64_scope(config):
-        dtype = jnp.dtype(config.dtype)
-        host = check_data(config, data, dtype)
-        n = len(host[0])
-        check_schedule(schedule, n)
-        check_lr_values(schedule, hp)
-        image_shape = check_augment(schedule, config.input_dim, np.shape(data["X_train"]))
-        groups = lane_groups(K, schedule.seeds)
-        steps = max(n // schedule.batch_size, 1)
-        chunks = chunks_of(steps, schedule.chunks_per_epoch)
-        augment = augment_of(schedule, hp, image_shape)
-        lr_schedule = lr_schedule_of(schedule, steps)
-        key = (
+        ctx = _context(
             config,
-            update_rule,
-            tuple(devices),
-            schedule.independent_batches,
-            host[0].shape,
-            host[2].shape,
-            steps,
-            chunks,
-            schedule.batch_size,
-            lr_schedule,
-            augment,
+            data,
+            hp,
+            seeds,
+            schedule=schedule,
+            optimizer=optimizer,
+            width=width,
+            devices=devices,
+            cache=cache,
+            progress=cb.progress,
         )
-        if cache is not None and key in cache:
-            fns, compiled = cache[key]
-        else:
-            mesh = Mesh(np.array(devices), ("trials",))
-            fns = placement.make_lane_fns(
-                config, optimizer, mesh, schedule.independent_batches, lr_schedule, augment
-            )
-            compiled = {}
-            if cache is not None:
-                cache[key] = fns, compiled
+        groups = lane_groups(K, schedule.seeds)
         first = rung_budgets(schedule.num_epochs, schedule.halving)[0]
-        lanes = resume if resume is not None else init_lanes(fns, hp, seeds, first)
+        lanes = resume if resume is not None else init_lanes(ctx.fns, hp, seeds, first)
         if lanes.num_lanes != K:
             raise ValueError(f"resume holds {lanes.num_lanes} lanes; this run has {K}")
         if schedule.halving is None:  # a resumed run may be asked for more epochs
             lanes = lanes._replace(budget=np.full(K, schedule.num_epochs, np.int64))
         if schedule.pbt is not None and lanes.hparams is None:
             lanes = lanes._replace(hparams=hp)
-        ndev = len(devices)
-        W = -(-min(K, width or K) // ndev) * ndev
-        ctx = _Context(
-            fns,
-            compiled,
-            W,
-            hp,
-            seeds,
-            schedule,
-            host,
-            fns.put_replicated(host),
-            steps,
-            chunks,
-            progress,
-            augment.active,
-        )
-        saver = _Saver(on_epoch_end, schedule.checkpoint_every)
+        saver = _Saver(cb.on_epoch_end, schedule.checkpoint_every)
         try:
             while True:
-                if stop is not None:
-                    lanes = stop_lanes(lanes, stop(lanes))
+                if cb.stop is not None:
+                    lanes = stop_lanes(lanes, cb.stop(lanes))
                 todo = np.flatnonzero((lanes.epoch < lanes.budget) & ~lanes.diverged)
                 if not len(todo):
                     promoted = promote(lanes, schedule, groups) if schedule.halving else None
@@ -350,14 +320,15 @@ def train_lanes(
                 lanes = _one_epoch(ctx, lanes, todo, e)
                 bad = todo[lanes.diverged[todo]]
                 if on_diverge == "raise" and len(bad):
+                    steps = ctx.steps
                     losses = np.asarray(lanes.history[bad[0]]["loss"][-steps:])
                     step = int(np.flatnonzero(~np.isfinite(losses))[0])
                     raise DivergedError(e + 1, step + 1, e * steps + step + 1)
                 if pbt.due(schedule.pbt, e + 1, schedule.num_epochs):
                     lanes = pbt.exploit(lanes, schedule.pbt, schedule.seed, e + 1)
                 saver.pending = lanes  # handed over when due, or when the loop ends
-                if log is not None:
-                    log(_epoch_line(lanes, todo, e, schedule.num_epochs, steps))
+                if cb.log is not None:
+                    cb.log(_epoch_line(lanes, todo, e, schedule.num_epochs, ctx.steps))
                 saver.epoch_end()
         finally:  # the end, an exception, Ctrl-C: the latest epoch not yet handed over
             saver.flush()
@@ -402,111 +373,245 @@ def _epoch_line(lanes: Lanes, todo, e: int, num_epochs: int, steps: int) -> str:
     )
 
 
+# ------------------------------------------------------------------ one epoch, in named steps
+class _Executables(NamedTuple):
+    """The compiled programs of one group width, compiled ahead of time (so compile time is
+    reported apart from training time)."""
+
+    epoch: Any  # one chunk of an epoch: (ts, X, y, idx, hparams[, keys]) -> (ts, losses)
+    train_acc: Any  # (params, model_state, X, y) -> (W,) on the training subsample
+    val_acc: Any  # the same on the validation set (the same program when the shapes agree)
+
+
 class _Context(NamedTuple):
     """What every epoch of one `train_lanes` call uses."""
 
     fns: placement.LaneFns
-    compiled: dict  # executables by width (and evaluation input shape), compiled ahead of time
-    W: int  # lanes run at once
+    compiled: dict  # {width: _Executables}, kept in the caller's cache between calls
+    width: int  # lanes run at once
     hp: HParams  # (K,) numpy
     seeds: np.ndarray  # (K,)
     schedule: Schedule
     host: tuple  # X_train, y_train, X_val, y_val (numpy)
     dev: tuple  # the same on the devices, replicated
-    steps: int
-    chunks: int
+    steps: int  # minibatches per epoch
+    chunks: int  # compiled calls per epoch
     progress: Callable | None
     augment: bool  # the epoch takes per-step augmentation keys
 
 
+class _EpochPlan(NamedTuple):
+    """What the groups of one epoch share."""
+
+    e: int  # the epoch (0-based)
+    hp: HParams  # (K,) the values the engine gets (`step`: the rate decayed on the host)
+    lr: np.ndarray  # (K,) each lane's learning rate at the epoch's first step (the history's)
+    sub: tuple  # (X, y) on the devices: the rows train accuracy is measured on
+    groups: list  # arrays of lane indices, at most `width` each
+    total: int  # compiled calls of the epoch, for `progress`
+
+
+class _Trained(NamedTuple):
+    """One group's epoch on the host, padding lanes removed."""
+
+    ts: train.TrainState  # (m, ...) the new state
+    loss: np.ndarray  # (m, steps)
+    train_acc: np.ndarray  # (m,)
+    val_acc: np.ndarray  # (m,)
+    seconds: float  # training and evaluation
+    compile_seconds: float
+
+
+def _context(
+    config, data, hp, seeds, *, schedule, optimizer, width, devices, cache, progress
+) -> _Context:
+    """Check the run (before anything compiles) and build its `_Context`, reusing the lane
+    functions and executables of `cache` when the shapes match."""
+    opt = get_optimizer(optimizer)  # a ValueError naming an unknown rule, first
+    dtype = jnp.dtype(config.dtype)
+    host = check_data(config, data, dtype)
+    n = len(host[0])
+    check_schedule(schedule, n)
+    check_lr_values(schedule, hp)
+    image_shape = check_augment(schedule, config.input_dim, np.shape(data["X_train"]))
+    steps = max(n // schedule.batch_size, 1)
+    chunks = chunks_of(steps, schedule.chunks_per_epoch)
+    augment = augment_of(schedule, hp, image_shape)
+    lr_schedule = lr_schedule_of(schedule, steps)
+    k = schedule.num_train_samples
+    key = (
+        config,
+        optimizer,
+        tuple(devices),
+        schedule.independent_batches,
+        host[0].shape,
+        host[2].shape,
+        k if k and k < n else n,  # the training subsample's rows
+        steps,
+        chunks,
+        schedule.batch_size,
+        lr_schedule,
+        augment,
+    )
+    if cache is not None and key in cache:
+        fns, compiled = cache[key]
+    else:
+        mesh = Mesh(np.array(devices), ("trials",))
+        fns = placement.make_lane_fns(
+            config,
+            opt,
+            mesh,
+            schedule.independent_batches,
+            lr_schedule,
+            augment,
+        )
+        compiled = {}
+        if cache is not None:
+            cache[key] = fns, compiled
+    ndev = len(devices)
+    return _Context(
+        fns=fns,
+        compiled=compiled,
+        width=-(-min(len(seeds), width or len(seeds)) // ndev) * ndev,
+        hp=hp,
+        seeds=seeds,
+        schedule=schedule,
+        host=host,
+        dev=fns.put_replicated(host),
+        steps=steps,
+        chunks=chunks,
+        progress=progress,
+        augment=augment.active,
+    )
+
+
 def _one_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> Lanes:
-    """Train the lanes `todo` (all at epoch `e`) for one epoch, in groups of W; host bookkeeping."""
-    fns, compiled, W, hp, seeds, schedule, host, dev, steps, chunks, progress, _ = ctx
-    hp = hp if lanes.hparams is None else lanes.hparams  # PBT changes them between epochs
-    Xtr, ytr = host[0], host[1]
-    n = len(Xtr)
-    sub = train_subsample(schedule, e, n)
-    full = isinstance(sub, slice)  # all rows: the training data already on the devices
-    sub_data = dev[:2] if full else fns.put_replicated((Xtr[sub], ytr[sub]))
-    lr = lane_learning_rates(schedule, hp, e, steps)
+    """Train the lanes `todo` (all at epoch `e`) for one epoch, in groups of `ctx.width`.
+
+    The steps: `_plan_epoch` (the epoch's rates, training subsample and groups), then for each
+    group `_train_group` (`_group_inputs` on the devices, `_compile` once per width, the chunks,
+    the accuracies) and `_record` (state, best params, history, timings on the host).
+    """
+    plan = _plan_epoch(ctx, lanes, todo, e)
+    out = _writable(lanes)  # one copy of the state per epoch, written row by row
+    for g, rows in enumerate(plan.groups):
+        trained = _train_group(ctx, plan, out.ts, rows, done=g * ctx.chunks)
+        out = _record(out, rows, trained, plan)
+    epoch = out.epoch.copy()
+    epoch[todo] += 1
+    return out._replace(epoch=epoch)
+
+
+def _plan_epoch(ctx: _Context, lanes: Lanes, todo, e: int) -> _EpochPlan:
+    """Epoch `e`'s learning rates, training subsample and groups of lanes."""
+    hp = ctx.hp if lanes.hparams is None else lanes.hparams  # PBT changes them between epochs
+    Xtr, ytr = ctx.host[:2]
+    sub = train_subsample(ctx.schedule, e, len(Xtr))
+    # all rows: the training data already on the devices
+    sub_data = (
+        ctx.dev[:2] if isinstance(sub, slice) else ctx.fns.put_replicated((Xtr[sub], ytr[sub]))
+    )
+    lr = lane_learning_rates(ctx.schedule, hp, e, ctx.steps)
     # `step` decays per epoch on the host (the course's float64 products); the other kinds compute
     # each step's rate inside the scan from the initial rate
-    hp_e = hp._replace(learning_rate=lr) if schedule.lr_schedule == "step" else hp
+    hp_e = hp._replace(learning_rate=lr) if ctx.schedule.lr_schedule == "step" else hp
+    W = ctx.width
     groups = [todo[g : g + W] for g in range(0, len(todo), W)]
-    total, done = len(groups) * chunks, 0
-    # one copy of the state per epoch, written row by row as the groups finish
-    ts, history = _copy(lanes.ts), [dict(h) for h in lanes.history]
-    best = _copy((lanes.best_params, lanes.best_model_state))
-    best_val, best_epoch = lanes.best_val_acc.copy(), lanes.best_epoch.copy()
-    compile_s, run_s = lanes.compile_seconds, lanes.run_seconds
-    for rows in groups:
-        m = len(rows)
-        padded = np.concatenate([rows, np.full(W - m, rows[-1])]) if m < W else rows
-        idx = epoch_indices(schedule, seeds[padded], e, n, steps)
-        axis = int(schedule.independent_batches)
-        idx_chunks = np.split(idx, chunks, axis=axis)
-        key_chunks = (
-            np.split(epoch_keys(schedule, seeds[padded], e, steps), chunks, axis=axis)
-            if ctx.augment
-            else [None] * chunks
-        )
-        extras = [() if k is None else (fns.put_idx(k),) for k in key_chunks]
-        ts_g = fns.put_lanes(_rows(ts, padded))
-        hp_g = fns.put_lanes(_rows(hp_e, padded))
-        t0 = time.perf_counter()
-        if W not in compiled:  # ahead of time, so compile time is reported apart
-            idx0 = fns.put_idx(idx_chunks[0])
-            compiled[W] = fns.epoch.lower(ts_g, *dev[:2], idx0, hp_g, *extras[0]).compile()
-            for X, y in (sub_data, dev[2:]):
-                key = ("evaluate", W, X.shape)
-                if key not in compiled:
-                    compiled[key] = fns.evaluate.lower(
-                        ts_g.params, ts_g.model_state, X, y
-                    ).compile()
-            compile_s += time.perf_counter() - t0
-            t0 = time.perf_counter()
-        losses = []
-        for c, idx_c in enumerate(idx_chunks):
-            ts_g, loss = compiled[W](ts_g, *dev[:2], fns.put_idx(idx_c), hp_g, *extras[c])
-            losses.append(loss)
-            done += 1
-            if progress is not None:
-                loss.block_until_ready()
-                progress(e + 1, done, total)
-        train_acc, val_acc = (
-            placement.to_host(
-                compiled[("evaluate", W, X.shape)](ts_g.params, ts_g.model_state, X, y)
-            )[:m]
-            for X, y in (sub_data, dev[2:])
-        )
-        loss = np.concatenate([placement.to_host(l) for l in losses], axis=1)[:m]
-        new = _rows(fns.state_to_host(ts_g), slice(0, m))
-        seconds = time.perf_counter() - t0
-        run_s += seconds
-        _assign_rows(ts, rows, new)
-        diverged = np.asarray(new.diverged, bool)
-        better = (val_acc > best_val[rows]) & ~diverged
-        win = rows[better]
-        if len(win):
-            _assign_rows(best, win, _rows((new.params, new.model_state), better))
-        best_val[win], best_epoch[win] = val_acc[better], e + 1
-        for j, k in enumerate(rows):
-            h = history[k] = {key: list(v) for key, v in history[k].items()}
-            h["loss"] += loss[j].tolist()  # NaN from a diverged lane's first bad step on
-            h["train_acc"].append(float(train_acc[j]) if not diverged[j] else float("nan"))
-            h["val_acc"].append(float(val_acc[j]) if not diverged[j] else float("nan"))
-            h["epoch_seconds"].append(seconds)
-            h["lr"].append(float(lr[k]))
-    epoch = lanes.epoch.copy()
-    epoch[todo] += 1
+    return _EpochPlan(
+        e=e, hp=hp_e, lr=lr, sub=sub_data, groups=groups, total=len(groups) * ctx.chunks
+    )
+
+
+def _writable(lanes: Lanes) -> Lanes:
+    """`lanes` with writable copies of what an epoch writes (the snapshot handed to
+    `on_epoch_end` stays as it was)."""
     return lanes._replace(
-        ts=ts,
-        epoch=epoch,
-        history=history,
-        best_params=best[0],
-        best_model_state=best[1],
-        best_val_acc=best_val,
-        best_epoch=best_epoch,
+        ts=_copy(lanes.ts),
+        history=[dict(h) for h in lanes.history],
+        best_params=_copy(lanes.best_params),
+        best_model_state=_copy(lanes.best_model_state),
+        best_val_acc=lanes.best_val_acc.copy(),
+        best_epoch=lanes.best_epoch.copy(),
+    )
+
+
+def _group_inputs(ctx: _Context, plan: _EpochPlan, ts, padded) -> tuple:
+    """The padded group's state and values on the devices, and its index and key chunks (host)."""
+    s, fns = ctx.schedule, ctx.fns
+    n = len(ctx.host[0])
+    axis = int(s.independent_batches)  # per-lane draws have a leading lane axis
+    idx = np.split(epoch_indices(s, ctx.seeds[padded], plan.e, n, ctx.steps), ctx.chunks, axis)
+    keys = [()] * ctx.chunks
+    if ctx.augment:
+        drawn = epoch_keys(s, ctx.seeds[padded], plan.e, ctx.steps)
+        keys = [(fns.put_idx(k),) for k in np.split(drawn, ctx.chunks, axis=axis)]
+    return fns.put_lanes(_rows(ts, padded)), fns.put_lanes(_rows(plan.hp, padded)), idx, keys
+
+
+def _compile(ctx: _Context, ts_g, hp_g, idx, keys, sub) -> _Executables:
+    """The group width's `_Executables`, compiled ahead of time on these inputs' shapes."""
+    fns, dev = ctx.fns, ctx.dev
+    epoch = fns.epoch.lower(ts_g, *dev[:2], fns.put_idx(idx), hp_g, *keys).compile()
+    evaluate = lambda X, y: fns.evaluate.lower(ts_g.params, ts_g.model_state, X, y).compile()
+    train_acc = evaluate(*sub)
+    same = sub[0].shape == dev[2].shape
+    return _Executables(epoch, train_acc, train_acc if same else evaluate(*dev[2:]))
+
+
+def _train_group(ctx: _Context, plan: _EpochPlan, ts, rows, done: int) -> _Trained:
+    """One epoch of the lanes `rows` (padded to `ctx.width` with copies of the last), then their
+    accuracies; `done`: the epoch's compiled calls before this group (for `progress`)."""
+    m, W, fns = len(rows), ctx.width, ctx.fns
+    padded = np.concatenate([rows, np.full(W - m, rows[-1])]) if m < W else rows
+    ts_g, hp_g, idx, keys = _group_inputs(ctx, plan, ts, padded)
+    t0, compile_s = time.perf_counter(), 0.0
+    if W not in ctx.compiled:
+        ctx.compiled[W] = _compile(ctx, ts_g, hp_g, idx[0], keys[0], plan.sub)
+        compile_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+    exe = ctx.compiled[W]
+    losses = []
+    for c, idx_c in enumerate(idx):
+        ts_g, loss = exe.epoch(ts_g, *ctx.dev[:2], fns.put_idx(idx_c), hp_g, *keys[c])
+        losses.append(loss)
+        if ctx.progress is not None:
+            loss.block_until_ready()
+            ctx.progress(plan.e + 1, done + c + 1, plan.total)
+    params, state = ts_g.params, ts_g.model_state
+    train_acc = placement.to_host(exe.train_acc(params, state, *plan.sub))[:m]
+    val_acc = placement.to_host(exe.val_acc(params, state, *ctx.dev[2:]))[:m]
+    loss = np.concatenate([placement.to_host(l) for l in losses], axis=1)[:m]
+    new = _rows(fns.state_to_host(ts_g), slice(0, m))
+    seconds = time.perf_counter() - t0
+    return _Trained(
+        ts=new,
+        loss=loss,
+        train_acc=train_acc,
+        val_acc=val_acc,
+        seconds=seconds,
         compile_seconds=compile_s,
-        run_seconds=run_s,
+    )
+
+
+def _record(lanes: Lanes, rows, t: _Trained, plan: _EpochPlan) -> Lanes:
+    """Write a group's epoch into the writable `lanes` (`_writable`): its state, best params by
+    validation accuracy, history and timings."""
+    _assign_rows(lanes.ts, rows, t.ts)
+    diverged = np.asarray(t.ts.diverged, bool)
+    better = (t.val_acc > lanes.best_val_acc[rows]) & ~diverged
+    win = rows[better]
+    if len(win):
+        best = (lanes.best_params, lanes.best_model_state)
+        _assign_rows(best, win, _rows((t.ts.params, t.ts.model_state), better))
+    lanes.best_val_acc[win], lanes.best_epoch[win] = t.val_acc[better], plan.e + 1
+    for j, k in enumerate(rows):
+        h = lanes.history[k] = {key: list(v) for key, v in lanes.history[k].items()}
+        h["loss"] += t.loss[j].tolist()  # NaN from a diverged lane's first bad step on
+        h["train_acc"].append(float(t.train_acc[j]) if not diverged[j] else float("nan"))
+        h["val_acc"].append(float(t.val_acc[j]) if not diverged[j] else float("nan"))
+        h["epoch_seconds"].append(t.seconds)
+        h["lr"].append(float(plan.lr[k]))
+    return lanes._replace(
+        compile_seconds=lanes.compile_seconds + t.compile_seconds,
+        run_seconds=lanes.run_seconds + t.seconds,
     )

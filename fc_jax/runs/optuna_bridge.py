@@ -39,6 +39,7 @@ from optuna.trial import TrialState
 from fc_jax import models
 from fc_jax.hparams import check_integer
 from fc_jax.runs import space as spaces
+from fc_jax.runs.loop import Callbacks
 from fc_jax.runs.schedule import Schedule, check_schedule
 from fc_jax.runs.sweep import SweepResult, run_sweep
 from fc_jax.runs.trial_records import (
@@ -171,15 +172,10 @@ def optimize(
     *,
     lanes: int = 8,
     fixed: dict | None = None,
-    update_rule: str = "adam",
+    schedule: Schedule = Schedule(),
+    optimizer: str = "adam",
     sampler: str | None = None,
     sampler_seed: int | None = None,
-    seed: int = 0,
-    num_epochs: int = 10,
-    batch_size: int = 100,
-    replace: bool = True,
-    independent_batches: bool = False,
-    num_train_samples: int | None = 1000,
     max_lanes: int | None = None,
     devices: list | None = None,
     out_dir: os.PathLike | str | None = None,
@@ -198,12 +194,14 @@ def optimize(
       n_trials: finished trials the study should hold (interrupted-and-retried ones not counted).
       lanes: trials asked and trained together per batch (clamped to `n_trials`).
       fixed: values of every trial for names outside the space (else the rule's defaults).
-      update_rule, seed, num_epochs, batch_size, replace, independent_batches, num_train_samples,
-        max_lanes, devices: as `run_sweep` (seed: the lanes' default seed and the minibatches').
+      schedule, optimizer, max_lanes, devices: as `run_sweep` (`schedule.seed`: the lanes'
+        default seed and the minibatches'); no halving, no PBT, one seed per trial (the study's
+        pruner stops lanes).
       sampler: a name of `SAMPLERS` to ask each batch from a fresh sampler seeded from
         (sampler_seed, finished trials), so a resumed study asks the same; None: the study's own.
-      sampler_seed: the sampler's seed (default: `seed`).
-      out_dir: folder for the lanes' checkpoint after every epoch (and resuming from it).
+      sampler_seed: the sampler's seed (default: `schedule.seed`).
+      out_dir: folder for the lanes' checkpoint (and resuming from it), written when
+        `schedule.checkpoint_every` says (0: after every epoch).
       meta: more entries for that checkpoint (e.g. the command line's settings).
       on_batch_end: called with (trial numbers, the batch's `SweepResult`, padding lanes
         removed) after each batch is trained, before it is told.
@@ -223,7 +221,10 @@ def optimize(
 
     with models.x64_scope(config):
         n = len(check_data(config, data, np.dtype(config.dtype))[0])
-    check_schedule(Schedule(num_epochs, batch_size, seed, num_train_samples=num_train_samples), n)
+    check_schedule(schedule, n)
+    if schedule.halving is not None or schedule.pbt is not None or schedule.seeds != 1:
+        raise ValueError("an Optuna study trains one seed per trial; its pruner stops lanes")
+    seed, num_epochs = schedule.seed, schedule.num_epochs
     say = log or (lambda line: None)
     interrupted = _recover(study)
     saved = _saved_lanes(out_dir, config, interrupted) if interrupted else None
@@ -271,7 +272,8 @@ def optimize(
             ck = {
                 **(meta or {}),
                 "config": config,
-                "update_rule": update_rule,
+                "update_rule": optimizer,
+                "schedule": schedule,
                 "optuna_batch": numbers,
             }
             save = lambda ls, ck=ck: save_lanes(out_dir, ls, ck)
@@ -279,19 +281,12 @@ def optimize(
             config,
             data,
             lane_trials,
-            update_rule=update_rule,
-            num_epochs=num_epochs,
-            batch_size=batch_size,
-            seed=seed,
-            replace=replace,
-            independent_batches=independent_batches,
-            num_train_samples=num_train_samples,
+            schedule=schedule,
+            optimizer=optimizer,
             max_lanes=max_lanes,
             devices=devices,
             resume=resume,
-            on_epoch_end=save,
-            log=log,
-            stop=stop,
+            callbacks=Callbacks(on_epoch_end=save, log=log, stop=stop),
             cache=cache,
         )
         compile_s, run_s = compile_s + res.compile_seconds, run_s + res.run_seconds
@@ -313,6 +308,6 @@ def optimize(
             f"{res.best_val_acc[:m].max():.4f}; {sum(pruned)} pruned; "
             f"{len(counted_trials(study))} of {n_trials} trials finished"
         )
-    return study_result(study, config, update_rule, num_epochs)._replace(
+    return study_result(study, config, optimizer, num_epochs)._replace(
         compile_seconds=compile_s, run_seconds=run_s, devices=used
     )

@@ -5,14 +5,17 @@ proceeds; the functions here turn it into what the run loop (`fc_jax.runs.loop`)
 pure functions of (schedule, seed, epoch), so a resumed run draws exactly what an uninterrupted one
 would: `epoch_indices` (epoch e's minibatches, `fold_in(fold_in(key(seed), 1), e)`, shared or per
 lane), `train_subsample` (the rows train accuracy is measured on, `default_rng([seed, e])`, as the
-course measures it), `epoch_learning_rate` (the course's `lr *= lr_decay` per epoch) and
-`rung_budgets` (successive halving's epoch budgets). `pbt` makes it population-based training (`fc_jax.runs.pbt`). With `seeds` = N > 1, the lanes come in blocks of N consecutive lanes, one block per
-configuration (`lane_groups`); halving promotes whole blocks, ranked by `group_means`.
+course measures it), `epoch_learning_rate` (the course's `lr *= lr_decay` per epoch),
 `rung_budgets` (successive halving's epoch budgets), and the schedule's structure for the engine:
 `lr_schedule_of` (the kind; its numbers are `HParams` values), `augment_of` (crops, flips, mixup),
 `epoch_keys` (epoch e's per-step augmentation keys, `fold_in(fold_in(key(seed), 2), e)`, shared or
 per lane like the minibatches), `lane_learning_rates` (each lane's rate at an epoch's start).
+`pbt` makes it population-based training (`fc_jax.runs.pbt`). With `seeds` = N > 1, the lanes come
+in blocks of N consecutive lanes, one block per configuration (`lane_groups`); halving promotes
+whole blocks, ranked by `group_means`.
 `check_schedule`, `check_augment` and `check_lr_values` validate one before anything compiles.
+`schedule_record` / `schedule_from_record` turn one into the JSON-ready record a checkpoint stores
+(`halving` and `pbt` nested as dicts) and back, equal field for field.
 """
 
 from typing import NamedTuple
@@ -30,6 +33,8 @@ __all__ = [
     "Halving",
     "Pbt",
     "Schedule",
+    "schedule_record",
+    "schedule_from_record",
     "check_pbt",
     "check_schedule",
     "epoch_indices",
@@ -71,7 +76,8 @@ class Pbt(NamedTuple):
 
 
 class Schedule(NamedTuple):
-    """What every lane of a run shares (the arguments `fit` and `run_sweep` take)."""
+    """What every lane of a run shares (`fit`'s and `run_sweep`'s `schedule=`); its defaults are
+    the only ones."""
 
     num_epochs: int = 10
     batch_size: int = 100
@@ -89,6 +95,34 @@ class Schedule(NamedTuple):
     crop_pad: int = 0  # random crops of each image zero-padded by this many pixels; 0 = none
     flip: bool = False  # random horizontal flips
     image_shape: tuple[int, ...] | None = None  # (C, H, W) of a row (crops, flips); None: X's
+
+
+def schedule_record(s: Schedule) -> dict:
+    """`s` as a JSON-ready dict (`halving` and `pbt` nested as dicts, tuples as lists)."""
+    out = s._asdict()
+    for name in ("halving", "pbt"):
+        if out[name] is not None:
+            out[name] = out[name]._asdict()
+    if out["pbt"] is not None:
+        out["pbt"]["names"] = list(out["pbt"]["names"])
+    if out["image_shape"] is not None:
+        out["image_shape"] = [int(d) for d in out["image_shape"]]
+    return out
+
+
+def schedule_from_record(record: dict) -> Schedule:
+    """The `Schedule` of a `schedule_record` (ValueError naming an entry it does not know)."""
+    unknown = sorted(set(record) - set(Schedule._fields))
+    if unknown:
+        raise ValueError(f"a schedule record has unknown entries {unknown}")
+    r = dict(record)
+    if r.get("halving") is not None:
+        r["halving"] = Halving(**r["halving"])
+    if r.get("pbt") is not None:
+        r["pbt"] = Pbt(**{**r["pbt"], "names": tuple(r["pbt"].get("names", Pbt().names))})
+    if r.get("image_shape") is not None:
+        r["image_shape"] = tuple(r["image_shape"])
+    return Schedule(**r)
 
 
 def lr_schedule_of(s: Schedule, steps: int) -> LRSchedule:

@@ -1,27 +1,27 @@
 """Hyperparameter sweeps: K configurations of one net on the run loop, as one compiled program.
 
-Contract: `run_sweep(config, data, trials, ...)` trains one lane per trial (see `fc_jax.runs.space` for
-grids, random search and JSON specs) with `fc_jax.runs.loop.train_lanes` and returns a `SweepResult`.
-Lane k is the configuration `trials[k]` with its seed; it ends exactly where `fit` with the same
-hyperparameters and seed ends (a one-lane sweep IS `fit`: the same loop). Minibatches are shared
-by all lanes by default (the input layer of K nets is then one wide matmul), or drawn per lane
-(`independent_batches`). `seeds=N` repeats every trial over N seeds as N consecutive lanes (the
-trial's seed s, then s + 1, ..., s + N - 1; with shared minibatches the seeds vary initialization
-and dropout, with `independent_batches` the minibatch order too): `SweepResult` then reports
-each configuration's mean and standard deviation over its seeds and ranks by the mean.
-`schedule="halving"` runs successive halving (`eta`, `min_epochs`), promoting whole
+Contract: `run_sweep(config, data, trials, schedule=..., optimizer=...)` trains one lane per trial
+(see `fc_jax.runs.space` for grids, random search and JSON specs) with
+`fc_jax.runs.loop.train_lanes` and returns a `SweepResult`. Lane k is the configuration
+`trials[k]` with its seed; it ends exactly where `fit` with the same hyperparameters and seed ends
+(a one-lane sweep IS `fit`: the same loop). Minibatches are shared by all lanes by default (the
+input layer of K nets is then one wide matmul), or drawn per lane (`Schedule.independent_batches`).
+`Schedule.seeds` = N repeats every trial over N seeds as N consecutive lanes (the trial's seed s,
+then s + 1, ..., s + N - 1; with shared minibatches the seeds vary initialization and dropout,
+with `independent_batches` the minibatch order too): `SweepResult` then reports each
+configuration's mean and standard deviation over its seeds and ranks by the mean.
+`Schedule.halving` runs successive halving (`Halving(eta, min_epochs)`), promoting whole
 configurations (all their seeds): the stopped trials stay in the result, their history ending
-where they stopped. A diverged lane stops
-without touching the others. `max_lanes` bounds the lanes run at once; without it,
-`lane_group_size` chooses: every lane at once on an accelerator, one lane per device on CPUs: on one CPU device a wider group is no faster than one
-lane at a time (the engine's GEMMs already use every core), but lanes on separate CPU devices run
-concurrently, each on its own thread (`benchmarks/bench_sweep.py`; `fc-jax sweep` makes one CPU
-device per core, see `fc_jax.cli.cpu_devices_for_sweeps`). The lane axis is sharded over
+where they stopped. A diverged lane stops without touching the others. `max_lanes` bounds the
+lanes run at once; without it, `lane_group_size` chooses: every lane at once on an accelerator,
+one lane per device on CPUs: on one CPU device a wider group is no faster than one lane at a time
+(the engine's GEMMs already use every core), but lanes on separate CPU devices run concurrently,
+each on its own thread (`benchmarks/bench_sweep.py`; `fc-jax sweep` makes one CPU device per
+core, see `fc_jax.cli.cpu_devices_for_sweeps`). The lane axis is sharded over
 `Mesh(devices, ("trials",))` (every device by default).
 """
 
 import math
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -33,7 +33,6 @@ from fc_jax.models import x64_scope
 from fc_jax.runs import loop, space
 from fc_jax.runs.loop import Lanes
 from fc_jax.runs.schedule import (
-    Halving,
     Pbt,
     Schedule,
     group_means,
@@ -52,7 +51,7 @@ __all__ = [
     "SCHEDULES",
 ]
 
-SCHEDULES = ("full", "halving", "pbt")
+SCHEDULES = ("full", "halving", "pbt")  # a sweep's kinds (`SweepResult.schedule`)
 # What PBT perturbs by default: the swept hyperparameters that act during training (not the
 # initialization's weight_scale), learning_rate when none is swept.
 _PBT_FIXED = ("weight_scale",)
@@ -196,71 +195,17 @@ def result_of(lanes: Lanes, config, update_rule, trials, hparams, schedule: Sche
     )
 
 
-def make_schedule(
-    num_epochs=10,
-    batch_size=100,
-    seed=0,
-    replace=True,
-    independent_batches=False,
-    chunks_per_epoch=1,
-    num_train_samples=1000,
-    schedule="full",
-    eta=3,
-    min_epochs=1,
-    seeds=1,
-    pbt=None,
-    **structure,
-) -> Schedule:
-    """A `Schedule` from `run_sweep`'s keywords (ValueError for an unknown schedule name);
-    `structure`: lr_schedule, crop_pad, flip, image_shape, checkpoint_every (`Schedule` fields)."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    halving = Halving(eta, min_epochs) if schedule == "halving" else None
-    return Schedule(
-        num_epochs,
-        batch_size,
-        seed,
-        replace,
-        independent_batches,
-        chunks_per_epoch,
-        num_train_samples,
-        halving,
-        seeds=seeds,
-        pbt=(pbt or Pbt()) if schedule == "pbt" else None,
-        **structure,
-    )
-
-
 def run_sweep(
     config: models.NetConfig,
     data: dict,
     trials: list[dict],
     *,
-    update_rule: str = "adam",
-    num_epochs: int = 10,
-    batch_size: int = 100,
-    seed: int = 0,
-    replace: bool = True,
-    independent_batches: bool = False,
-    schedule: str = "full",
-    eta: int = 3,
-    min_epochs: int = 1,
-    seeds: int = 1,
-    pbt: Pbt | None = None,
+    schedule: Schedule = Schedule(),
+    optimizer: str = "adam",
     max_lanes: int | None = None,
-    chunks_per_epoch: int = 1,
-    num_train_samples: int | None = 1000,
-    checkpoint_every: float = 0.0,
-    lr_schedule: str = "step",
-    crop_pad: int = 0,
-    flip: bool = False,
-    image_shape: tuple[int, ...] | None = None,
     devices: list | None = None,
     resume: Lanes | None = None,
-    on_epoch_end: Callable[[Lanes], None] | None = None,
-    log: Callable[[str], None] | None = None,
-    progress: Callable[[int, int, int], None] | None = None,
-    stop: Callable[[Lanes], Any] | None = None,
+    callbacks: loop.Callbacks | None = None,
     cache: dict | None = None,
 ) -> SweepResult:
     """Train one `config` net per trial on the run loop.
@@ -268,32 +213,28 @@ def run_sweep(
     Args:
       config: the architecture (fixed for the whole sweep).
       data: dict with X_train (N, ...), y_train (N,), X_val, y_val.
-      trials: K dicts `{name: value}` (see `fc_jax.runs.space`); unset names take `update_rule`'s
-        defaults (keep_prob 1.0: no dropout; seed: `seed`).
-      update_rule: "sgd", "sgd_momentum", "rmsprop" or "adam".
-      num_epochs, batch_size, replace, chunks_per_epoch, num_train_samples: as in `fit`.
-      seed: the default lane seed, and the seed of the shared minibatches and of the training
-        subsample that train accuracy is measured on (shared by all lanes).
-      independent_batches: draw each lane's minibatches from its own seed (as `fit` would).
-      schedule: "full" (every lane trains num_epochs), "halving" (successive halving) or "pbt"
-        (population-based training, `fc_jax.runs.pbt`).
-      eta, min_epochs: successive halving's keep ratio 1/eta and first rung's epochs.
-      pbt: with schedule="pbt", the `Pbt` settings (default: `pbt_defaults(trials)`).
-      seeds: lanes per trial (`repeat_seeds`): results per configuration are the mean and
-        standard deviation over its seeds, halving promotes configurations.
-      lr_schedule, crop_pad, flip, image_shape: as in `fit`, shared by every lane (structure);
-        the schedule's numbers (warmup_epochs, final_lr_fraction) and mixup_alpha may differ.
-        With shared minibatches the crops and flips are shared too (one input batch for all
-        lanes); mixup mixes per lane (its weight follows each lane's alpha).
+      trials: K dicts `{name: value}` (see `fc_jax.runs.space`); unset names take `optimizer`'s
+        defaults (keep_prob 1.0: no dropout; seed: `schedule.seed`).
+      schedule: the `Schedule` every lane shares: as in `fit`, and `seed` is also the default
+        lane seed and the seed of the shared minibatches and of the training subsample that
+        train accuracy is measured on; `independent_batches` draws each lane's minibatches
+        from its own seed (as `fit` would); `halving` runs successive halving, `pbt`
+        population-based training (`fc_jax.runs.pbt`; `pbt_defaults(trials)` perturbs the swept
+        values); `seeds` lanes per trial (`repeat_seeds`): results per configuration are the
+        mean and standard deviation over its seeds, halving promotes configurations. The
+        learning-rate schedule's kind, crops and flips are shared structure; its numbers
+        (warmup_epochs, final_lr_fraction) and mixup_alpha may differ per lane. With shared
+        minibatches the crops and flips are shared too (one input batch for all lanes); mixup
+        mixes per lane (its weight follows each lane's alpha).
+      optimizer: the update rule's name: "sgd", "sgd_momentum", "rmsprop" or "adam".
       max_lanes: most lanes run at once (default: `lane_group_size`), rounded up to whole devices.
-      checkpoint_every: as in `fit` (when `on_epoch_end` is called).
       devices: devices to shard the lanes over (default `jax.devices()`).
       resume: `Lanes` of this sweep to continue (from `fc_jax.storage.checkpoint.load_lanes`).
-      on_epoch_end: called with the `Lanes` after every epoch (e.g. to write a checkpoint).
-      log: called with one line per epoch.
-      progress: called as `progress(epoch, done, total)` while an epoch runs.
-      stop: called with the `Lanes` at every epoch boundary; the lanes it names stop there
-        (`fc_jax.runs.loop.train_lanes`; an Optuna pruner's hook).
+      callbacks: `fc_jax.runs.loop.Callbacks`, each called with the `Lanes`: `on_epoch_end`
+        after every epoch (e.g. to write a checkpoint; by time with
+        `schedule.checkpoint_every`), `progress(epoch, done, total)`, `log(line)` once per
+        epoch, `stop` at every epoch boundary: the lanes it names stop there (an Optuna
+        pruner's hook).
       cache: a dict kept between calls so that runs of the same shapes compile once
         (`fc_jax.runs.loop.train_lanes`).
 
@@ -301,41 +242,20 @@ def run_sweep(
       A `SweepResult` (numpy arrays on the host, one row per lane: trial k's seeds are lanes
       k * seeds ... k * seeds + seeds - 1).
     """
-    trials = [{**t, "seed": t.get("seed", seed)} for t in space.check_trials(trials)]
-    trials = repeat_seeds(trials, seeds)
-    if schedule == "pbt" and pbt is None:
-        pbt = pbt_defaults(trials)
-    if schedule == "pbt" and int(len(trials) * pbt.quantile) < 1:
+    trials = [{**t, "seed": t.get("seed", schedule.seed)} for t in space.check_trials(trials)]
+    trials = repeat_seeds(trials, schedule.seeds)
+    p = schedule.pbt
+    if p is not None and int(len(trials) * p.quantile) < 1:
         raise ValueError(
-            f"population-based training with quantile {pbt.quantile:g} needs at "
-            f"least {math.ceil(1 / pbt.quantile)} lanes; got {len(trials)}"
+            f"population-based training with quantile {p.quantile:g} needs at "
+            f"least {math.ceil(1 / p.quantile)} lanes; got {len(trials)}"
         )
-    shape = None if image_shape is None else tuple(image_shape)
-    sched = make_schedule(
-        num_epochs,
-        batch_size,
-        seed,
-        replace,
-        independent_batches,
-        chunks_per_epoch,
-        num_train_samples,
-        schedule,
-        eta,
-        min_epochs,
-        seeds,
-        pbt,
-        lr_schedule=lr_schedule,
-        crop_pad=crop_pad,
-        flip=flip,
-        image_shape=shape,
-        checkpoint_every=checkpoint_every,
-    )
     if max_lanes is not None:
         check_integer("max_lanes", max_lanes)
     devices = list(jax.devices() if devices is None else devices)
     with x64_scope(config):
         dtype = np.dtype(config.dtype)
-        hp = jax.tree.map(np.asarray, space.stack_hparams(trials, update_rule, dtype))
+        hp = jax.tree.map(np.asarray, space.stack_hparams(trials, optimizer, dtype))
         seeds = space.trial_seeds(trials)
         width = max_lanes or lane_group_size(len(trials), devices)
         lanes = loop.train_lanes(
@@ -343,16 +263,13 @@ def run_sweep(
             data,
             hp,
             seeds,
-            update_rule=update_rule,
-            schedule=sched,
+            schedule=schedule,
+            optimizer=optimizer,
             width=width,
             devices=devices,
             resume=resume,
-            on_epoch_end=on_epoch_end,
+            callbacks=callbacks,
             on_diverge="stop",
-            log=log,
-            progress=progress,
-            stop=stop,
             cache=cache,
         )
-    return result_of(lanes, config, update_rule, trials, hp, sched, devices)
+    return result_of(lanes, config, optimizer, trials, hp, schedule, devices)

@@ -12,9 +12,10 @@ reading any array, so a header that claims a 51 TB array is refused without allo
 reads the arrays and checks the sha256. Every fault raises `CheckpointError` (a ValueError) with
 one line: `no checkpoint at FILE`, `corrupt checkpoint FILE: <reason>` (whatever the parser raised:
 zipfile, zlib, struct, tokenize, Unicode, Overflow, Memory, ...), or `checkpoint FILE has format
-version N; ...`. A path may be a folder (then `checkpoint.npz` in it) or the `.npz` file itself.
-This layer knows nothing of runs or models (see `fc_jax.storage.checkpoint`, `fc_jax.storage.model`); numpy
-only, never jax.
+version N; this fc_jax reads version M` (M: `FORMAT_VERSION`, or the versions the caller reads).
+A path may be a folder (then `checkpoint.npz` in it) or the `.npz` file itself. This layer knows
+nothing of runs or models (see `fc_jax.storage.checkpoint`, `fc_jax.storage.model`); numpy only,
+never jax.
 """
 
 import hashlib
@@ -41,7 +42,9 @@ __all__ = [
     "write_checkpoint",
 ]
 
-FORMAT_VERSION = 2  # 2: the sha256 covers the meta too; the npy headers are checked before reading
+# 2: the sha256 covers the meta too; the npy headers are checked before reading. 3: a run
+# checkpoint stores its schedule as one record (a model file is the same in 2 and 3)
+FORMAT_VERSION = 3
 CHECKPOINT_NAME = "checkpoint.npz"
 RESERVED = ("format_version", "sha256")  # meta entries this layer writes
 Spec = dict[str, tuple[tuple[int, ...], np.dtype]]
@@ -159,7 +162,7 @@ def _array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shape, dtype: np.dtype) -
 
 
 def read_checkpoint(
-    path: os.PathLike | str, expect: Callable[[dict], Spec]
+    path: os.PathLike | str, expect: Callable[[dict], Spec], *, versions: tuple[int, ...] = ()
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Read a checkpoint written by `write_checkpoint`, validating everything first.
 
@@ -168,6 +171,7 @@ def read_checkpoint(
       expect: called with the (validated) meta; returns {name: (shape tuple, np.dtype)}, the
         arrays the file must hold, exactly. It may raise CheckpointError itself (e.g. another
         architecture); any other exception it raises means the meta is corrupt.
+      versions: the format versions read (default: `FORMAT_VERSION` only).
 
     Returns:
       (arrays, meta): every expected array (numpy, writable), and the caller's meta (without
@@ -192,10 +196,12 @@ def read_checkpoint(
                 raise _Corrupt(f"its meta is truncated or corrupt ({_why(exc)})") from exc
             if not isinstance(sha, str):
                 raise _Corrupt("its meta is truncated or corrupt (no sha256)")
-            if doc.get("format_version") != FORMAT_VERSION:
+            versions = versions or (FORMAT_VERSION,)
+            if doc.get("format_version") not in versions:
+                which = " or ".join(map(str, versions))
                 raise CheckpointError(
                     f"checkpoint {path} has format version {doc.get('format_version')!r}; this "
-                    f"fc_jax reads version {FORMAT_VERSION}"
+                    f"fc_jax reads version {which}"
                 )
             meta = {k: v for k, v in doc.items() if k not in RESERVED}
             try:

@@ -9,9 +9,12 @@ the same code. Arrays, each with a leading lane axis: `params/W1`, `model_state/
 template), `ts/key` (raw key data), `ts/step`, `ts/diverged`, `best_params/...`,
 `best_model_state/...`, `lanes/epoch`, `lanes/budget`, `lanes/best_val_acc`, `lanes/best_epoch`,
 and with population-based training the lanes' current hyperparameters `lanes/hparams/<name>`;
-meta: `kind: "lanes"`, `num_lanes`, the `NetConfig` fields, the update rule, the key
-implementation, each lane's history, timings, PBT's lineage, plus the caller's entries (settings,
-schedule, trials, hyperparameters). The expected names, shapes and dtypes follow from the meta, so
+meta: `kind: "lanes"`, `num_lanes`, the `NetConfig` fields, the update rule, the `Schedule` as one
+record (`fc_jax.runs.schedule.schedule_record`: a run and a sweep alike), the key implementation,
+each lane's history, timings, PBT's lineage, plus the caller's entries (settings, trials,
+hyperparameters). Since format version 3 (`fc_jax.storage.archive.FORMAT_VERSION`) the schedule
+is one record; an older checkpoint is refused in one line naming both versions. The expected
+names, shapes and dtypes follow from the meta, so
 `fc_jax.storage.archive.read_checkpoint` checks every header against them before reading: every problem
 (missing file, truncated or corrupt archive, bad JSON, checksum mismatch over arrays and meta, wrong
 format version, another architecture than the one asked for) is one line of `CheckpointError`.
@@ -33,6 +36,7 @@ from fc_jax.hparams import HParams
 from fc_jax.optim import get_optimizer
 from fc_jax.runs.fit import Run, lanes_of, run_of
 from fc_jax.runs.loop import Lanes
+from fc_jax.runs.schedule import Schedule, schedule_from_record, schedule_record
 from fc_jax.storage.archive import (
     RESERVED,
     CheckpointError,
@@ -53,8 +57,9 @@ __all__ = [
     "export_params",
 ]
 
+_REQUIRED = ("config", "update_rule", "schedule")
 _RUN_RESERVED = ("kind", "num_lanes", "config", "update_rule", "hparams", "key_impl", "history")
-_RUN_RESERVED += ("compile_seconds", "run_seconds", "lane_hparams", "lineage")
+_RUN_RESERVED += ("compile_seconds", "run_seconds", "lane_hparams", "lineage", "schedule")
 
 
 @functools.cache
@@ -98,9 +103,10 @@ def save_lanes(out_dir: os.PathLike | str, lanes: Lanes, meta: dict) -> Path:
     Args:
       out_dir: the run's folder (created if needed), or the file.
       lanes: a `fc_jax.runs.loop.Lanes` (as passed to `on_epoch_end`).
-      meta: a dict with "config" (a `NetConfig`) and "update_rule" (str), plus any JSON-ready
-        entries needed to resume (settings, schedule, trials, ...), stored as given; an
-        "hparams" entry may be an `HParams` (stored as floats, or lists of floats).
+      meta: a dict with "config" (a `NetConfig`), "update_rule" (str) and "schedule" (the
+        `Schedule` the lanes train on), plus any JSON-ready entries needed to resume
+        (settings, trials, ...), stored as given; an "hparams" entry may be an `HParams`
+        (stored as floats, or lists of floats).
 
     Returns:
       The path written.
@@ -110,14 +116,16 @@ def save_lanes(out_dir: os.PathLike | str, lanes: Lanes, meta: dict) -> Path:
         Nothing on disk changes then.
       fc_jax.storage.files.WriteError: the write failed; the previous checkpoint is untouched.
     """
-    for k in ("config", "update_rule"):
+    for k in _REQUIRED:
         if k not in meta:
             raise CheckpointError(f"meta must contain {k!r}; got keys {sorted(meta)}")
-    config = meta["config"]
+    config, schedule = meta["config"], meta["schedule"]
     if not isinstance(config, models.NetConfig):
         raise CheckpointError(f"meta['config'] must be a NetConfig, got {type(config).__name__}")
+    if not isinstance(schedule, Schedule):
+        raise CheckpointError(f"meta['schedule'] must be a Schedule, got {type(schedule).__name__}")
     get_optimizer(meta["update_rule"])  # validates the name
-    clash = sorted(set(meta) & {*_RUN_RESERVED, *RESERVED} - {"config", "update_rule", "hparams"})
+    clash = sorted(set(meta) & {*_RUN_RESERVED, *RESERVED} - {*_REQUIRED, "hparams"})
     if clash:
         raise CheckpointError(f"meta uses reserved name(s) {clash}")
     ts = lanes.ts
@@ -144,7 +152,7 @@ def save_lanes(out_dir: os.PathLike | str, lanes: Lanes, meta: dict) -> Path:
                 for f, v in lanes.hparams._asdict().items()
             }
         )
-    doc = {k: v for k, v in meta.items() if k != "config"}
+    doc = {k: v for k, v in meta.items() if k not in ("config", "schedule")}
     if "hparams" in doc:
         hp = doc["hparams"]
         hp = hp._asdict() if hasattr(hp, "_asdict") else dict(hp)
@@ -153,6 +161,7 @@ def save_lanes(out_dir: os.PathLike | str, lanes: Lanes, meta: dict) -> Path:
         kind="lanes",
         num_lanes=lanes.num_lanes,
         config=dataclasses.asdict(config),
+        schedule=schedule_record(schedule),
         key_impl=str(jax.random.key_impl(jax.random.key(0))),
         history=lanes.history,
         compile_seconds=float(lanes.compile_seconds),
@@ -170,7 +179,8 @@ def load_lanes(
 
     Returns:
       (lanes, meta): numpy `Lanes` (keys as raw key data); meta is the saved JSON dict with
-      "config" turned back into a `NetConfig`, plus the caller's saved entries.
+      "config" turned back into a `NetConfig` and "schedule" into a `Schedule`, plus the
+      caller's saved entries.
 
     Raises:
       CheckpointError: missing, truncated or corrupt file, checksum mismatch, another format
@@ -187,6 +197,7 @@ def load_lanes(
         if K < 1 or not isinstance(meta["history"], list) or len(meta["history"]) != K:
             raise ValueError(f"num_lanes {K} does not match its {len(meta['history'])} histories")
         float(meta["compile_seconds"]), float(meta["run_seconds"])  # types checked
+        found["schedule"] = schedule_from_record(meta["schedule"])
         tpl = _run_templates(saved, str(meta["update_rule"]), str(meta["key_impl"]))
         found.update(config=saved, tpl=tpl)
         return _lane_spec(tpl, K, meta.get("lane_hparams"))
@@ -218,7 +229,7 @@ def load_lanes(
         if meta.get("lane_hparams"):
             hp = HParams(*(arrays[f"lanes/hparams/{f}"] for f in HParams._fields))
             lanes = lanes._replace(hparams=hp, lineage=tuple(meta.get("lineage", ())))
-    meta["config"] = saved
+    meta["config"], meta["schedule"] = saved, found["schedule"]
     return lanes, meta
 
 
@@ -232,7 +243,7 @@ def save_run(out_dir: os.PathLike | str, run: Run, meta: dict) -> Path:
         raise CheckpointError(
             "refusing to save a diverged run (its loss or gradient became non-finite)"
         )
-    for k in ("config", "update_rule", "hparams"):
+    for k in (*_REQUIRED, "hparams"):
         if k not in meta:
             raise CheckpointError(f"meta must contain {k!r}; got keys {sorted(meta)}")
     return save_lanes(out_dir, lanes_of(run), meta)

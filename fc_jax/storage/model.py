@@ -4,7 +4,8 @@ Contract: `save_model(path, config, params, model_state, mean_image)` writes `mo
 folder, or the `.npz` path given) through `fc_jax.storage.archive.write_checkpoint`: arrays `params/W1`,
 ..., `model_state/running_mean1`, ..., `mean_image`; meta `kind: "model"`, the `NetConfig` fields
 (`dataclasses.asdict`, rebuilt with `NetConfig(**fields)`, so added or renamed fields need no
-change here), `pixel_scale` and the caller's `meta`. `load_model(path)` returns a `Model` with every
+change here), `pixel_scale` and the caller's `meta`; files of format version 2 and 3 (the same
+layout) are read. `load_model(path)` returns a `Model` with every
 array bit-identical; any fault is one line of `fc_jax.storage.archive.CheckpointError`. `predict_raw(model,
 X)` applies the training preprocessing (`X * pixel_scale - mean_image`, then the ZCA matrix
 `whiten` when the model has one, in float64 as
@@ -37,6 +38,7 @@ from fc_jax.storage.trees import config_from_meta, flatten_tree, restore_tree, t
 __all__ = ["MODEL_NAME", "Model", "save_model", "load_model", "predict_raw"]
 
 MODEL_NAME = "model.npz"
+MODEL_VERSIONS = (2, 3)  # the archive's format versions of a model file (the same layout)
 
 
 class Model(NamedTuple):
@@ -144,7 +146,7 @@ def load_model(path: os.PathLike | str) -> Model:
             spec["whiten"] = ((D, D), np.dtype(np.float64))
         return spec
 
-    arrays, meta = read_checkpoint(path, expect)
+    arrays, meta = read_checkpoint(path, expect, versions=MODEL_VERSIONS)
     config = found["config"]
     p, s = _templates(config)
     with x64_scope(config):

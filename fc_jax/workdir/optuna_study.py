@@ -40,7 +40,8 @@ def dropout_of(p: dict) -> bool:
 
 def run_study(s, config, data, opts, out, meta, context):
     """Run the Optuna study of `opts["optuna"]` over lanes (`fc_jax.workdir.sweeping.sweep_in`
-    with an Optuna plan); returns (its `SweepResult`, the study's entries of the summary).
+    with an Optuna plan) on `meta["schedule"]`; returns (its `SweepResult`, the study's entries
+    of the summary).
 
     `context`: lead (whether this process writes), log, note."""
     import optuna  # an optional dependency: imported when a sweep asks for a sampler
@@ -65,17 +66,14 @@ def run_study(s, config, data, opts, out, meta, context):
         p["trials"],
         lanes=p["lanes"],
         fixed=p["fixed"],
-        update_rule=s["update_rule"],
+        # a checkpoint after every epoch: an interrupted batch resumes from it
+        schedule=meta["schedule"]._replace(checkpoint_every=0.0),
+        optimizer=s["update_rule"],
         sampler=p["sampler"],
         sampler_seed=p["seed"],
-        seed=s["seed"],
-        num_epochs=s["epochs"],
-        batch_size=s["batch_size"],
-        replace=s["sampling"] == "replace",
-        independent_batches=opts["independent_batches"],
         max_lanes=opts["max_lanes"],
         out_dir=out if lead else None,
-        meta={k: v for k, v in meta.items() if k != "config"},
+        meta={k: v for k, v in meta.items() if k not in ("config", "schedule")},
         on_batch_end=save,
         log=context["log"],
     )

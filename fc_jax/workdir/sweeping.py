@@ -26,10 +26,11 @@ from fc_jax import settings
 from fc_jax.precision import precision_notice
 from fc_jax.runs import placement, space
 from fc_jax.runs import sweep as sweeps
+from fc_jax.runs.loop import Callbacks
 from fc_jax.storage import checkpoint, files
 from fc_jax.workdir.folders import CHECKPOINT_EVERY, Interrupted, check_out_dir, resume_dir
 from fc_jax.workdir.optuna_study import dropout_of, require_optuna, run_study
-from fc_jax.workdir.training import structure_args
+from fc_jax.workdir.training import schedule_of
 from fc_jax.workdir.winner import finish_sweep, save_models
 
 __all__ = [
@@ -40,7 +41,8 @@ __all__ = [
     "sweep_in",
 ]
 
-# How a sweep runs, beside its settings and trials (the flags of `fc-jax sweep`, saved with it).
+# How a sweep runs, beside its settings and trials (the flags of `fc-jax sweep`, saved with it);
+# `fc_jax.workdir.training.schedule_of` makes the `Schedule` of them and the settings.
 OPTIONS: dict[str, Any] = dict(
     schedule="full",  # or "halving" (successive halving) or "pbt" (population-based training)
     eta=3,  # halving: keep the best 1/eta at each rung
@@ -266,15 +268,22 @@ def sweep_in(
     try:
         if lead:
             files.remove_stale_temps(out)
+        if plan.meta is None:
+            schedule = schedule_of(s, opts, trials, checkpoint_every=checkpoint_every)
+        else:  # the saved schedule, so the sweep continues exactly
+            schedule = plan.meta["schedule"]._replace(
+                num_epochs=s["epochs"], checkpoint_every=checkpoint_every
+            )
         meta = dict(
             config=config,
             update_rule=s["update_rule"],
+            schedule=schedule,
             settings=s,
             data_fingerprint=fingerprint,
             data_dir=folder,
             sweep={"trials": trials, "options": opts},
         )
-        context = dict(lead=lead, log=log, note=note, every=checkpoint_every)
+        context = dict(lead=lead, log=log, note=note)
         if trials is None:
             result, extra = run_study(s, config, data, opts, out, meta, context)
         else:
@@ -291,33 +300,18 @@ def sweep_in(
 
 
 def _sweep(s, config, data, trials, opts, out, lanes, meta, context):
-    """The trials as lanes of `run_sweep`; (result, None)."""
+    """The trials as lanes of `run_sweep` on `meta["schedule"]`; (result, None)."""
     lead = context["lead"]
     save = (lambda ls: checkpoint.save_lanes(out, ls, meta)) if lead else None
-    pbt = None
-    if opts["schedule"] == "pbt":
-        pbt = sweeps.pbt_defaults(trials, opts["ready"], opts["quantile"])
     result = sweeps.run_sweep(
         config,
         data,
         trials,
-        update_rule=s["update_rule"],
-        num_epochs=s["epochs"],
-        batch_size=s["batch_size"],
-        seed=s["seed"],
-        replace=s["sampling"] == "replace",
-        independent_batches=opts["independent_batches"],
-        schedule=opts["schedule"],
-        eta=opts["eta"],
-        min_epochs=opts["min_epochs"],
-        seeds=opts.get("seeds", 1),
-        pbt=pbt,
+        schedule=meta["schedule"],
+        optimizer=s["update_rule"],
         max_lanes=opts["max_lanes"],
         resume=lanes,
-        on_epoch_end=save,
-        log=context["log"],
-        checkpoint_every=context["every"],
-        **structure_args(s),
+        callbacks=Callbacks(on_epoch_end=save, log=context["log"]),
     )
     if lead:
         save_models(result, data, out, s)

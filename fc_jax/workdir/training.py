@@ -11,7 +11,9 @@ only what changes (`epochs`) and the run continues bit for bit. `backend="numpy"
 net with the numpy reference `Solver` (no checkpoints). Errors are exceptions: `ValueError` (a
 user mistake; nothing created), `fc_jax.workdir.folders.Diverged` (carrying the command that starts
 again lower), `fc_jax.workdir.folders.Interrupted`, `fc_jax.storage.files.WriteError`. Callable
-from a notebook: `train_in("runs/a", settings.settings("digits", {"epochs": 2}))`.
+from a notebook: `train_in("runs/a", settings.settings("digits", {"epochs": 2}))`. `schedule_of(s,
+options)` is the one place where settings (and a sweep's options) become a `Schedule`; the
+checkpoint stores it as one record and a resumed run or sweep continues on the saved one.
 """
 
 import json
@@ -33,6 +35,8 @@ from fc_jax.reference.fc_net import FullyConnectedNet
 from fc_jax.reference.solver import Solver
 from fc_jax.report.curves import plot_history, write_history_csv
 from fc_jax.runs import fit, loop
+from fc_jax.runs.schedule import Halving, Schedule
+from fc_jax.runs.sweep import SCHEDULES, pbt_defaults
 from fc_jax.storage import checkpoint, files
 from fc_jax.storage.model import save_model
 from fc_jax.workdir.evaluation import accuracy_on_test
@@ -47,15 +51,13 @@ from fc_jax.workdir.folders import (
 
 __all__ = [
     "CHUNKS_PER_EPOCH",
-    "NUM_TRAIN_SAMPLES",
     "TrainPlan",
     "prepare_train",
     "train_in",
-    "structure_args",
+    "schedule_of",
 ]
 
 CHUNKS_PER_EPOCH = 20  # compiled calls per epoch (the progress bar's resolution); saved for resume
-NUM_TRAIN_SAMPLES = 1000  # training subsample for the per-epoch train accuracy
 
 
 class TrainPlan(NamedTuple):
@@ -223,13 +225,49 @@ def _finish(s, out, res, data) -> dict:
     )
 
 
-def structure_args(s: dict) -> dict:
-    """The schedule's structure for `fit` / `run_sweep` from settings `s` (older runs: defaults)."""
-    return dict(
-        lr_schedule=s.get("lr_schedule", "step"),
-        crop_pad=s.get("crop_pad", 0),
-        flip=s.get("flip", False),
-        image_shape=list(DATASETS[s["dataset"]].image_shape),
+def schedule_of(
+    s: dict, options: dict | None = None, trials: list[dict] | None = None, **fields
+) -> Schedule:
+    """The `Schedule` of a run folder: the one place settings and a sweep's options become one.
+
+    Args:
+      s: the settings (`fc_jax.settings`): epochs, batch_size, seed, sampling, lr_schedule,
+        crop_pad, flip, and the dataset's image shape.
+      options: a sweep's options (`fc_jax.workdir.sweeping.OPTIONS`, completed): schedule
+        ("full", "halving" with eta and min_epochs, "pbt" with ready and quantile),
+        independent_batches, seeds. None: a training run (one lane).
+      trials: a PBT sweep's trials: PBT perturbs the values they sweep
+        (`fc_jax.runs.sweep.pbt_defaults`).
+      fields: any other `Schedule` field (chunks_per_epoch, checkpoint_every, ...); the rest
+        keep `Schedule`'s defaults.
+
+    Raises:
+      ValueError: an unknown schedule name.
+    """
+    sweep = {}
+    if options is not None:
+        kind = options["schedule"]
+        if kind not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+        sweep = dict(
+            independent_batches=options["independent_batches"],
+            seeds=options["seeds"],
+            halving=Halving(options["eta"], options["min_epochs"]) if kind == "halving" else None,
+            pbt=pbt_defaults(trials, options["ready"], options["quantile"])
+            if kind == "pbt"
+            else None,
+        )
+    return Schedule(
+        num_epochs=s["epochs"],
+        batch_size=s["batch_size"],
+        seed=s["seed"],
+        replace=s["sampling"] == "replace",
+        lr_schedule=s["lr_schedule"],
+        crop_pad=s["crop_pad"],
+        flip=s["flip"],
+        image_shape=tuple(DATASETS[s["dataset"]].image_shape),
+        **sweep,
+        **fields,
     )
 
 
@@ -246,22 +284,15 @@ def _train_jax(config, s, data, plan: TrainPlan, context, every, log, progress) 
         dtype = jnp.dtype(config.dtype)
         hp_values = settings.hparams_of(s) if meta is None else meta["hparams"]  # exact on resume
         hp = make_hparams(s["update_rule"], dtype, **hp_values)
-        fit_args = dict(
-            batch_size=s["batch_size"],
-            seed=s["seed"],
-            replace=s["sampling"] == "replace",
-            chunks_per_epoch=CHUNKS_PER_EPOCH,
-            num_train_samples=NUM_TRAIN_SAMPLES,
-        )
-        fit_args.update(structure_args(s))
-        if meta is not None:  # the saved arguments, so the run continues exactly
-            fit_args.update(meta["fit"])
-        fit_args["num_epochs"] = s["epochs"]
+        if meta is None:
+            schedule = schedule_of(s, chunks_per_epoch=CHUNKS_PER_EPOCH, checkpoint_every=every)
+        else:  # the saved schedule, so the run continues exactly
+            schedule = meta["schedule"]._replace(num_epochs=s["epochs"], checkpoint_every=every)
         new_meta = dict(
             config=config,
             update_rule=s["update_rule"],
             hparams=hp,
-            fit=fit_args,
+            schedule=schedule,
             settings=s,
             data_fingerprint=context["fingerprint"],
             data_dir=context["data_dir"],
@@ -271,14 +302,17 @@ def _train_jax(config, s, data, plan: TrainPlan, context, every, log, progress) 
             run = fit.fit(
                 config,
                 data,
-                update_rule=s["update_rule"],
                 hparams=hp,
+                schedule=schedule,
+                optimizer=s["update_rule"],
                 resume=run,
-                on_epoch_end=lambda r: checkpoint.save_run(out, r, new_meta),
-                checkpoint_every=every,
-                progress=None if progress is None else lambda e, d, t: progress(e, epochs, d, t),
-                log=log,
-                **fit_args,
+                callbacks=loop.Callbacks(
+                    on_epoch_end=lambda r: checkpoint.save_run(out, r, new_meta),
+                    progress=None
+                    if progress is None
+                    else lambda e, d, t: progress(e, epochs, d, t),
+                    log=log,
+                ),
             )
         except loop.DivergedError as exc:
             lower = {**s, "learning_rate": s["learning_rate"] / 10}
