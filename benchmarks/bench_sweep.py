@@ -102,12 +102,19 @@ def main(argv=None) -> None:
     p.add_argument("--data", choices=("random", "cifar10"), default="random")
     p.add_argument("--repeats", type=int, default=2, help="timed rounds; the best of each width")
     p.add_argument("--small", action="store_true", help="--configs 4 --rows 4000 --widths 1 4")
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bf16"),
+        default="float32",
+        help="bf16: bfloat16 matmuls with float32 master weights (NetConfig compute_dtype)",
+    )
     a = p.parse_args(argv)
     if a.small:
         a.configs, a.rows, a.widths = 4, 4000, [1, 4]
     if not 1 <= a.configs <= 16:
         p.error("--configs must be in 1..16")
-    cfg = models.NetConfig(tuple(a.hidden_dims), input_dim=3072)
+    compute = "bfloat16" if a.precision == "bf16" else None
+    cfg = models.NetConfig(tuple(a.hidden_dims), input_dim=3072, compute_dtype=compute)
     trials = space.grid(GRID)[: a.configs]
     K, data = len(trials), _data(a.data, a.rows)
     devices = jax.devices()
@@ -124,7 +131,7 @@ def main(argv=None) -> None:
     print(
         f"device: {devices[0].device_kind} x {len(devices)} ({jax.default_backend()}), "
         f"{jax.local_device_count()} local; {K} configurations, {a.rows // a.batch_size} steps "
-        f"each; default: {auto} lanes at once over {len(devices)} device(s)"
+        f"each, {a.precision}; default: {auto} lanes at once over {len(devices)} device(s)"
     )
     print(f"{'contender':>22} {'run s':>8} {'compile s':>10} {'vs 1 lane':>10} {'best val':>9}")
     for w, (run_s, compile_s, res) in rows.items():
@@ -145,6 +152,7 @@ def main(argv=None) -> None:
         configs=K,
         steps=a.rows // a.batch_size,
         hidden_dims=a.hidden_dims,
+        precision=a.precision,
         default_width=auto,
         run_s={str(w): round(r[0], 4) for w, r in rows.items()},
         compile_s={str(w): round(r[1], 4) for w, r in rows.items()},

@@ -58,6 +58,8 @@ def test_readme_commands_and_snippets_run(tmp_path):
 
     np.save(tmp_path / "images.npy", load_digits()[0][:20].reshape(20, 8, 8))
     env = {**os.environ, "MPLBACKEND": "Agg"}
+    if env.get("FC_JAX_DATA_DIR"):  # the commands run in tmp_path: a relative folder must hold
+        env["FC_JAX_DATA_DIR"] = str(Path(env["FC_JAX_DATA_DIR"]).resolve())
     for args in _commands():
         if args == ["train"]:  # the default CIFAR-10 recipe: a short stand-in
             args = [*args, *SHORTER, "--out", "runs/cifar10"]
