@@ -51,6 +51,7 @@ def test_crop_flip_matches_numpy(pad, flip, rng):
     assert f.any() and not f.all() if flip else not f.any()
 
 
+@pytest.mark.slow
 def test_mixup_batch_and_loss_match_numpy(x64):
     """The mixed batch is lam * x + (1 - lam) * x[perm]; the loss of the two labels equals the
     cross-entropy of the mixed one-hot targets, value and gradient (jax.grad of plain jnp)."""
@@ -100,6 +101,7 @@ def _data(n=80, seed=0):
     return dict(X_train=X[:n], y_train=y[:n], X_val=X[n:], y_val=y[n:])
 
 
+@pytest.mark.slow
 def test_scan_epoch_equals_python_loop_of_augmented_steps(x64):
     cfg = models.NetConfig((9,), input_dim=D, num_classes=C, dtype="float64")
     opt = optim.get_optimizer("adam")
@@ -141,6 +143,7 @@ def test_shared_minibatches_crop_once_for_all_lanes():
     assert "i32[3,10,60]" in texts[1]
 
 
+@pytest.mark.slow
 def test_augmentation_is_shared_by_lanes_and_independent_per_lane():
     cfg = models.NetConfig((8,), input_dim=D, num_classes=C)
     trials = [{"seed": 0}, {"seed": 1}]
@@ -158,6 +161,7 @@ def test_augmentation_is_shared_by_lanes_and_independent_per_lane():
     assert not np.allclose(own.final_state.params["W1"][1], both.final_state.params["W1"][1])
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_augmentation_and_mixup():
     cfg = models.NetConfig((16,), input_dim=D, num_classes=C, dropout=True)
     hp = make_hparams("adam", keep_prob=0.8, mixup_alpha=0.5, warmup_epochs=1.0)
@@ -192,6 +196,7 @@ def test_refusals():
         make_hparams("adam", mixup_alpha=-1)
 
 
+@pytest.mark.slow
 def test_lanes_with_different_alphas():
     """Lanes mixing with different alphas (alpha 0: that lane is not mixed) train together."""
     cfg = models.NetConfig((8,), input_dim=D, num_classes=C)

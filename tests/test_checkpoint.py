@@ -133,6 +133,7 @@ def test_every_optimizer_state_round_trips(tmp_path, rule):
     _assert_same_bits(ts._replace(key=None), loaded.ts._replace(key=None))
 
 
+@pytest.mark.slow
 def test_file_is_a_plain_npz_without_pickles(tmp_path):
     config = _config()
     run, hp = _fit(config, 1)

@@ -56,6 +56,7 @@ def test_schedule_refuses_bad_seconds(bad):
 
 
 # ------------------------------------------------------------------- when the loop writes
+@pytest.mark.slow
 def test_large_seconds_write_once_at_the_end_and_zero_every_epoch():
     seen = []
     _fit(5, 1e9, seen)
@@ -118,6 +119,7 @@ def _count_writes(monkeypatch):
     return writes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("every", "expected"), [(None, [5]), ("0", [1, 2, 3, 4, 5])])
 def test_train_writes_at_the_end_by_default_and_every_epoch_with_zero(
     tmp_path, capsys, monkeypatch, every, expected

@@ -260,6 +260,7 @@ def test_gradcheck_catches_a_wrong_backward(capsys, monkeypatch):
     assert re.search(r"relu\s+\S+\s+1e-07 FAIL", out)
 
 
+@pytest.mark.slow
 def test_python_m_fc_jax_help():
     for argv in (["--help"], ["train", "--help"]):
         proc = subprocess.run(

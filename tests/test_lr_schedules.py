@@ -62,6 +62,7 @@ def _data(n=120, seed=0):
     return dict(X_train=X[:n], y_train=y[:n], X_val=X[n:], y_val=y[n:])
 
 
+@pytest.mark.slow
 def test_scan_uses_the_global_step(x64):
     """Two epochs of the scan equal a Python loop of steps fed the numpy formula's rates."""
     cfg = models.NetConfig((9,), input_dim=D, num_classes=C, dtype="float64")
@@ -107,6 +108,7 @@ def test_one_compile_across_schedule_values():
     assert not np.allclose(out[0].params["W1"], out[1].params["W1"])
 
 
+@pytest.mark.slow
 def test_lanes_mix_schedule_values_and_each_equals_fit():
     from fc_jax.runs.sweep import run_sweep
 

@@ -166,6 +166,7 @@ def test_loss_and_grads_match_plain_model(x64, normalization, keep_prob, reg):
     _assert_tree_rel(grads, want_grads, 1e-10)
 
 
+@pytest.mark.slow
 def test_label_smoothing_matches_plain_model(x64):
     config = _config("layernorm")
     params = _params(config)
@@ -499,6 +500,7 @@ def test_labels_out_of_range_raise(bad):
 
 
 # ---------------------------------------------------------------- 7. composition
+@pytest.mark.slow
 @pytest.mark.parametrize("normalization", [None, "batchnorm"])
 def test_jit_value_and_grad_equals_eager_and_reg_does_not_retrace(x64, normalization):
     config = _config(normalization, 0.6)
@@ -560,6 +562,7 @@ def test_float64_in_float64_out(x64, normalization):
     assert all(v.dtype == jnp.float64 for v in new_state.values())
 
 
+@pytest.mark.slow
 def test_dropout_structure_with_keep_prob_one_is_the_net_without_dropout():
     """Structure in the config, value in HParams: keep_prob 1.0 keeps every unit, bit for bit."""
     cd = models.NetConfig(hidden_dims=(7, 6), input_dim=12, num_classes=4, dropout=True)
@@ -665,6 +668,7 @@ def _away_from_kinks(params, X, config):
     return {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}, margin
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("normalization", [None, "batchnorm", "layernorm"])
 def test_bfloat16_loss_and_grads_match_float32(normalization):
     # The whole net through the hand-written backward: loss within 1e-3, the gradient (all params

@@ -47,6 +47,7 @@ def _optimize(study, data, n, k, num_epochs=3, **kw):
     return optuna_bridge.optimize(CFG, data, study, SPACE, n, lanes=k, **kw)
 
 
+@pytest.mark.slow
 def test_batches_compile_once_and_tell_the_lanes_best(optuna, digits, tmp_path, monkeypatch):
     """5 trials in batches of 2: 3 batches, one trace of the epoch, told values = lanes' best."""
     traces = []

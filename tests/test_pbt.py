@@ -162,6 +162,7 @@ def test_resume_after_a_pbt_step_is_bit_identical(tmp_path):
                 assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
 
 
+@pytest.mark.slow
 def test_cli_pbt_writes_lineage_and_refuses_bad_settings(tmp_path, capsys):
     out = tmp_path / "pbt"
     base = [

@@ -55,6 +55,7 @@ def test_promote_skips_diverged_lanes_and_stops_after_the_last_rung():
     assert loop.promote(_snapshot([0.2, 0.9, 0.5], [1, 3, 1], [1, 3, 1]), s) is None
 
 
+@pytest.mark.slow
 def test_train_lanes_k_lanes_equal_k_fits():
     """Each lane ends bit for bit where fit with its values ends (groups of one lane: a wider vmap
     may round the last bit differently, see tests/test_sweep.py)."""

@@ -32,6 +32,7 @@ CFG = dict(input_dim=D, num_classes=C, dtype="float64")
 CONFIGS = [{"learning_rate": 3e-2, "weight_scale": 0.3}, {"learning_rate": 1e-3, "seed": 7}]
 
 
+@pytest.mark.slow
 def test_seeds_are_consecutive_lanes_and_mean_std_are_by_hand(x64, tmp_path):
     cfg = models.NetConfig((5,), **CFG)
     s = schedule.Schedule(num_epochs=2, batch_size=10, seed=4, independent_batches=True)
@@ -157,6 +158,7 @@ def test_spec_seeds_and_bad_seeds(tmp_path):
         (["--learning-rate", "3e-3", "1e-2", "--seeds", "2", "--independent-batches"], True),
     ],
 )
+@pytest.mark.slow
 def test_printed_command_retrains_the_winner_exactly(tmp_path, capsys, extra, independent):
     """`fc-jax train` with the printed command ends at the sweep lane's best validation accuracy
     bit for bit; `best_config.json` holds the same values, seed and command."""

@@ -74,6 +74,7 @@ def _trace_optimizer() -> optim.Optimizer:
     return optim.Optimizer(init, optim.skippable(update))
 
 
+@pytest.mark.slow
 def test_engine_layout_stays_inside_the_epoch(x64):
     # The epoch's W1 layout is invisible outside it: model, loss and step take no layout flag, the
     # TrainState comes back in the public (D, H1) layout, and every per-parameter buffer of any
@@ -353,6 +354,7 @@ def test_fit_rejects_bad_hparams_and_rule():
         fit.fit(cfg, _data(), schedule=Schedule(seeds=2))
 
 
+@pytest.mark.slow
 def test_bfloat16_epoch_keeps_float32_master_state():
     # The policy changes the matmuls only: params, optimizer state and batchnorm statistics stay
     # float32 through an epoch (and a step), and the losses track float32's within bfloat16 rounding.

@@ -38,6 +38,7 @@ def test_whiten_uses_the_training_split_for_every_split(rng):
     assert out["y_train"] is d["y_train"] and out["whiten"].shape == (4, 4)
 
 
+@pytest.mark.slow
 def test_round_trip_through_fc_jax_eval_inputs(tmp_path, capsys):
     out = tmp_path / "run"
     argv = [

@@ -101,6 +101,7 @@ def test_command_settings_are_what_the_command_line_gives():
     assert got == {k: v for k, v in s.items() if k not in ("beta1", "reg")} | {"reg": 0.0}
 
 
+@pytest.mark.slow
 def test_sweep_in_writes_the_sweep_and_retrains_the_winner(tmp_path):
     s = settings.settings("digits", SMALL)
     trials, seeds = trial_space(s, lists={"learning_rate": [1e-3, 1e-2]})
