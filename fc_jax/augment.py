@@ -90,7 +90,7 @@ def crop_flip_rows(
     Output pixel (c, h, w) of example b reads X[rows[b]] at (c, h + dy - pad, w' + dx - pad),
     w' = W - 1 - w when flipped (else w), or is 0 outside the image. One gather of B * D
     elements replaces the minibatch's own gather, so crops and flips cost the index arithmetic
-    and the scattered reads (about 6% of a W1 epoch; benchmarks/RESULTS.md).
+    and the scattered reads (their cost on a W1 epoch: benchmarks/RESULTS.md).
     """
     C, H, W = image_shape
     D = C * H * W
@@ -117,7 +117,7 @@ def mixup_draws(key: Key, batch: int, alpha: Array, dtype) -> tuple[Array, Array
 
     The partner of example j is example `batch - 1 - j` (the batch reversed, as timm's mixup
     pairs them): the minibatch's own order is random, so the pairs are too, with no permutation
-    to draw (a sort; it made a W1 epoch about 30% slower).
+    to draw (a sort; a W1 epoch was slower with it: benchmarks/RESULTS.md).
     """
     a = jnp.asarray(alpha, dtype)
     safe = jnp.where(a > 0, a, jnp.ones((), dtype))
@@ -148,6 +148,6 @@ def augment_batch(
     if not aug.mixup:
         return xb, yb, None
     _, lam = mixup_draws(key, rows.shape[0], hparams.mixup_alpha, xb.dtype)
-    # the partners gathered again from X, reversed: reversing the gathered batch (xb[::-1]) made a
-    # W1 step about 30% slower on XLA:CPU, a second gather costs about 2%
+    # the partners gathered again from X, reversed: on XLA:CPU a second gather costs far less than
+    # reversing the gathered batch (xb[::-1]) (benchmarks/RESULTS.md, "Augmentation and mixup")
     return lam * xb + (1 - lam) * partner(), yb, (yb[::-1], lam)

@@ -94,9 +94,10 @@ def _dot(a, b, acc_dtype, dims=None):
 def _transposed(a: Array) -> Array:
     """`a.T` of a 2-D array as a row-major array of its own: flattening the transpose (a 1-D array has
     one layout) makes the copy physical, and the barrier keeps XLA from folding the reshapes away.
-    XLA:CPU's bfloat16 dot contracting the batch axis of both operands (`x.T @ dout`) runs at about
-    40% of the speed of the same product on a physically transposed operand, and a barrier on
-    `a.T` alone does not help there: layout assignment keeps the transpose a free relabelling."""
+    XLA:CPU's bfloat16 dot contracting the batch axis of both operands (`x.T @ dout`) runs far
+    slower than the same product on a physically transposed operand, and a barrier on `a.T` alone
+    does not help there: layout assignment keeps the transpose a free relabelling (figures:
+    `python benchmarks/ab_ops.py --only bf16`, benchmarks/RESULTS.md, "Mixed precision")."""
     n, m = a.shape
     return jax.lax.optimization_barrier(a.T.reshape(-1)).reshape(m, n)
 
@@ -161,7 +162,7 @@ def affine_backward(
     x2 = x.reshape(x.shape[0], -1)
     if compute_dtype is None:
         dx = _dot(d, w.T, acc).reshape(x.shape)
-    else:  # (w @ d.T).T: XLA:CPU's bfloat16 `d @ w.T` runs at about a quarter of this one's speed
+    else:  # (w @ d.T).T: on XLA:CPU faster than `d @ w.T` in bfloat16 (ab_ops.py --only bf16)
         dx = _dot(w, d, acc, (((1,), (1,)), ((), ()))).T.reshape(x.shape)
     # dw = x2.T @ dout. XLA:CPU runs this dot (contracting the batch axis of both operands into a
     # tall (D, M) output) much slower than a plain (D, N) @ (N, M) product, so materialize x2.T
@@ -229,7 +230,8 @@ def affine_t_forward(
     x2 = xc.reshape(x.shape[0], -1)
     # (w_t @ x2.T).T rather than x2 @ w_t.T: equal math, but under a sweep's vmap over stacked
     # weights (K, M, D) this orientation is one (K*M, D) x (D, N) GEMM with no (D, K*M) transpose
-    # copy of all K weights (6.4 vs 8.2 ms for K=16 on 2 CPU cores); alone it is no slower.
+    # copy of all K weights (faster for K=16 on 2 CPU cores, benchmarks/RESULTS.md); alone it is
+    # no slower.
     out = _dot(wc, x2, acc, (((1,), (1,)), ((), ()))).T + b[None, :]
     return out, AffineTCache(xc, wc)
 
