@@ -18,6 +18,7 @@ whole blocks, ranked by `group_means`.
 (`halving` and `pbt` nested as dicts) and back, equal field for field.
 """
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -36,6 +37,7 @@ __all__ = [
     "schedule_record",
     "schedule_from_record",
     "check_pbt",
+    "check_population",
     "check_schedule",
     "epoch_indices",
     "train_subsample",
@@ -253,6 +255,16 @@ def check_pbt(p: Pbt) -> None:
     bad = [n for n in p.names if n not in HPARAMS]
     if bad or not p.names:
         raise ValueError(f"PBT perturbs hyperparameters; got {list(p.names)}")
+
+
+def check_population(quantile: float, count: int, what: str = "lanes", prefix: str = "") -> None:
+    """ValueError unless `count` lanes give population-based training at least one lane to replace
+    (floor(count * quantile) >= 1); `what` and `prefix` word the message for the caller."""
+    if int(count * quantile) < 1:
+        raise ValueError(
+            f"{prefix}population-based training with quantile {quantile:g} needs at least "
+            f"{math.ceil(1 / quantile)} {what}; got {count}"
+        )
 
 
 def check_checkpoint_every(seconds) -> None:

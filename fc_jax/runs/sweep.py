@@ -21,7 +21,6 @@ core, see `fc_jax.cli.cpu_devices_for_sweeps`). The lane axis is sharded over
 `Mesh(devices, ("trials",))` (every device by default).
 """
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -35,6 +34,7 @@ from fc_jax.runs.loop import Lanes
 from fc_jax.runs.schedule import (
     Pbt,
     Schedule,
+    check_population,
     group_means,
     lane_groups,
     lane_scores,
@@ -244,12 +244,8 @@ def run_sweep(
     """
     trials = [{**t, "seed": t.get("seed", schedule.seed)} for t in space.check_trials(trials)]
     trials = repeat_seeds(trials, schedule.seeds)
-    p = schedule.pbt
-    if p is not None and int(len(trials) * p.quantile) < 1:
-        raise ValueError(
-            f"population-based training with quantile {p.quantile:g} needs at "
-            f"least {math.ceil(1 / p.quantile)} lanes; got {len(trials)}"
-        )
+    if schedule.pbt is not None:
+        check_population(schedule.pbt.quantile, len(trials))
     if max_lanes is not None:
         check_integer("max_lanes", max_lanes)
     devices = list(jax.devices() if devices is None else devices)

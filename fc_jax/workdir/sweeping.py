@@ -15,7 +15,6 @@ uninterrupted one. With several processes only process 0 logs and writes. Errors
 its `line` is the summary, the files are written), `fc_jax.workdir.folders.Interrupted`.
 """
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,6 +26,7 @@ from fc_jax.precision import precision_notice
 from fc_jax.runs import placement, space
 from fc_jax.runs import sweep as sweeps
 from fc_jax.runs.loop import Callbacks
+from fc_jax.runs.schedule import check_population
 from fc_jax.storage import checkpoint, files
 from fc_jax.workdir.folders import CHECKPOINT_EVERY, Interrupted, check_out_dir, resume_dir
 from fc_jax.workdir.optuna_study import dropout_of, require_optuna, run_study
@@ -173,10 +173,9 @@ def prepare_sweep(
         else:
             if opts["schedule"] == "pbt" and opts["seeds"] > 1:
                 raise ValueError("--schedule pbt trains one seed per configuration; drop --seeds")
-            if opts["schedule"] == "pbt" and int(len(trials) * opts["quantile"]) < 1:
-                raise ValueError(
-                    f"--schedule pbt --quantile {opts['quantile']:g} needs at least "
-                    f"{math.ceil(1 / opts['quantile'])} configurations; got {len(trials)}"
+            if opts["schedule"] == "pbt":
+                check_population(
+                    opts["quantile"], len(trials), "configurations", "--schedule pbt: "
                 )
         if (out / "checkpoint.npz").exists():
             raise ValueError(
