@@ -117,7 +117,7 @@ RECIPES: dict[str, Recipe] = {
         "65.6% test in 7.2 minutes on a 2-core CPU with AMX-BF16",
     ),
     "cpu-1h": Recipe(
-        dict(_AUGMENTED, epochs=320), "67.7% test in 57 minutes on a 2-core CPU with AMX-BF16"
+        dict(_AUGMENTED, epochs=320), "67.4% test in 53 minutes on a 2-core CPU with AMX-BF16"
     ),
     "gpu": Recipe(
         dict(_AUGMENTED, hidden_dims=[4096, 4096], crop_pad=4, batch_size=1000, epochs=300),

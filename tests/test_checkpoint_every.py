@@ -13,7 +13,7 @@ import pytest
 from fc_jax import cli, models
 from fc_jax.data.datasets import synthetic
 from fc_jax.hparams import make_hparams
-from fc_jax.runs import fit, loop
+from fc_jax.runs import epoch, fit, loop
 from fc_jax.runs.schedule import Schedule, check_schedule, checkpoint_due
 from fc_jax.storage import checkpoint
 from fc_jax.storage.checkpoint import load_run
@@ -86,7 +86,7 @@ def test_an_interrupt_saves_the_last_finished_epoch():
 
 
 def test_divergence_saves_the_last_good_epoch(monkeypatch):
-    real = loop._one_epoch
+    real = epoch.one_epoch
 
     def third_diverges(ctx, lanes, todo, e):  # as the engine marks a non-finite loss
         lanes = real(ctx, lanes, todo, e)
@@ -95,7 +95,7 @@ def test_divergence_saves_the_last_good_epoch(monkeypatch):
             lanes.history[0]["loss"][-1] = float("nan")
         return lanes
 
-    monkeypatch.setattr(loop, "_one_epoch", third_diverges)
+    monkeypatch.setattr(epoch, "one_epoch", third_diverges)
     seen = []
     with pytest.raises(loop.DivergedError, match="at epoch 3"):
         _fit(6, 1e9, seen)

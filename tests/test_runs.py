@@ -8,6 +8,7 @@ from fc_jax import models
 from fc_jax.data import datasets
 from fc_jax.hparams import make_hparams
 from fc_jax.runs import fit, loop
+from fc_jax.runs.lanes import Lanes, promote
 from fc_jax.runs.schedule import Halving, Schedule
 
 D, C = 10, 3
@@ -26,7 +27,7 @@ def _snapshot(best_val, epoch, budget, diverged=None):
     """A hand-built `Lanes` holding only what `promote` reads."""
     K = len(best_val)
     ts = type("TS", (), {"diverged": np.zeros(K, bool) if diverged is None else diverged})()
-    return loop.Lanes(
+    return Lanes(
         ts,
         np.asarray(epoch),
         np.asarray(budget),
@@ -43,16 +44,16 @@ def _snapshot(best_val, epoch, budget, diverged=None):
 def test_promote_keeps_the_best_third_of_a_finished_rung():
     s = Schedule(num_epochs=9, halving=Halving(3, 1))
     lanes = _snapshot([0.2, 0.9, 0.5, 0.1, 0.8, 0.3], [1] * 6, [1] * 6)
-    out = loop.promote(lanes, s)
+    out = promote(lanes, s)
     assert out.budget.tolist() == [1, 3, 1, 1, 3, 1]  # the best 6 // 3 = 2 go on to 3 epochs
 
 
 def test_promote_skips_diverged_lanes_and_stops_after_the_last_rung():
     s = Schedule(num_epochs=3, halving=Halving(3, 1))
     diverged = np.array([False, True, False])
-    out = loop.promote(_snapshot([0.2, 0.99, 0.5], [1, 1, 1], [1, 1, 1], diverged), s)
+    out = promote(_snapshot([0.2, 0.99, 0.5], [1, 1, 1], [1, 1, 1], diverged), s)
     assert out.budget.tolist() == [1, 1, 3]  # the diverged lane's accuracy does not count
-    assert loop.promote(_snapshot([0.2, 0.9, 0.5], [1, 3, 1], [1, 3, 1]), s) is None
+    assert promote(_snapshot([0.2, 0.9, 0.5], [1, 3, 1], [1, 3, 1]), s) is None
 
 
 @pytest.mark.slow

@@ -18,7 +18,8 @@ import pytest
 from fc_jax import cli, models
 from fc_jax.data.datasets import synthetic
 from fc_jax.report import sweeps
-from fc_jax.runs import loop, schedule, space, sweep
+from fc_jax.runs import schedule, space, sweep
+from fc_jax.runs.lanes import Lanes, promote
 
 D, C = 6, 3
 
@@ -88,7 +89,7 @@ def test_a_lane_without_any_validation_accuracy_counts_as_zero():
 def _lanes(best, epoch, budget, diverged=None):
     K = len(best)
     div = np.zeros(K, bool) if diverged is None else np.asarray(diverged, bool)
-    return loop.Lanes(
+    return Lanes(
         ts=SimpleNamespace(diverged=div),
         epoch=np.asarray(epoch),
         budget=np.asarray(budget),
@@ -109,11 +110,11 @@ def test_halving_promotes_whole_configurations_by_their_mean():
     best = [0.95, 0.10, 0.60, 0.62, 0.50, 0.55]  # means: 0.525, 0.61, 0.525
     lanes = _lanes(best, [1] * 6, [1] * 6)
     groups = schedule.lane_groups(6, 2)
-    assert loop.promote(lanes, sched, groups).budget.tolist() == [1, 1, 3, 3, 1, 1]
-    assert loop.promote(lanes, sched).budget.tolist() == [3, 1, 1, 3, 1, 1]  # lanes alone
+    assert promote(lanes, sched, groups).budget.tolist() == [1, 1, 3, 3, 1, 1]
+    assert promote(lanes, sched).budget.tolist() == [3, 1, 1, 3, 1, 1]  # lanes alone
     # a diverged seed counts with its best before diverging and is carried with its group
     lanes = _lanes(best, [1, 1, 1, 0, 1, 1], [1] * 6, diverged=[0, 0, 0, 1, 0, 0])
-    assert loop.promote(lanes, sched, groups).budget.tolist() == [1, 1, 3, 3, 1, 1]
+    assert promote(lanes, sched, groups).budget.tolist() == [1, 1, 3, 3, 1, 1]
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Would successive halving have stopped a full sweep's winner? A replay, without a second sweep.
 
 Contract: `replay_halving(result, eta, min_epochs)` replays successive halving's decisions
-(`fc_jax.runs.loop.promote`: at each rung the best 1/eta of the configurations still in, ranked by
+(`fc_jax.runs.lanes.promote`: at each rung the best 1/eta of the configurations still in, ranked by
 the mean over their seeds of the best validation accuracy so far, go on) on the per-epoch
 validation accuracies of a full sweep (`SweepResult`, schedule "full"). A halving sweep of the
 same trials trains each lane exactly as the full sweep does up to where it stops (same seeds and

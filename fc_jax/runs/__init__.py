@@ -1,7 +1,10 @@
 """The ring's engine: one run loop for K >= 1 lanes, and what it is fed.
 
-  loop       THE run loop: `train_lanes` trains K lanes epoch by epoch (`Lanes`, `DivergedError`;
-             its hooks are one `Callbacks`)
+  loop       THE run loop: `train_lanes` trains K lanes epoch by epoch (`DivergedError`; its hooks
+             are one `Callbacks`)
+  lanes      the lanes' state between epochs (`Lanes`) and its transitions: fresh, halving's
+             promotion, stopping; what checkpoints store
+  epoch      one epoch of the loop in named steps (`make_context`, `one_epoch`)
   schedule   what every lane shares (`Schedule`, `Halving`, `Pbt`): minibatches, subsamples, learning
              rates, seeds per configuration; `fit` and `run_sweep` take it with an update rule's
              name (`optimizer=`), and checkpoints store it as one record
@@ -17,7 +20,9 @@ Import the modules (`from fc_jax.runs import sweep`); the main names are also in
 """
 
 __all__ = [
+    "epoch",
     "fit",
+    "lanes",
     "loop",
     "optuna_bridge",
     "pbt",

@@ -20,6 +20,7 @@ from fc_jax import models, train
 from fc_jax.hparams import HParams, make_hparams, validate_hparams
 from fc_jax.models import x64_scope
 from fc_jax.runs import loop
+from fc_jax.runs.lanes import HISTORY_KEYS, Lanes
 from fc_jax.runs.schedule import Schedule
 
 __all__ = [
@@ -41,7 +42,7 @@ class Run(NamedTuple):
     best_val_acc: float
 
 
-def run_of(lanes: loop.Lanes, k: int = 0) -> Run:
+def run_of(lanes: Lanes, k: int = 0) -> Run:
     """Lane `k` of `lanes` as a `Run` (jax arrays; the key as a typed key)."""
     pick = lambda t: jax.tree.map(lambda a: jnp.asarray(a[k]), t)
     ts = pick(lanes.ts)
@@ -56,13 +57,13 @@ def run_of(lanes: loop.Lanes, k: int = 0) -> Run:
     )
 
 
-def lanes_of(run: Run, budget: int | None = None) -> loop.Lanes:
+def lanes_of(run: Run, budget: int | None = None) -> Lanes:
     """A `Run` as one-lane `Lanes` (numpy, key as raw key data)."""
     one = lambda t: jax.tree.map(lambda a: np.asarray(a)[None], t)
     ts = run.ts._replace(key=jax.random.key_data(run.ts.key))
-    h = {k: list(run.history.get(k, [])) for k in loop.HISTORY_KEYS}
+    h = {k: list(run.history.get(k, [])) for k in HISTORY_KEYS}
     best_epoch = int(np.argmax(h["val_acc"])) + 1 if h["val_acc"] else 0
-    return loop.Lanes(
+    return Lanes(
         ts=one(ts),
         epoch=np.asarray([run.epoch], np.int64),
         budget=np.asarray([budget if budget is not None else run.epoch], np.int64),
@@ -83,7 +84,7 @@ def fit(
     hparams: HParams | None = None,
     schedule: Schedule = Schedule(),
     optimizer: str = "adam",
-    resume: Run | loop.Lanes | None = None,
+    resume: Run | Lanes | None = None,
     callbacks: loop.Callbacks | None = None,
 ) -> Run:
     """Train `config` on `data`; returns the final `Run` (best params by validation accuracy inside).

@@ -217,7 +217,7 @@ def optimize(
     check_space(space, fixed)
     dists = distributions(space)
     K = min(lanes, n_trials)
-    from fc_jax.runs.loop import check_data
+    from fc_jax.runs.epoch import check_data
 
     with models.x64_scope(config):
         n = len(check_data(config, data, np.dtype(config.dtype))[0])

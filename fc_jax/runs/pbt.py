@@ -1,6 +1,6 @@
 """Population-based training: the exploit/explore step between epochs, a gather over the lane axis.
 
-Contract: `exploit(lanes, pbt, seed, epoch)` is one PBT step on a `fc_jax.runs.loop.Lanes` whose
+Contract: `exploit(lanes, pbt, seed, epoch)` is one PBT step on a `fc_jax.runs.lanes.Lanes` whose
 lanes all finished `epoch` epochs (diverged lanes may be behind). The lanes are ranked by their
 last validation accuracy (a diverged lane last); each of the worst `n = floor(K * quantile)` lanes
 copies the state of a lane drawn uniformly from the best `n`: parameters, optimizer state,

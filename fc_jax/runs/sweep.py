@@ -30,7 +30,7 @@ from fc_jax import models
 from fc_jax.hparams import HParams, check_integer
 from fc_jax.models import x64_scope
 from fc_jax.runs import loop, space
-from fc_jax.runs.loop import Lanes
+from fc_jax.runs.lanes import Lanes
 from fc_jax.runs.schedule import (
     Pbt,
     Schedule,

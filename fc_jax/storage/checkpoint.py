@@ -1,7 +1,7 @@
 """Checkpoints of the run loop, on top of the checked archives of `fc_jax.storage.archive`.
 
 Contract: ONE format for a training run and a sweep. `save_lanes(out_dir, lanes, meta)` writes the
-K lanes of a `fc_jax.runs.loop.Lanes` to `out_dir/checkpoint.npz` atomically and `load_lanes(out_dir)`
+K lanes of a `fc_jax.runs.lanes.Lanes` to `out_dir/checkpoint.npz` atomically and `load_lanes(out_dir)`
 returns `(lanes, meta)` with every array bit-identical, ready for the run loop's `resume=`. A
 training run is one lane: `save_run` / `load_run` are the K = 1 view (`fc_jax.runs.fit.Run`), through
 the same code. Arrays, each with a leading lane axis: `params/W1`, `model_state/running_mean1`,
@@ -35,7 +35,7 @@ from fc_jax import models
 from fc_jax.hparams import HParams
 from fc_jax.optim import get_optimizer
 from fc_jax.runs.fit import Run, lanes_of, run_of
-from fc_jax.runs.loop import Lanes
+from fc_jax.runs.lanes import Lanes
 from fc_jax.runs.schedule import Schedule, schedule_from_record, schedule_record
 from fc_jax.storage.archive import (
     RESERVED,
@@ -102,7 +102,7 @@ def save_lanes(out_dir: os.PathLike | str, lanes: Lanes, meta: dict) -> Path:
 
     Args:
       out_dir: the run's folder (created if needed), or the file.
-      lanes: a `fc_jax.runs.loop.Lanes` (as passed to `on_epoch_end`).
+      lanes: a `fc_jax.runs.lanes.Lanes` (as passed to `on_epoch_end`).
       meta: a dict with "config" (a `NetConfig`), "update_rule" (str) and "schedule" (the
         `Schedule` the lanes train on), plus any JSON-ready entries needed to resume
         (settings, trials, ...), stored as given; an "hparams" entry may be an `HParams`
