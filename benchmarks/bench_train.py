@@ -216,6 +216,7 @@ def bench_precision(name, X, y, steps, repeats, rule="adam"):
     opt, hp = optim.get_optimizer(rule), make_hparams(rule, learning_rate=1e-3)
     idx = train.sample_indices(jax.random.key(1), X.shape[0], steps, w["batch"])
     runs, out = {}, dict(workload=name, hidden=list(w["hidden"]), batch=w["batch"], steps=steps)
+    out["update_rule"] = rule
     for tag, cd in (("float32", None), ("bfloat16", "bfloat16")):
         config = models.NetConfig(w["hidden"], compute_dtype=cd)
         ts0 = train.init_train_state(jax.random.key(0), config, opt, 1e-2)
